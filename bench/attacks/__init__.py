@@ -1,0 +1,69 @@
+"""Attack plug-ins: ``fn(model, x, y, threat, params) -> x_adv`` on [0,1] inputs.
+
+The evaluator calls every attack with the model in eval mode and checks each returned batch with
+:func:`check_adversarial`; a violation is an error naming the attack, never a silently wrong number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench import params as params_mod
+from bench.errors import EvaluationError
+from bench.registry import ATTACKS
+from bench.types import ThreatModel
+
+TOLERANCE = 1e-6
+
+
+def check_adversarial(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = TOLERANCE) -> float:
+    """Raise EvaluationError unless ``x_adv`` is inside the eps-ball around ``x`` and inside [0,1].
+
+    Returns the largest L-inf distance seen (recorded with the results).
+    """
+    if x_adv.shape != x.shape:
+        raise EvaluationError(f"attack {name!r} returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
+    if not torch.isfinite(x_adv).all():
+        raise EvaluationError(f"attack {name!r} returned non-finite values")
+    lo, hi = float(x_adv.min()), float(x_adv.max())
+    if lo < -tol or hi > 1 + tol:
+        raise EvaluationError(f"attack {name!r} left [0,1] (values in [{lo:.6g}, {hi:.6g}])")
+    dist = float((x_adv - x).abs().amax()) if x.numel() else 0.0
+    if dist > eps + tol:
+        raise EvaluationError(f"attack {name!r} left the eps-ball: L-inf distance {dist:.6g} > eps {eps:.6g}")
+    return dist
+
+
+def label(name: str, p: Any) -> str:
+    """Column label of an attack in tables, e.g. ``PGD-20``."""
+    entry = ATTACKS.get(name)
+    fn = entry.caps.get("label")
+    return fn(p) if fn else name.upper()
+
+
+def attack(
+    name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | str, **params: Any
+) -> torch.Tensor:
+    """Library API: run a registered attack on a batch in [0,1]; returns checked ``x_adv``.
+
+    ``eps`` may be a float or a fraction string such as ``"8/255"``. The model is put in eval mode
+    for the attack and its previous mode is restored.
+    """
+    entry = ATTACKS.get(name)
+    p = params_mod.build(entry.params, params, f"attack {name}")
+    eps_exact = params_mod.parse_fraction(eps, "eps")
+    threat = ThreatModel("Linf", eps_exact, str(eps))
+    was_training = model.training
+    model.eval()
+    try:
+        x_adv = entry.fn(model, x, y, threat, p)
+    finally:
+        model.train(was_training)
+    check_adversarial(name, x, x_adv, float(eps_exact))
+    return x_adv.detach()
+
+
+from bench.attacks import pgd  # noqa: E402,F401

@@ -1,0 +1,143 @@
+"""PGD family (methods.md section 4): one core, parameterised into FGSM and PGD-k.
+
+* ``pgd``: PGD-k on cross-entropy, uniform random start, sign steps, projection onto the eps-ball
+  and [0,1] (Madry et al. 2018; FR ``attack/pgd.py``). With ``restarts > 1`` the per-sample worst
+  restart is kept (a misclassifying restart beats any other; ties broken by higher loss), unlike
+  FR's ``pgd_whitebox``, which returns the last restart.
+* ``fgsm``: one step of size eps from the clean input, no random start (Goodfellow et al. 2015).
+
+Gradients are taken with respect to the input only (``torch.autograd.grad(loss, x)``), so no
+parameter gradients are computed or accumulated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.registry import ATTACKS
+from bench.types import ThreatModel
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y) -> per-sample loss
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CW margin on logits, -(z_y - max_{j != y} z_j), no kappa clamp (FR ``attack/cw.py``)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return other - true
+
+
+LOSSES: dict[str, LossFn] = {"ce": ce_loss, "cw": margin_loss}
+
+
+def project(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
+    """Clip to the L-inf ball around x0, then to [0,1]."""
+    return torch.min(torch.max(x, x0 - eps), x0 + eps).clamp_(0.0, 1.0)
+
+
+def random_init(x0: torch.Tensor, eps: float, init: str) -> torch.Tensor:
+    if init == "uniform":
+        return (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp_(0.0, 1.0)
+    if init == "normal":  # TRADES: x + 0.001 N(0, I), no clamp at init
+        return x0 + 0.001 * torch.randn_like(x0)
+    if init == "none":
+        return x0.clone()
+    raise ValueError(f"unknown init {init!r}")
+
+
+def pgd(
+    model: nn.Module,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    loss: LossFn = ce_loss,
+    init: str = "uniform",
+    restarts: int = 1,
+) -> torch.Tensor:
+    """Sign-gradient ascent on ``loss`` inside the eps-ball; see the module docstring."""
+    x0 = x0.detach()
+    best = x0.clone()
+    best_fooled = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
+    best_loss = torch.full((len(x0),), float("-inf"), device=x0.device)
+    for _ in range(restarts):
+        x = random_init(x0, eps, init)
+        for _ in range(steps):
+            x.requires_grad_(True)
+            value = loss(model(x), y).sum()
+            (grad,) = torch.autograd.grad(value, x)
+            x = project(x.detach() + alpha * grad.sign(), x0, eps)
+        if restarts == 1:
+            return x.detach()
+        with torch.no_grad():
+            logits = model(x)
+            fooled = logits.argmax(1) != y
+            value = loss(logits, y)
+        better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (value > best_loss))
+        best[better] = x[better]
+        best_fooled = torch.where(better, fooled, best_fooled)
+        best_loss = torch.where(better, value, best_loss)
+    return best
+
+
+@dataclass(frozen=True)
+class PGDParams:
+    steps: int = 20
+    alpha: float | None = None  # step size in pixel space; None = eps/4 (2/255 at eps 8/255)
+    restarts: int = 1
+    init: Literal["uniform", "normal", "none"] = "uniform"
+    loss: Literal["ce", "cw"] = "ce"
+
+    def validate(self):
+        if self.steps < 1:
+            return "steps", "must be at least 1"
+        if self.restarts < 1:
+            return "restarts", "must be at least 1"
+        if self.alpha is not None and self.alpha <= 0:
+            return "alpha", "must be > 0"
+        return None
+
+
+def step_size(alpha: float | None, eps: float) -> float:
+    return eps / 4 if alpha is None else alpha
+
+
+@ATTACKS.register("pgd", params=PGDParams, version=1, label=lambda p: f"PGD-{p.steps}")
+def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: PGDParams) -> torch.Tensor:
+    """PGD-k, L-inf, uniform random start, CE loss; restarts keep the per-sample worst."""
+    eps = threat.eps_float
+    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, LOSSES[p.loss], p.init, p.restarts)
+
+
+@dataclass(frozen=True)
+class FGSMParams:
+    pass
+
+
+@ATTACKS.register("fgsm", params=FGSMParams, version=1, label=lambda p: "FGSM")
+def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: FGSMParams) -> torch.Tensor:
+    """FGSM: one signed-gradient step of size eps on CE, no random start."""
+    eps = threat.eps_float
+    return pgd(model, x, y, eps, eps, 1, ce_loss, "none", 1)
+
+
+@dataclass(frozen=True)
+class NoAttackParams:
+    pass
+
+
+@ATTACKS.register("none", params=NoAttackParams, version=1, label=lambda p: "Clean")
+def no_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: NoAttackParams) -> torch.Tensor:
+    """No attack: the clean input (clean accuracy only)."""
+    return x.clone()

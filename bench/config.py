@@ -1,0 +1,413 @@
+"""Suite YAML -> :class:`Suite`, strictly.
+
+* ``include: other.yaml`` (relative to the including file) is loaded first; keys of the including
+  file win (shallow merge); include cycles are rejected.
+* Unknown keys, wrong types and out-of-range values fail with one line naming the file and the
+  field; unknown plug-in names fail with a "did you mean".
+* eps and other numbers may be written as fractions (``8/255``), parsed exactly with ``Fraction``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bench import params as P
+from bench.errors import ConfigError
+from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS, Registry, RegistryError
+from bench.types import ThreatModel
+
+# ----------------------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+    def validate(self):
+        if self.lr <= 0:
+            return "lr", "must be > 0"
+        if not 0 <= self.momentum < 1:
+            return "momentum", "must be in [0, 1)"
+        if self.weight_decay < 0:
+            return "weight_decay", "must be >= 0"
+        return None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """``piecewise``: lr x gamma^k after the k-th milestone (epochs, 0-indexed, set at epoch start)."""
+
+    name: Literal["piecewise", "constant", "cosine"] = "piecewise"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def validate(self):
+        if any(m < 0 for m in self.milestones):
+            return "milestones", "must be >= 0"
+        if list(self.milestones) != sorted(set(self.milestones)):
+            return "milestones", "must be strictly increasing"
+        if not 0 < self.gamma <= 1:
+            return "gamma", "must be in (0, 1]"
+        return None
+
+    def lr(self, base: float, epoch: int, epochs: int) -> float:
+        if self.name == "piecewise":
+            return base * self.gamma ** sum(epoch >= m for m in self.milestones)
+        if self.name == "cosine":
+            import math
+
+            return base * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+        return base
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    crop_padding: int = 0  # random crop with zero padding of this many pixels (0 = off)
+    flip: bool = False  # random horizontal flip
+
+    def validate(self):
+        return ("crop_padding", "must be >= 0") if self.crop_padding < 0 else None
+
+
+@dataclass(frozen=True)
+class ValAttackSpec:
+    """The PGD attack used on the validation split for ``best_val`` selection."""
+
+    steps: int = 20
+    alpha: float | None = None  # None = eps/4
+
+    def validate(self):
+        return ("steps", "must be at least 1") if self.steps < 1 else None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    augmentation: AugmentSpec = AugmentSpec()
+    val_fraction: float = 0.1  # seeded hold-out from the training set
+    val_seed: int = 42
+    val_examples: int | None = None  # evaluate selection on at most this many val examples
+    subset: int | None = None  # train on a seeded subset of this many examples (after the val split)
+    selection: Literal["last", "best_val"] = "best_val"
+    val_attack: ValAttackSpec = ValAttackSpec()
+
+    def validate(self):
+        if self.epochs < 1:
+            return "epochs", "must be at least 1"
+        if self.batch_size < 1:
+            return "batch_size", "must be at least 1"
+        if not 0 <= self.val_fraction < 1:
+            return "val_fraction", "must be in [0, 1)"
+        if self.selection == "best_val" and self.val_fraction == 0:
+            return "selection", "best_val needs a validation split (val_fraction > 0)"
+        if self.subset is not None and self.subset < 1:
+            return "subset", "must be at least 1"
+        if self.val_examples is not None and self.val_examples < 1:
+            return "val_examples", "must be at least 1"
+        return None
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    n_examples: int | None = None  # None = the whole test set
+    batch_size: int = 500
+    subset_seed: int = 0  # which test examples when n_examples is smaller than the test set
+
+    def validate(self):
+        if self.n_examples is not None and self.n_examples < 1:
+            return "n_examples", "must be at least 1"
+        if self.batch_size < 1:
+            return "batch_size", "must be at least 1"
+        return None
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    """A registry name with its parsed params (and the version of the registered plug-in)."""
+
+    kind: str
+    name: str
+    params: Any
+    version: int
+
+    def plain(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "params": P.to_plain(self.params)}
+
+
+@dataclass(frozen=True)
+class WARef:
+    """One entry of the weight-averaging axis; ``none`` means the raw weights."""
+
+    kind: Literal["none"] = "none"
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    dataset: PluginRef
+    model: PluginRef
+    threat: ThreatModel
+    train: TrainSpec
+    defences: list[PluginRef]
+    attacks: list[PluginRef]
+    eval: EvalSpec
+    seeds: list[int]
+    wa: list[WARef] = field(default_factory=lambda: [WARef()])
+    plugins: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+TOP_LEVEL = (
+    "name",
+    "include",
+    "dataset",
+    "model",
+    "threat",
+    "train",
+    "defences",
+    "wa",
+    "attacks",
+    "eval",
+    "seeds",
+    "plugins",
+    "description",
+)
+REQUIRED = ("name", "dataset", "model", "threat", "defences")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except OSError as e:
+        raise ConfigError(str(path), f"cannot read: {e.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(str(path), f"invalid YAML at {where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "a suite must be a mapping of keys (name, dataset, model, ...)")
+    return data
+
+
+def load_raw(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merged top-level mapping after includes, and for each key the file that set it."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in (*stack, resolved))
+        raise ConfigError(str(path), f"include: cycle detected ({chain})")
+    data = _read_yaml(path)
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if "include" in data:
+        inc = data["include"]
+        if not isinstance(inc, str) or not inc:
+            raise ConfigError(f"{path}: include", "expected a file name")
+        inc_path = path.parent / inc
+        if not inc_path.is_file():
+            raise ConfigError(f"{path}: include", f"file not found: {inc_path}")
+        merged, sources = load_raw(inc_path, (*stack, resolved))
+    for key, value in data.items():
+        if key == "include":
+            continue
+        merged[key] = value
+        sources[key] = str(path)
+    return merged, sources
+
+
+_LOADED_PLUGINS: dict[str, object] = {}
+
+
+def load_plugins(specs: list[str], base: Path, where: str) -> None:
+    """Import plug-in modules (dotted names) or .py files (relative to the suite file) once each."""
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, str):
+            raise ConfigError(f"{where}[{i}]", f"expected a module name or .py file, got {spec!r}")
+        if spec.endswith(".py"):
+            path = (base / spec).resolve()
+            key = str(path)
+            if key in _LOADED_PLUGINS:
+                continue
+            if not path.is_file():
+                raise ConfigError(f"{where}[{i}]", f"plug-in file not found: {path}")
+            mod_name = f"bench_plugin_{path.stem}_{abs(hash(key)) % 10**8}"
+            spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec_obj)  # type: ignore[arg-type]
+            sys.modules[mod_name] = module
+            try:
+                spec_obj.loader.exec_module(module)  # type: ignore[union-attr]
+            except Exception as e:  # a broken plug-in is the user's error: say which
+                sys.modules.pop(mod_name, None)
+                raise ConfigError(f"{where}[{i}]", f"plug-in {spec} failed to import: {type(e).__name__}: {e}") from None
+            _LOADED_PLUGINS[key] = module
+        else:
+            if spec in _LOADED_PLUGINS:
+                continue
+            try:
+                _LOADED_PLUGINS[spec] = importlib.import_module(spec)
+            except ImportError as e:
+                raise ConfigError(f"{where}[{i}]", f"cannot import plug-in module {spec!r}: {e}") from None
+
+
+def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
+    """``name`` or ``{name: {param: value}}`` -> PluginRef with strictly parsed params."""
+    if isinstance(item, str):
+        name, overrides = item, None
+    elif isinstance(item, dict) and len(item) == 1:
+        name, overrides = next(iter(item.items()))
+        if not isinstance(name, str):
+            raise ConfigError(where, f"expected a {registry.kind} name, got {name!r}")
+    else:
+        raise ConfigError(where, f"expected a {registry.kind} name or {{name: {{param: value}}}}, got {item!r}")
+    try:
+        entry = registry.get(name)
+    except RegistryError as e:
+        raise ConfigError(where, str(e)) from None
+    params = P.build(entry.params, overrides, f"{where}.{name}")
+    return PluginRef(registry.kind, name, params, entry.version)
+
+
+def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = False) -> list[PluginRef]:
+    if not isinstance(items, list):
+        raise ConfigError(where, f"expected a list, got {type(items).__name__}")
+    if not items and not allow_empty:
+        raise ConfigError(where, "must not be empty")
+    refs = [_ref(registry, item, f"{where}[{i}]") for i, item in enumerate(items)]
+    seen: set = set()
+    for i, ref in enumerate(refs):
+        key = (ref.name, ref.params)
+        if key in seen:
+            raise ConfigError(f"{where}[{i}]", f"duplicate entry {ref.name!r} with the same parameters")
+        seen.add(key)
+    return refs
+
+
+def _threat(raw: Any, where: str) -> ThreatModel:
+    if not isinstance(raw, dict):
+        raise ConfigError(where, "expected a mapping {norm: Linf, eps: 8/255}")
+    unknown = set(raw) - {"norm", "eps"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key; allowed: norm, eps")
+    norm = raw.get("norm", "Linf")
+    if norm != "Linf":
+        raise ConfigError(f"{where}.norm", f"only 'Linf' is supported, got {norm!r}")
+    if "eps" not in raw:
+        raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
+    eps = P.parse_fraction(raw["eps"], f"{where}.eps")
+    if not 0 < eps <= 1:
+        raise ConfigError(f"{where}.eps", f"must be in (0, 1] (pixel space), got {raw['eps']}")
+    text = raw["eps"].strip() if isinstance(raw["eps"], str) else repr(raw["eps"])
+    return ThreatModel("Linf", eps, text)
+
+
+def _seeds(raw: Any, where: str) -> list[int]:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(where, "expected a non-empty list of integers")
+    for i, s in enumerate(raw):
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise ConfigError(f"{where}[{i}]", f"expected a non-negative integer, got {s!r}")
+    if len(set(raw)) != len(raw):
+        raise ConfigError(where, "seeds must be unique")
+    return list(raw)
+
+
+def _wa(raw: Any, where: str) -> list[WARef]:
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for i, item in enumerate(items):
+        if item in ("none", None):
+            out.append(WARef())
+        else:
+            raise ConfigError(f"{where}[{i}]", f"unknown weight-averaging spec {item!r}; supported: none")
+    return out or [WARef()]
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file (and its includes). Raises ConfigError (one line) on bad input."""
+    path = Path(path)
+    raw, sources = load_raw(path)
+    at = lambda key: f"{sources.get(key, path)}: {key}"  # noqa: E731
+
+    for key in raw:
+        if key not in TOP_LEVEL:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(at(key), f"unknown key{hint}; allowed: {', '.join(TOP_LEVEL)}")
+    for key in REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{path}: {key}", "missing required key")
+
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list):
+        raise ConfigError(at("plugins"), "expected a list of modules or .py files")
+    load_plugins(plugins, Path(sources.get("plugins", path)).parent, at("plugins"))
+
+    name = raw["name"]
+    if not isinstance(name, str) or not name.strip() or "/" in name or name.startswith("."):
+        raise ConfigError(at("name"), f"expected a non-empty name usable as a folder, got {name!r}")
+
+    return Suite(
+        name=name,
+        path=path,
+        dataset=_ref(DATASETS, raw["dataset"], at("dataset")),
+        model=_ref(MODELS, raw["model"], at("model")),
+        threat=_threat(raw["threat"], at("threat")),
+        train=P.build(TrainSpec, raw.get("train"), at("train")),
+        defences=_ref_list(DEFENCES, raw["defences"], at("defences")),
+        attacks=_ref_list(ATTACKS, raw.get("attacks") or [], at("attacks"), allow_empty=True),
+        eval=P.build(EvalSpec, raw.get("eval"), at("eval")),
+        seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
+        wa=_wa(raw.get("wa", ["none"]), at("wa")),
+        plugins=list(plugins),
+        sources=sources,
+    )

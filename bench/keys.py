@@ -1,0 +1,53 @@
+"""Cache keys: sha256 of canonical JSON of everything that changes a result.
+
+Train key: protocol version, dataset/model/defence (name, explicit version, all params with
+defaults filled in), threat (eps as a reduced fraction), train spec, seed. Excluded: device, paths,
+evaluation settings, display names. Eval key: train key, which weights, attack (name, version,
+params), threat and eval spec. Bump ``PROTOCOL_VERSION`` when the engine's semantics change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from bench.params import fraction_text, to_plain
+from bench.types import ThreatModel
+
+PROTOCOL_VERSION = 1
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def threat_plain(threat: ThreatModel) -> dict[str, str]:
+    return {"norm": threat.norm, "eps": fraction_text(threat.eps)}
+
+
+def train_spec(dataset: Any, model: Any, threat: ThreatModel, train: Any, defence: Any, seed: int) -> dict[str, Any]:
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "dataset": dataset.plain(),
+        "model": model.plain(),
+        "threat": threat_plain(threat),
+        "train": to_plain(train),
+        "defence": defence.plain(),
+        "seed": seed,
+    }
+
+
+def eval_spec(train_key: str, weights: str, attack: Any, threat: ThreatModel, evaluation: Any) -> dict[str, Any]:
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "train_key": train_key,
+        "weights": weights,
+        "attack": attack.plain(),
+        "threat": threat_plain(threat),
+        "eval": to_plain(evaluation),
+    }

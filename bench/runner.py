@@ -1,0 +1,191 @@
+"""plan -> train -> evaluate -> aggregate -> render, with the content-addressed cache.
+
+Each train job runs once per distinct training config; each (weights, attack) evaluation runs
+once. A job that raises is reported and not cached; the rest of the grid still runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.aggregate import collect
+from bench.config import Suite, load_suite
+from bench.data import load_dataset
+from bench.env import provenance, resolve_device
+from bench.errors import BenchError, DatasetMissingError
+from bench.evaluate import robust_flags, subset_indices
+from bench.models import build
+from bench.plan import EvalJob, Plan, TrainJob, expand
+from bench.progress import Progress
+from bench.registry import ATTACKS, DEFENCES
+from bench.render import write_results
+from bench.store import Store, default_cache_dir, write_json
+from bench.train import TrainData, prepare_data, train_model
+from bench.types import DatasetSplits
+
+
+@dataclass
+class RunSummary:
+    planned: int = 0
+    trained: int = 0
+    evaluated: int = 0
+    cached_train: int = 0
+    cached_eval: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    results_dir: Path | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "planned": self.planned,
+            "trained": self.trained,
+            "evaluated": self.evaluated,
+            "cached_train": self.cached_train,
+            "cached_eval": self.cached_eval,
+            "failed": len(self.failures),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def source_sha(fn: Any) -> str | None:
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(fn) or "").read_bytes()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return None
+
+
+class Runner:
+    def __init__(self, plan: Plan, store: Store, device: torch.device, data_dir: str | None, progress: Progress):
+        self.plan, self.store, self.device, self.data_dir, self.progress = plan, store, device, data_dir, progress
+        self._splits: DatasetSplits | None = None
+        self._train_data: TrainData | None = None
+        self._prov = provenance(device)
+
+    @property
+    def splits(self) -> DatasetSplits:
+        if self._splits is None:
+            suite = self.plan.suite
+            self._splits = load_dataset(suite.dataset.name, suite.dataset.params, self.data_dir)
+        return self._splits
+
+    def train(self, job: TrainJob) -> None:
+        if self._train_data is None:
+            self._train_data = prepare_data(self.splits, self.plan.suite, self.device)
+        result = train_model(job, self.plan.suite, self.splits, self._train_data, self.device, self.progress)
+        with self.store.writer("train", job.key) as tmp:
+            for name, state in result.states.items():
+                torch.save(state, tmp / f"model_{name}.pt")
+            write_json(tmp / "spec.json", job.spec)
+            (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
+            write_json(
+                tmp / "manifest.json",
+                {
+                    "seconds": round(result.seconds, 3),
+                    "best_epoch": result.best_epoch,
+                    "weights": sorted(result.states),
+                    "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
+                    "data_source": self.splits.source,
+                    "provenance": self._prov,
+                },
+            )
+
+    def evaluate(self, job: EvalJob) -> None:
+        suite, ev = self.plan.suite, self.plan.eval_spec
+        splits = self.splits
+        ids = subset_indices(len(splits.test_y), ev.n_examples, ev.subset_seed)
+        x = splits.test_x[torch.from_numpy(ids)].to(self.device)
+        y = splits.test_y[torch.from_numpy(ids)].to(self.device)
+        info = splits.info
+        model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
+        weights_file = f"model_{job.weights.split(':')[1]}.pt"
+        model.load_state_dict(self.store.load_weights("train", job.train.key, weights_file, self.device))
+        model.to(self.device)
+        entry = ATTACKS.get(job.attack.name)
+        threat = suite.threat
+        torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
+        flags = robust_flags(
+            model, x, y, lambda m, xb, yb: entry.fn(m, xb, yb, threat, job.attack.params),
+            threat.eps_float, ev.batch_size, f"{job.train.display}/{job.column}", self.progress,
+        )  # fmt: skip
+        with self.store.writer("eval", job.key) as tmp:
+            np.savez_compressed(tmp / "flags.npz", sample_id=ids.astype(np.int32), clean=flags.clean, robust=flags.robust)
+            write_json(tmp / "spec.json", job.spec)
+            metrics = {
+                "n": len(ids),
+                "clean_acc": flags.clean_acc,
+                "robust_acc": flags.robust_acc,
+                "max_dist": flags.max_dist,
+                "seconds": round(flags.seconds, 3),
+            }
+            write_json(tmp / "metrics.json", metrics)
+            write_json(tmp / "manifest.json", {"attack_source_sha": source_sha(entry.fn), "provenance": self._prov})
+        self.progress.log(
+            f"  eval {job.train.display} seed={job.train.seed} {job.column}: "
+            f"clean {100 * flags.clean_acc:.2f}%, robust {100 * flags.robust_acc:.2f}% ({flags.seconds:.1f}s)"
+        )
+
+
+def run_suite(
+    suite: Suite | str | Path,
+    cache_dir: str | Path | None = None,
+    results_dir: str | Path = "results",
+    device: str | torch.device = "auto",
+    *,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Run (or resume) a suite and write ``<results_dir>/<suite name>/``; returns the counters."""
+    start = time.perf_counter()
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    store = Store(cache_dir or default_cache_dir())
+    plan = expand(suite, limit)
+    prog = Progress(progress)
+    runner = Runner(plan, store, dev, str(data_dir) if data_dir else None, prog)
+    summary = RunSummary(planned=len(plan.train_jobs) + len(plan.eval_jobs))
+    prog.log(f"suite {suite.name}: {len(plan.train_jobs)} train jobs, {len(plan.eval_jobs)} eval jobs on {dev}")
+    failed_train: set[str] = set()
+    for i, tjob in enumerate(plan.train_jobs, 1):
+        if store.has("train", tjob.key):
+            summary.cached_train += 1
+            continue
+        prog.log(f"[train {i}/{len(plan.train_jobs)}] {tjob.display} seed={tjob.seed} ({tjob.key[:12]})")
+        try:
+            runner.train(tjob)
+            summary.trained += 1
+        except DatasetMissingError:
+            raise
+        except BenchError as e:
+            failed_train.add(tjob.key)
+            summary.failures.append(f"train {tjob.display} seed={tjob.seed}: {e}")
+            prog.log(f"  FAILED (not cached): {e}")
+    for i, ejob in enumerate(plan.eval_jobs, 1):
+        if store.has("eval", ejob.key):
+            summary.cached_eval += 1
+            continue
+        if ejob.train.key in failed_train:
+            continue
+        prog.log(f"[eval {i}/{len(plan.eval_jobs)}] {ejob.train.display} seed={ejob.train.seed} {ejob.column}")
+        try:
+            runner.evaluate(ejob)
+            summary.evaluated += 1
+        except DatasetMissingError:
+            raise
+        except BenchError as e:
+            summary.failures.append(f"eval {ejob.train.display} seed={ejob.train.seed} {ejob.column}: {e}")
+            prog.log(f"  FAILED (not cached): {e}")
+    out = write_results(plan, collect(plan, store), Path(results_dir))
+    summary.seconds = time.perf_counter() - start
+    summary.results_dir = out
+    write_json(out / "run.json", summary.as_json())
+    return summary

@@ -1,0 +1,158 @@
+"""THE training loop: the only place that owns the optimiser, the schedule and checkpoint selection.
+
+Per epoch: set the LR from the schedule; for each batch call the defence's pure loss
+``fn(model, x, y, params, ctx)``, then zero_grad / backward / step; check the loss is finite;
+evaluate the validation split (clean, and PGD when the selection needs it); keep the ``last`` and
+``best_val`` weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.attacks.pgd import pgd, step_size
+from bench.config import OptimizerSpec, Suite
+from bench.data.loader import batches, split_indices
+from bench.env import seed_everything
+from bench.errors import BenchError
+from bench.evaluate import robust_flags
+from bench.models import build
+from bench.plan import TrainJob
+from bench.progress import Progress
+from bench.registry import DEFENCES
+from bench.types import DatasetSplits, TrainContext
+
+
+class TrainingError(BenchError):
+    """Training diverged (non-finite loss); nothing is cached."""
+
+
+@dataclass
+class TrainData:
+    """Training and validation splits on the device (uint8), chosen by the train spec."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+
+def prepare_data(splits: DatasetSplits, suite: Suite, device: torch.device) -> TrainData:
+    spec = suite.train
+    tr, val = split_indices(len(splits.train_y), spec.val_fraction, spec.val_seed)
+    if spec.subset is not None and spec.subset < len(tr):
+        tr = np.sort(tr[np.random.RandomState(spec.val_seed + 1).permutation(len(tr))[: spec.subset]])
+    if spec.val_examples is not None:
+        val = val[: spec.val_examples]
+    take = lambda t, idx: t[torch.from_numpy(idx)].to(device)  # noqa: E731
+    return TrainData(
+        take(splits.train_x, tr), take(splits.train_y, tr), take(splits.train_x, val), take(splits.train_y, val)
+    )
+
+
+def make_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimizer:
+    if spec.name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, nesterov=spec.nesterov
+        )
+    return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+@dataclass
+class TrainResult:
+    states: dict[str, dict[str, torch.Tensor]]  # "last", and "best_val" when selected on val
+    log: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    seconds: float = 0.0
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> dict[str, float]:
+    """Clean (and PGD, when ``robust``) accuracy on the validation split."""
+    if len(data.val_y) == 0:
+        return {}
+    eps = suite.threat.eps_float
+    va = suite.train.val_attack
+    if robust:
+        attack = partial(_val_pgd, eps=eps, alpha=step_size(va.alpha, eps), steps=va.steps)
+    else:
+        attack = lambda m, x, y: x  # noqa: E731
+    flags = robust_flags(model, data.val_x, data.val_y, attack, eps, 512, "val")
+    out = {"val_clean": flags.clean_acc}
+    if robust:
+        out["val_robust"] = flags.robust_acc
+    return out
+
+
+def _val_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
+    return pgd(model, x, y, eps, alpha, steps)
+
+
+def train_model(
+    job: TrainJob, suite: Suite, splits: DatasetSplits, data: TrainData, device: torch.device, progress: Progress
+) -> TrainResult:
+    spec = suite.train
+    entry = DEFENCES.get(job.defence.name)
+    seed_everything(job.seed)
+    info = splits.info
+    model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std).to(device)
+    optimizer = make_optimizer(model, spec.optimizer)
+    g = torch.Generator().manual_seed(job.seed)
+    select_on_robust = entry.caps.get("selection", "robust") == "robust"
+    need_val = spec.selection == "best_val"
+    milestones = spec.schedule.milestones
+    result = TrainResult(states={})
+    best_score = -math.inf
+    step = 0
+    n_batches = math.ceil(len(data.train_y) / spec.batch_size)
+    start = time.perf_counter()
+    for epoch in range(spec.epochs):
+        t0 = time.perf_counter()
+        lr = spec.schedule.lr(spec.optimizer.lr, epoch, spec.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        seen = 0
+        stream = batches(
+            data.train_x, data.train_y, spec.batch_size, shuffle=True, g=g,
+            crop_padding=spec.augmentation.crop_padding, flip=spec.augmentation.flip,
+        )  # fmt: skip
+        desc = f"train {job.display} seed={job.seed} epoch {epoch + 1}/{spec.epochs}"
+        for x, y in progress.bar(stream, n_batches, desc):
+            ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes)
+            out = entry.fn(model, x, y, job.defence.params, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            step += 1
+            for k, v in {"loss": out.loss.detach(), **out.logs}.items():
+                sums[k] = sums.get(k, 0) + v.detach().float() * len(y)
+            seen += len(y)
+        record: dict = {"epoch": epoch, "lr": lr}
+        record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})  # one sync per epoch
+        if not math.isfinite(record["train_loss"]):
+            raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch}")
+        if need_val:
+            record.update(validate(model, suite, data, robust=select_on_robust))
+            score = record["val_robust" if select_on_robust else "val_clean"]
+            if score > best_score:
+                best_score, result.best_epoch = score, epoch
+                result.states["best_val"] = _cpu_state(model)
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        result.log.append(record)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_")))
+        progress.log(f"  {desc}: {shown} ({record['seconds']:.1f}s)")
+    result.states["last"] = _cpu_state(model)
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,67 @@
+"""Core runtime types shared by the engine and the plug-ins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import torch
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """The perturbation set: an L-inf ball of radius ``eps`` in [0,1] pixel space."""
+
+    norm: Literal["Linf"] = "Linf"
+    eps: Fraction = Fraction(8, 255)
+    eps_text: str = "8/255"  # as written in the suite, for table headers
+
+    @property
+    def eps_float(self) -> float:
+        return float(self.eps)
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What a defence may know about the schedule (it never sees the optimiser)."""
+
+    epoch: int
+    step: int
+    epochs: int
+    milestones: tuple[int, ...]
+    threat: ThreatModel
+    num_classes: int
+
+    @property
+    def first_milestone(self) -> int:
+        return self.milestones[0] if self.milestones else self.epochs
+
+
+@dataclass
+class LossOut:
+    """A defence's result: the scalar loss to minimise and detached values to log."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    shape: tuple[int, int, int]  # C, H, W
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class DatasetSplits:
+    """Whole splits as uint8 tensors N x C x H x W with int64 labels (the harness splits off val)."""
+
+    info: DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str = ""  # where the files were read from (provenance)
