@@ -62,18 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def print_plan(plan, store) -> None:
+    from bench.runner import train_status
+
     suite = plan.suite
+    cached = {t.key: train_status(store, t) == (True, ()) for t in plan.train_jobs}
     print(f"suite {suite.name} ({suite.path})")
     print(f"  dataset {suite.dataset.name}, model {suite.model.name}, threat Linf eps={suite.threat.eps_text}")
-    hits_t = sum(store.has("train", j.key) for j in plan.train_jobs)
+    hits_t = sum(cached.values())
     hits_e = sum(store.has("eval", j.key) for j in plan.eval_jobs)
     print(f"  {len(plan.train_jobs)} train jobs ({hits_t} cached), {len(plan.eval_jobs)} eval jobs ({hits_e} cached)")
     for t in plan.train_jobs:
-        mark = "hit " if store.has("train", t.key) else "miss"
+        mark = "hit " if cached[t.key] else "miss"
         print(f"  [{mark}] train {t.display:<24} seed={t.seed:<3} {t.key[:16]}")
         for e in (e for e in plan.eval_jobs if e.train is t):
             mark = "hit " if store.has("eval", e.key) else "miss"
-            print(f"  [{mark}]   eval {e.column:<20} {e.weights:<14} {e.key[:16]}")
+            print(f"  [{mark}]   eval {e.display:<24} {e.column:<14} {e.weights:<14} {e.key[:16]}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -150,14 +150,23 @@ class PluginRef:
 
 
 @dataclass(frozen=True)
-class WARef:
-    """One entry of the weight-averaging axis; ``none`` means the raw weights."""
+class WASpec:
+    """A weight averager recorded alongside a training run (see ``bench/averaging.py``)."""
 
-    kind: Literal["none"] = "none"
+    kind: Literal["swa", "ema"] = "swa"
+    start: int | Literal["first_milestone"] = "first_milestone"  # first epoch (0-indexed) averaged
+    every: int = 1  # swa: average every this many epochs
+    bn_recompute: bool = True  # recompute BN statistics on clean training data after each update
+    decay: float = 0.999  # ema only: per-step decay
 
-    @property
-    def label(self) -> str:
-        return self.kind
+    def validate(self):
+        if isinstance(self.start, int) and self.start < 0:
+            return "start", "must be >= 0"
+        if self.every < 1:
+            return "every", "must be at least 1"
+        if not 0 < self.decay < 1:
+            return "decay", "must be in (0, 1)"
+        return None
 
 
 @dataclass
@@ -172,7 +181,7 @@ class Suite:
     attacks: list[PluginRef]
     eval: EvalSpec
     seeds: list[int]
-    wa: list[WARef] = field(default_factory=lambda: [WARef()])
+    wa: list[WASpec | None] = field(default_factory=lambda: [None])  # None = the raw weights
     plugins: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
 
@@ -361,15 +370,29 @@ def _seeds(raw: Any, where: str) -> list[int]:
     return list(raw)
 
 
-def _wa(raw: Any, where: str) -> list[WARef]:
+def _wa(raw: Any, where: str, train: TrainSpec) -> list[WASpec | None]:
+    """``none``, ``swa``, ``ema`` or ``{kind: swa, start: ..., every: ...}`` entries."""
     items = raw if isinstance(raw, list) else [raw]
-    out = []
+    out: list[WASpec | None] = []
     for i, item in enumerate(items):
+        at = f"{where}[{i}]"
         if item in ("none", None):
-            out.append(WARef())
+            spec = None
+        elif item in ("swa", "ema"):
+            spec = WASpec(kind=item)
+        elif isinstance(item, dict):
+            spec = P.build(WASpec, item, at)
         else:
-            raise ConfigError(f"{where}[{i}]", f"unknown weight-averaging spec {item!r}; supported: none")
-    return out or [WARef()]
+            raise ConfigError(at, f"expected none, swa, ema or {{kind: swa, start: ..., every: ...}}, got {item!r}")
+        if spec is not None:
+            start = train.schedule.milestones[0] if spec.start == "first_milestone" and train.schedule.milestones else spec.start
+            if start == "first_milestone" or start >= train.epochs:
+                shown = "first_milestone (no milestones)" if start == "first_milestone" else start
+                raise ConfigError(f"{at}.start", f"{shown} is not before the end of training ({train.epochs} epochs)")
+        if spec in out:
+            raise ConfigError(at, "duplicate weight-averaging entry")
+        out.append(spec)
+    return out or [None]
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -396,18 +419,19 @@ def load_suite(path: str | Path) -> Suite:
     if not isinstance(name, str) or not name.strip() or "/" in name or name.startswith("."):
         raise ConfigError(at("name"), f"expected a non-empty name usable as a folder, got {name!r}")
 
+    train = P.build(TrainSpec, raw.get("train"), at("train"))
     return Suite(
         name=name,
         path=path,
         dataset=_ref(DATASETS, raw["dataset"], at("dataset")),
         model=_ref(MODELS, raw["model"], at("model")),
         threat=_threat(raw["threat"], at("threat")),
-        train=P.build(TrainSpec, raw.get("train"), at("train")),
+        train=train,
         defences=_ref_list(DEFENCES, raw["defences"], at("defences")),
         attacks=_ref_list(ATTACKS, raw.get("attacks") or [], at("attacks"), allow_empty=True),
         eval=P.build(EvalSpec, raw.get("eval"), at("eval")),
         seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
-        wa=_wa(raw.get("wa", ["none"]), at("wa")),
+        wa=_wa(raw.get("wa", ["none"]), at("wa"), train),
         plugins=list(plugins),
         sources=sources,
     )

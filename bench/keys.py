@@ -42,7 +42,7 @@ def train_spec(dataset: Any, model: Any, threat: ThreatModel, train: Any, defenc
     }
 
 
-def eval_spec(train_key: str, weights: str, attack: Any, threat: ThreatModel, evaluation: Any) -> dict[str, Any]:
+def eval_spec(train_key: str, weights: dict[str, Any], attack: Any, threat: ThreatModel, evaluation: Any) -> dict[str, Any]:
     return {
         "protocol": PROTOCOL_VERSION,
         "train_key": train_key,

@@ -1,7 +1,9 @@
 """Expand a suite into train jobs (one per distinct training config) and eval jobs.
 
-Train jobs: defences x seeds (dataset, model, threat and train spec are per suite). Eval jobs:
-each train job x the weights chosen by the selection rule x each attack. Order is stable.
+Train jobs: defences x seeds (dataset, model, threat and train spec are per suite). The weight
+averaging axis does not multiply training: one run records every averager the suite asks for.
+Eval jobs: each train job x each weights choice (raw, or an averager) x each attack, using the
+checkpoint the selection rule picks. Order is stable.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from dataclasses import dataclass
 
 from bench import keys
 from bench.attacks import label as attack_label
-from bench.config import EvalSpec, PluginRef, Suite
-from bench.params import non_defaults
+from bench.config import EvalSpec, PluginRef, Suite, WASpec
+from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
 
 
@@ -23,6 +25,11 @@ class TrainJob:
     defence: PluginRef
     seed: int
     display: str
+    averagers: tuple[WASpec, ...] = ()
+
+    def wa_key(self, wa: WASpec) -> str:
+        """Key of the averaged weights of this run (stored under ``wa/<key>/``)."""
+        return keys.digest({"protocol": keys.PROTOCOL_VERSION, "train_key": self.key, "wa": to_plain(wa)})
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,15 @@ class EvalJob:
     key: str
     spec: dict
     train: TrainJob
-    weights: str  # "raw:last" or "raw:best_val"
+    wa: WASpec | None  # None = the raw weights
+    checkpoint: str  # "last" or "best_val"
     attack: PluginRef
     column: str  # table column label, e.g. "PGD-20"
+    display: str  # leaderboard row, e.g. "fr+wa"
+
+    @property
+    def weights(self) -> str:
+        return f"{self.wa.kind if self.wa else 'raw'}:{self.checkpoint}"
 
 
 @dataclass
@@ -43,6 +56,9 @@ class Plan:
     eval_jobs: list[EvalJob]
     columns: list[str]
 
+    def evals_of(self, job: TrainJob) -> list[EvalJob]:
+        return [e for e in self.eval_jobs if e.train is job]
+
 
 def _display(ref: PluginRef, refs: list[PluginRef], base: str) -> str:
     """The plain name, or name(k=v, ...) when the same plug-in appears more than once."""
@@ -52,25 +68,45 @@ def _display(ref: PluginRef, refs: list[PluginRef], base: str) -> str:
     return f"{base}({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else base
 
 
+def wa_suffix(wa: WASpec | None, all_wa: list[WASpec | None]) -> str:
+    """``""`` for raw weights; ``+wa`` when the suite has one averager, else ``+swa``, ``+ema(...)``."""
+    if wa is None:
+        return ""
+    specs = [w for w in all_wa if w is not None]
+    if len(specs) == 1:
+        return "+wa"
+    same_kind = [w for w in specs if w.kind == wa.kind]
+    if len(same_kind) == 1:
+        return f"+{wa.kind}"
+    changed = non_defaults(wa)
+    changed.pop("kind", None)
+    return f"+{wa.kind}({', '.join(f'{k}={v}' for k, v in changed.items())})"
+
+
 def expand(suite: Suite, limit: int | None = None) -> Plan:
     """Plan the grid. ``limit`` caps the number of test examples (it is part of the eval key)."""
     ev = suite.eval
     if limit is not None:
         n = limit if ev.n_examples is None else min(limit, ev.n_examples)
         ev = dataclasses.replace(ev, n_examples=n)
-    attacks = suite.attacks or [PluginRef("attack", "none", ATTACKS.get("none").params(), ATTACKS.get("none").version)]
+    none = ATTACKS.get("none")
+    attacks = suite.attacks or [PluginRef("attack", "none", none.params(), none.version)]
     columns = [_display(a, attacks, attack_label(a.name, a.params)) for a in attacks]
     if len(set(columns)) != len(columns):
         columns = [f"{c} #{i + 1}" for i, c in enumerate(columns)]
-    weights = f"raw:{suite.train.selection}"
+    checkpoint = suite.train.selection
+    averagers = tuple(w for w in suite.wa if w is not None)
     train_jobs, eval_jobs = [], []
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)
         for seed in suite.seeds:
             spec = keys.train_spec(suite.dataset, suite.model, suite.threat, suite.train, defence, seed)
-            job = TrainJob(keys.digest(spec), spec, defence, seed, display)
+            job = TrainJob(keys.digest(spec), spec, defence, seed, display, averagers)
             train_jobs.append(job)
-            for attack, column in zip(attacks, columns):
-                espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
-                eval_jobs.append(EvalJob(keys.digest(espec), espec, job, weights, attack, column))
+            for wa in suite.wa:
+                weights = {"averaging": to_plain(wa), "checkpoint": checkpoint}
+                row = display + wa_suffix(wa, suite.wa)
+                for attack, column in zip(attacks, columns):
+                    espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
+                    eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, column, row))
     return Plan(suite, ev, train_jobs, eval_jobs, columns)

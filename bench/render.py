@@ -33,7 +33,7 @@ def leaderboard_rows(plan: Plan, rows: list[dict[str, Any]]) -> tuple[list[str],
     headers = ["Defence", "Clean", *plan.columns, WORST]
     df = pd.DataFrame(rows)
     body = []
-    for display in dict.fromkeys(j.display for j in plan.train_jobs):
+    for display in dict.fromkeys(j.display for j in plan.eval_jobs):
         sub = df[df["display_name"] == display] if len(df) else df
         if len(sub) == 0:
             body.append(([display, MISSING] + [MISSING] * (len(plan.columns) + 1), -1.0))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.aggregate import collect
-from bench.config import Suite, load_suite
+from bench.config import Suite, WASpec, load_suite
 from bench.data import load_dataset
 from bench.env import provenance, resolve_device
 from bench.errors import BenchError, DatasetMissingError
@@ -29,7 +29,8 @@ from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.render import write_results
 from bench.store import Store, default_cache_dir, write_json
-from bench.train import TrainData, prepare_data, train_model
+from bench.params import to_plain
+from bench.train import Selection, TrainData, prepare_data, train_model
 from bench.types import DatasetSplits
 
 
@@ -63,6 +64,11 @@ def source_sha(fn: Any) -> str | None:
         return None
 
 
+def train_status(store: Store, job: TrainJob) -> tuple[bool, tuple[WASpec, ...]]:
+    """Whether the raw run is cached, and which requested averagers are not recorded yet."""
+    return store.has("train", job.key), tuple(w for w in job.averagers if not store.has("wa", job.wa_key(w)))
+
+
 class Runner:
     def __init__(self, plan: Plan, store: Store, device: torch.device, data_dir: str | None, progress: Progress):
         self.plan, self.store, self.device, self.data_dir, self.progress = plan, store, device, data_dir, progress
@@ -77,26 +83,35 @@ class Runner:
             self._splits = load_dataset(suite.dataset.name, suite.dataset.params, self.data_dir)
         return self._splits
 
-    def train(self, job: TrainJob) -> None:
+    def train(self, job: TrainJob, write_raw: bool, averagers: tuple[WASpec, ...]) -> None:
+        """Run the training loop once; store the raw run (if new) and the requested averages."""
         if self._train_data is None:
             self._train_data = prepare_data(self.splits, self.plan.suite, self.device)
-        result = train_model(job, self.plan.suite, self.splits, self._train_data, self.device, self.progress)
-        with self.store.writer("train", job.key) as tmp:
-            for name, state in result.states.items():
-                torch.save(state, tmp / f"model_{name}.pt")
-            write_json(tmp / "spec.json", job.spec)
-            (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
-            write_json(
-                tmp / "manifest.json",
-                {
-                    "seconds": round(result.seconds, 3),
-                    "best_epoch": result.best_epoch,
-                    "weights": sorted(result.states),
-                    "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
-                    "data_source": self.splits.source,
-                    "provenance": self._prov,
-                },
-            )
+        result = train_model(
+            job, self.plan.suite, self.splits, self._train_data, self.device, self.progress, averagers
+        )
+        manifest = {
+            "seconds": round(result.seconds, 3),
+            "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
+            "data_source": self.splits.source,
+            "provenance": self._prov,
+        }
+        for wa, selection in result.averaged.items():
+            with self.store.writer("wa", job.wa_key(wa)) as tmp:
+                self._write_weights(tmp, selection, {"train_key": job.key, "wa": to_plain(wa), **manifest})
+        if write_raw:
+            with self.store.writer("train", job.key) as tmp:
+                write_json(tmp / "spec.json", job.spec)
+                (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
+                averaged = [to_plain(w) for w in result.averaged]
+                self._write_weights(tmp, result.raw, {**manifest, "averagers_recorded": averaged})
+
+    @staticmethod
+    def _write_weights(tmp: Path, selection: Selection, manifest: dict[str, Any]) -> None:
+        for name, state in selection.states.items():
+            torch.save(state, tmp / f"model_{name}.pt")
+        manifest = {**manifest, "best_epoch": selection.best_epoch, "weights": sorted(selection.states)}
+        write_json(tmp / "manifest.json", manifest)
 
     def evaluate(self, job: EvalJob) -> None:
         suite, ev = self.plan.suite, self.plan.eval_spec
@@ -106,15 +121,15 @@ class Runner:
         y = splits.test_y[torch.from_numpy(ids)].to(self.device)
         info = splits.info
         model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
-        weights_file = f"model_{job.weights.split(':')[1]}.pt"
-        model.load_state_dict(self.store.load_weights("train", job.train.key, weights_file, self.device))
+        kind, key = ("wa", job.train.wa_key(job.wa)) if job.wa else ("train", job.train.key)
+        model.load_state_dict(self.store.load_weights(kind, key, f"model_{job.checkpoint}.pt", self.device))
         model.to(self.device)
         entry = ATTACKS.get(job.attack.name)
         threat = suite.threat
         torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
         flags = robust_flags(
             model, x, y, lambda m, xb, yb: entry.fn(m, xb, yb, threat, job.attack.params),
-            threat.eps_float, ev.batch_size, f"{job.train.display}/{job.column}", self.progress,
+            threat.eps_float, ev.batch_size, f"{job.display}/{job.column}", self.progress,
         )  # fmt: skip
         with self.store.writer("eval", job.key) as tmp:
             np.savez_compressed(tmp / "flags.npz", sample_id=ids.astype(np.int32), clean=flags.clean, robust=flags.robust)
@@ -129,7 +144,7 @@ class Runner:
             write_json(tmp / "metrics.json", metrics)
             write_json(tmp / "manifest.json", {"attack_source_sha": source_sha(entry.fn), "provenance": self._prov})
         self.progress.log(
-            f"  eval {job.train.display} seed={job.train.seed} {job.column}: "
+            f"  eval {job.display} seed={job.train.seed} {job.column}: "
             f"clean {100 * flags.clean_acc:.2f}%, robust {100 * flags.robust_acc:.2f}% ({flags.seconds:.1f}s)"
         )
 
@@ -156,12 +171,14 @@ def run_suite(
     prog.log(f"suite {suite.name}: {len(plan.train_jobs)} train jobs, {len(plan.eval_jobs)} eval jobs on {dev}")
     failed_train: set[str] = set()
     for i, tjob in enumerate(plan.train_jobs, 1):
-        if store.has("train", tjob.key):
+        have_raw, missing_wa = train_status(store, tjob)
+        if have_raw and not missing_wa:
             summary.cached_train += 1
             continue
-        prog.log(f"[train {i}/{len(plan.train_jobs)}] {tjob.display} seed={tjob.seed} ({tjob.key[:12]})")
+        why = "" if not have_raw else f" (re-run to record {', '.join(w.kind for w in missing_wa)}; raw run cached)"
+        prog.log(f"[train {i}/{len(plan.train_jobs)}] {tjob.display} seed={tjob.seed} ({tjob.key[:12]}){why}")
         try:
-            runner.train(tjob)
+            runner.train(tjob, write_raw=not have_raw, averagers=missing_wa)
             summary.trained += 1
         except DatasetMissingError:
             raise
@@ -175,14 +192,14 @@ def run_suite(
             continue
         if ejob.train.key in failed_train:
             continue
-        prog.log(f"[eval {i}/{len(plan.eval_jobs)}] {ejob.train.display} seed={ejob.train.seed} {ejob.column}")
+        prog.log(f"[eval {i}/{len(plan.eval_jobs)}] {ejob.display} seed={ejob.train.seed} {ejob.column}")
         try:
             runner.evaluate(ejob)
             summary.evaluated += 1
         except DatasetMissingError:
             raise
         except BenchError as e:
-            summary.failures.append(f"eval {ejob.train.display} seed={ejob.train.seed} {ejob.column}: {e}")
+            summary.failures.append(f"eval {ejob.display} seed={ejob.train.seed} {ejob.column}: {e}")
             prog.log(f"  FAILED (not cached): {e}")
     out = write_results(plan, collect(plan, store), Path(results_dir))
     summary.seconds = time.perf_counter() - start

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from bench.attacks.pgd import pgd, step_size
-from bench.config import OptimizerSpec, Suite
+from bench.averaging import Averager
+from bench.config import OptimizerSpec, Suite, WASpec
 from bench.data.loader import batches, split_indices
 from bench.env import seed_everything
 from bench.errors import BenchError
@@ -51,6 +52,8 @@ def prepare_data(splits: DatasetSplits, suite: Suite, device: torch.device) -> T
         tr = np.sort(tr[np.random.RandomState(spec.val_seed + 1).permutation(len(tr))[: spec.subset]])
     if spec.val_examples is not None:
         val = val[: spec.val_examples]
+    if spec.selection == "best_val" and len(val) == 0:
+        raise BenchError(f"{suite.path}: train.val_fraction: the validation split is empty (best_val needs one)")
     take = lambda t, idx: t[torch.from_numpy(idx)].to(device)  # noqa: E731
     return TrainData(
         take(splits.train_x, tr), take(splits.train_y, tr), take(splits.train_x, val), take(splits.train_y, val)
@@ -66,10 +69,27 @@ def make_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimiz
 
 
 @dataclass
-class TrainResult:
-    states: dict[str, dict[str, torch.Tensor]]  # "last", and "best_val" when selected on val
-    log: list[dict] = field(default_factory=list)
+class Selection:
+    """Tracks the ``last`` and ``best_val`` weights of one model (raw or averaged)."""
+
+    best_score: float = -math.inf
     best_epoch: int | None = None
+    states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def offer(self, model: nn.Module, epoch: int, score: float | None) -> None:
+        if score is not None and score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.states["best_val"] = _cpu_state(model)
+
+    def finish(self, model: nn.Module) -> None:
+        self.states["last"] = _cpu_state(model)
+
+
+@dataclass
+class TrainResult:
+    raw: Selection
+    averaged: dict[WASpec, Selection]
+    log: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -99,8 +119,15 @@ def _val_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
 
 
 def train_model(
-    job: TrainJob, suite: Suite, splits: DatasetSplits, data: TrainData, device: torch.device, progress: Progress
+    job: TrainJob,
+    suite: Suite,
+    splits: DatasetSplits,
+    data: TrainData,
+    device: torch.device,
+    progress: Progress,
+    averagers: tuple[WASpec, ...] = (),
 ) -> TrainResult:
+    """Train ``job``'s defence; record the raw weights and every requested weight average."""
     spec = suite.train
     entry = DEFENCES.get(job.defence.name)
     seed_everything(job.seed)
@@ -108,11 +135,13 @@ def train_model(
     model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std).to(device)
     optimizer = make_optimizer(model, spec.optimizer)
     g = torch.Generator().manual_seed(job.seed)
-    select_on_robust = entry.caps.get("selection", "robust") == "robust"
-    need_val = spec.selection == "best_val"
     milestones = spec.schedule.milestones
-    result = TrainResult(states={})
-    best_score = -math.inf
+    avgs = [Averager(w, model, milestones, spec.epochs, job.seed) for w in averagers]
+    result = TrainResult(Selection(), {a.spec: Selection() for a in avgs})
+    select_on_robust = entry.caps.get("selection", "robust") == "robust"
+    metric = "val_robust" if select_on_robust else "val_clean"
+    need_val = spec.selection == "best_val"
+    aug = spec.augmentation
     step = 0
     n_batches = math.ceil(len(data.train_y) / spec.batch_size)
     start = time.perf_counter()
@@ -125,9 +154,8 @@ def train_model(
         sums: dict[str, torch.Tensor] = {}
         seen = 0
         stream = batches(
-            data.train_x, data.train_y, spec.batch_size, shuffle=True, g=g,
-            crop_padding=spec.augmentation.crop_padding, flip=spec.augmentation.flip,
-        )  # fmt: skip
+            data.train_x, data.train_y, spec.batch_size, shuffle=True, g=g, crop_padding=aug.crop_padding, flip=aug.flip
+        )
         desc = f"train {job.display} seed={job.seed} epoch {epoch + 1}/{spec.epochs}"
         for x, y in progress.bar(stream, n_batches, desc):
             ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes)
@@ -135,6 +163,8 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
+            for a in avgs:
+                a.after_step(model, epoch)
             step += 1
             for k, v in {"loss": out.loss.detach(), **out.logs}.items():
                 sums[k] = sums.get(k, 0) + v.detach().float() * len(y)
@@ -145,14 +175,22 @@ def train_model(
             raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch}")
         if need_val:
             record.update(validate(model, suite, data, robust=select_on_robust))
-            score = record["val_robust" if select_on_robust else "val_clean"]
-            if score > best_score:
-                best_score, result.best_epoch = score, epoch
-                result.states["best_val"] = _cpu_state(model)
+            result.raw.offer(model, epoch, record[metric])
+        for a in avgs:
+            if not a.after_epoch(model, epoch):
+                continue
+            if a.spec.bn_recompute:
+                a.recompute_bn(data.train_x, data.train_y, spec.batch_size, aug.crop_padding, aug.flip)
+            if need_val:
+                scores = validate(a.model, suite, data, robust=select_on_robust)
+                record.update({f"{a.spec.kind}_{k}": v for k, v in scores.items()})
+                result.averaged[a.spec].offer(a.model, epoch, scores[metric])
         record["seconds"] = round(time.perf_counter() - t0, 3)
         result.log.append(record)
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_")))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "_" in k and k != "seconds")
         progress.log(f"  {desc}: {shown} ({record['seconds']:.1f}s)")
-    result.states["last"] = _cpu_state(model)
+    result.raw.finish(model)
+    for a in avgs:
+        result.averaged[a.spec].finish(a.model)
     result.seconds = time.perf_counter() - start
     return result

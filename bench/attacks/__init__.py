@@ -66,4 +66,4 @@ def attack(
     return x_adv.detach()
 
 
-from bench.attacks import pgd  # noqa: E402,F401
+from bench.attacks import autoattack, cw, pgd  # noqa: E402,F401

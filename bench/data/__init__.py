@@ -47,4 +47,4 @@ def load_dataset(name: str, params: Any, data_dir: str | os.PathLike | None = No
 
 
 # Built-in datasets register on import.
-from bench.data import fashion_mnist, synthetic  # noqa: E402,F401
+from bench.data import cifar, fashion_mnist, mnist, svhn, synthetic, tiny_imagenet  # noqa: E402,F401

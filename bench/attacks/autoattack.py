@@ -1,0 +1,233 @@
+"""AutoAttack and its parts through the pinned ``pyautoattack`` 0.2.0 package (methods.md 4.4).
+
+Paper: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020 (arXiv 2003.01690). Code: ``pyautoattack`` 0.2.0, the packaged
+reference ``fra31/auto-attack`` attacks behind a keyword-only wrapper (landscape.md section 7).
+
+* ``autoattack``: ``standard`` is exactly the reference ensemble (apgd-ce, apgd-t, fab-t, square;
+  1 restart, 100 iterations, 9 target classes, 5000 queries; see :func:`configured`); ``rand`` is
+  the reference version for randomised defences (apgd-ce, apgd-dlr, EOT 20); ``custom`` runs the
+  chosen subset as a cascade with the budgets given here.
+* ``apgd-ce``, ``apgd-t``, ``square``: one attack each, through the same wrapper.
+
+Adapter behaviour and deviations:
+
+* device (the input's), eps, norm (Linf) and seed are always passed explicitly.
+* Target classes are capped at ``num_classes - 1`` when the model has fewer than 10 classes: the
+  reference code indexes the ``target_class``-th largest logit and raises IndexError on such
+  models (for apgd-t and fab-t, standard included). With 10 or more classes nothing changes.
+  APGD-T needs at least 4 classes and APGD-DLR (``rand``) at least 3; fewer is an error.
+* Setting ``n_iter`` on an existing APGD object leaves its step-size checkpoints at their
+  100-iteration values; :func:`_set_apgd_iters` sets them as ``APGDAttack(n_iter=...)`` would.
+* The sub-attacks seed the global torch RNG; the caller's RNG state is restored afterwards.
+* Its ``auto-attack`` logger (progress at debug level, the reference sanity checks such as
+  "randomised defence" or "zero gradients" as warnings) is forwarded to this module's logger,
+  which prints nothing unless the application configures logging.
+* FAB computes gradients with ``backward()``; parameters are frozen during the run so none
+  accumulate, and the model's modes and ``requires_grad`` flags are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+from bench.registry import ATTACKS
+from bench.types import ThreatModel
+
+LOG = logging.getLogger(__name__)
+LOG.addHandler(logging.NullHandler())
+
+AAName = Literal["apgd-ce", "apgd-t", "fab-t", "square"]
+AA_NAMES: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
+BUDGETS = ("n_iter", "n_restarts", "n_target_classes", "n_queries")
+
+
+def _check_positive(p: Any, names: tuple[str, ...]):
+    for name in names:
+        if getattr(p, name) < 1:
+            return name, "must be at least 1"
+    return ("seed", "must be >= 0") if p.seed < 0 else None
+
+
+@dataclass(frozen=True)
+class AutoAttackParams:
+    version: Literal["standard", "rand", "custom"] = "standard"
+    attacks: tuple[AAName, ...] = ()  # custom only: a cascade over these, in this order
+    n_iter: int = 100  # custom budgets (standard values): APGD and FAB iterations,
+    n_restarts: int = 1  # APGD-CE / APGD-T restarts (FAB-T and Square always run 1),
+    n_target_classes: int = 9  # APGD-T and FAB-T target classes (capped at num_classes - 1),
+    n_queries: int = 5000  # Square queries
+    seed: int = 0
+    batch_size: int = 500
+
+    def validate(self):
+        if self.version == "custom":
+            if not self.attacks:
+                return "attacks", f"version custom needs a list of attacks from {', '.join(AA_NAMES)}"
+            unknown = [a for a in self.attacks if a not in AA_NAMES]
+            if unknown:
+                return "attacks", f"unknown {unknown[0]!r}; allowed: {', '.join(AA_NAMES)}"
+            if len(set(self.attacks)) != len(self.attacks):
+                return "attacks", "lists an attack twice"
+        else:
+            if self.attacks:
+                return "attacks", f"only with version custom (version {self.version} uses the reference list)"
+            default = AutoAttackParams()
+            for name in BUDGETS:
+                if getattr(self, name) != getattr(default, name):
+                    return name, f"only with version custom (version {self.version} uses the reference budgets)"
+        return _check_positive(self, (*BUDGETS, "batch_size"))
+
+
+def _set_apgd_iters(apgd: Any, n_iter: int) -> None:
+    """Iterations and step-size checkpoints as ``APGDAttack.__init__(n_iter=n_iter)`` sets them."""
+    apgd.n_iter = apgd.n_iter_orig = n_iter
+    apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = (max(int(f * n_iter), 1) for f in (0.22, 0.06, 0.03))
+
+
+def configured(
+    model: nn.Module, p: AutoAttackParams, eps: float, device: torch.device | str, num_classes: int | None = None
+) -> Any:
+    """The configured ``pyautoattack.AutoAttack`` object (reference settings for standard/rand).
+
+    With ``num_classes`` given, target classes are capped at ``num_classes - 1`` (a no-op for 10
+    or more classes).
+    """
+    from pyautoattack import AutoAttack
+
+    custom = p.version == "custom"
+    aa = AutoAttack(
+        model, attacks=list(p.attacks) if custom else None, device=device, eps=eps, norm="Linf",
+        seed=p.seed, version=p.version,
+    )
+    if custom:
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            _set_apgd_iters(apgd, p.n_iter)
+            apgd.n_restarts = p.n_restarts
+        aa.fab.n_iter = p.n_iter
+        aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = p.n_target_classes
+        aa.square.n_queries = p.n_queries
+    if num_classes is not None:
+        for attack in (aa.apgd_targeted, aa.fab):
+            attack.n_target_classes = min(attack.n_target_classes, max(num_classes - 1, 1))
+    return aa
+
+
+class _Forward(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if LOG.isEnabledFor(record.levelno):
+            LOG.handle(logging.makeLogRecord({**record.__dict__, "name": LOG.name}))
+
+
+@contextlib.contextmanager
+def _isolated(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """Frozen eval model, routed logging, caller's RNG and trace function restored afterwards."""
+    from pyautoattack import checks
+
+    from bench.evaluate import frozen_eval  # here: bench.evaluate imports bench.attacks
+
+    aa_log, handler = logging.getLogger("auto-attack"), _Forward()
+    propagate, trace = aa_log.propagate, sys.gettrace()
+    cuda = []  # CUDA RNGs to restore: it seeds the current device; x may live on another one
+    if torch.cuda.is_initialized():
+        cuda = sorted({torch.cuda.current_device(), x.device.index if x.is_cuda else None} - {None})
+    for key in checks.funcs:  # its dynamic-defence check counts calls cumulatively, across models
+        checks.funcs[key] = 0
+    aa_log.addHandler(handler)
+    aa_log.propagate = False
+    try:
+        with frozen_eval(model), torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        aa_log.removeHandler(handler)
+        aa_log.propagate = propagate
+        sys.settrace(trace)  # its check_dynamic ends with sys.settrace(None) (coverage, debuggers)
+
+
+def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, p: AutoAttackParams) -> torch.Tensor:
+    """x_adv from a cascade run of ``configured(...)`` on ``x`` (unfooled points come back clean)."""
+    if len(x) == 0:
+        return x.clone()
+    with torch.no_grad():
+        num_classes = int(model(x[:1]).shape[1])
+    needs = {"apgd-t": 4} if p.version != "rand" else {"apgd-dlr": 3}
+    for name, least in needs.items():
+        if (p.version != "custom" or name in p.attacks) and num_classes < least:
+            raise BenchError(f"AutoAttack {name} needs at least {least} classes; the model has {num_classes}")
+    with _isolated(model, x):
+        aa = configured(model, p, eps, x.device, num_classes)
+        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=p.batch_size)
+    return x_adv.detach()
+
+
+LABELS = {"standard": "AutoAttack", "rand": "AutoAttack-rand", "custom": "AA-custom"}
+
+
+@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, label=lambda p: LABELS[p.version])
+def autoattack(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams
+) -> torch.Tensor:
+    """AutoAttack (Croce & Hein 2020) via pyautoattack 0.2.0: standard, rand or a custom cascade."""
+    return run(model, x, y, threat.eps_float, p)
+
+
+@dataclass(frozen=True)
+class APGDCEParams:
+    n_iter: int = 100
+    n_restarts: int = 1
+    seed: int = 0
+    batch_size: int = 500
+
+    def validate(self):
+        return _check_positive(self, ("n_iter", "n_restarts", "batch_size"))
+
+
+@dataclass(frozen=True)
+class APGDTParams(APGDCEParams):
+    n_target_classes: int = 9  # capped at num_classes - 1
+
+    def validate(self):
+        return _check_positive(self, ("n_iter", "n_restarts", "n_target_classes", "batch_size"))
+
+
+@dataclass(frozen=True)
+class SquareParams:
+    n_queries: int = 5000
+    seed: int = 0
+    batch_size: int = 500
+
+    def validate(self):
+        return _check_positive(self, ("n_queries", "batch_size"))
+
+
+def _single(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: Any) -> torch.Tensor:
+    budgets = {f.name: getattr(p, f.name) for f in fields(p)}
+    custom = AutoAttackParams("custom", (name,), **budgets)  # type: ignore[arg-type]
+    return run(model, x, y, threat.eps_float, custom)
+
+
+@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, label=lambda p: "APGD-CE")
+def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDCEParams) -> torch.Tensor:
+    """APGD on cross-entropy (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
+    return _single("apgd-ce", model, x, y, threat, p)
+
+
+@ATTACKS.register("apgd-t", params=APGDTParams, version=1, label=lambda p: "APGD-T")
+def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDTParams) -> torch.Tensor:
+    """Targeted APGD on the DLR loss (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
+    return _single("apgd-t", model, x, y, threat, p)
+
+
+@ATTACKS.register("square", params=SquareParams, version=1, label=lambda p: "Square")
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: SquareParams) -> torch.Tensor:
+    """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049), reference code via pyautoattack 0.2.0."""
+    return _single("square", model, x, y, threat, p)

@@ -1,0 +1,38 @@
+"""Shared fixtures. CPU only, fixed seeds, no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench  # noqa: F401  (registers the built-in plug-ins)
+from bench.data import data_roots
+from bench.data.fashion_mnist import FILES, SUBDIRS, locate
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ROOT / "suites"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    return {"cache": tmp_path / "cache", "results": tmp_path / "results"}
+
+
+@pytest.fixture
+def fmnist() -> None:
+    """Skip when Fashion-MNIST is absent, unless BENCH_REQUIRE_REAL_DATA=1 (CI), where it fails."""
+    if locate(data_roots(), FILES, SUBDIRS) is None:
+        message = "Fashion-MNIST files not found (scripts/setup installs them)"
+        if os.environ.get("BENCH_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

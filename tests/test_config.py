@@ -1,0 +1,125 @@
+"""Suite parsing: includes, exact eps, strict keys and types, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.config import load_suite
+from bench.errors import ConfigError
+from tests.conftest import ROOT, SUITES, write_suite
+
+BASE = """\
+name: t
+dataset: synthetic
+model: tiny_cnn
+threat: {norm: Linf, eps: 8/255}
+train: {epochs: 1}
+defences: [standard]
+attacks: [fgsm]
+"""
+
+
+def shipped_suites() -> list[Path]:
+    return sorted(p for p in SUITES.rglob("*.yaml") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", shipped_suites(), ids=lambda p: p.name)
+def test_every_shipped_suite_validates(path: Path) -> None:
+    suite = load_suite(path)
+    assert suite.defences and suite.seeds
+
+
+@pytest.mark.parametrize(
+    "written, exact, text",
+    [("8/255", Fraction(8, 255), "8/255"), ("0.1", Fraction(1, 10), "0.1"), ("1", Fraction(1), "1"), ("16/510", Fraction(8, 255), "16/510")],
+)
+def test_eps_is_parsed_exactly(tmp_path: Path, written: str, exact: Fraction, text: str) -> None:
+    suite = load_suite(write_suite(tmp_path / "s.yaml", BASE.replace("8/255", written)))
+    assert suite.threat.eps == exact
+    assert suite.threat.eps_text == text
+
+
+def test_float_params_accept_fractions_and_yaml_exponents(tmp_path: Path) -> None:
+    text = BASE.replace("attacks: [fgsm]", "attacks: [{pgd: {alpha: 2/255, steps: 3}}]")
+    text = text.replace("train: {epochs: 1}", "train: {epochs: 1, optimizer: {weight_decay: 5e-4}}")
+    suite = load_suite(write_suite(tmp_path / "s.yaml", text))
+    assert suite.attacks[0].params.alpha == 2 / 255
+    assert suite.train.optimizer.weight_decay == 5e-4  # YAML 1.1 reads 5e-4 as a string
+
+
+def test_include_is_relative_and_local_keys_win(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    write_suite(tmp_path / "sub" / "base.yaml", BASE)
+    suite = load_suite(write_suite(tmp_path / "sub" / "top.yaml", "include: base.yaml\nname: top\nseeds: [1, 2]\n"))
+    assert suite.name == "top" and suite.seeds == [1, 2]
+    assert suite.dataset.name == "synthetic"
+    assert suite.sources["dataset"].endswith("base.yaml")
+    assert suite.sources["name"].endswith("top.yaml")
+
+
+def test_include_cycle_is_rejected(tmp_path: Path) -> None:
+    write_suite(tmp_path / "a.yaml", "include: b.yaml\n" + BASE)
+    write_suite(tmp_path / "b.yaml", "include: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_suite(tmp_path / "a.yaml")
+
+
+BROKEN = [
+    ("name: [unclosed\n", "invalid YAML"),
+    (BASE + "epochs: 3\n", "epochs: unknown key"),
+    (BASE + "seed: [0]\n", "did you mean 'seeds'"),
+    (BASE.replace("train: {epochs: 1}", "train: {epochs: -1}"), "train.epochs: must be at least 1"),
+    (BASE.replace("train: {epochs: 1}", "train: {epochs: ten}"), "train.epochs: expected an integer"),
+    (BASE.replace("train: {epochs: 1}", "train: {epoch: 1}"), "did you mean 'epochs'"),
+    (BASE.replace("8/255", "0"), "threat.eps: must be in (0, 1]"),
+    (BASE.replace("8/255", "2"), "threat.eps: must be in (0, 1]"),
+    (BASE.replace("8/255", "1/0"), "threat.eps: division by zero"),
+    (BASE.replace("8/255", "eight"), "threat.eps: expected a number"),
+    (BASE.replace("[standard]", "[standrd]"), "did you mean 'standard'"),
+    (BASE.replace("[standard]", "[{pgd_at: {stepz: 3}}]"), "defences[0].pgd_at.stepz: unknown key"),
+    (BASE.replace("[fgsm]", "[{pgd: {steps: 0}}]"), "attacks[0].pgd.steps: must be at least 1"),
+    (BASE.replace("tiny_cnn", "tiny_cnnn"), "unknown model 'tiny_cnnn'"),
+    (BASE.replace("name: t\n", ""), "name: missing required key"),
+    (BASE + "include: nowhere.yaml\n", "include: file not found"),
+    (BASE + "seeds: [0, 0]\n", "seeds must be unique"),
+    (BASE + "name: again\n", "duplicate key 'name'"),
+    (BASE + "plugins: [no_such_module_xyz]\n", "cannot import plug-in module"),
+    (BASE + "eval: {n_examples: 0}\n", "eval.n_examples: must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BROKEN, ids=[e for _, e in BROKEN])
+def test_broken_suites_give_one_line_naming_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = write_suite(tmp_path / "broken.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert expected in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_validate_cli_exit_code_2_one_line_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_suite(tmp_path / "broken.yaml", BASE.replace("8/255", "1/0"))
+    code = main(["validate", str(path), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "broken.yaml: threat.eps" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cli_process_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    path = write_suite(tmp_path / "broken.yaml", BASE.replace("[standard]", "[trade]"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(path), "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("bench: error: ") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()

@@ -1,0 +1,294 @@
+"""Defence contract tests (every registered defence), golden losses, and FR / SAR specifics.
+
+Contract (parametrised over ``DEFENCES.names()``, so a new defence is covered automatically): a
+finite scalar loss that requires grad, detached scalar logs, non-zero parameter gradients, every
+module's train/eval mode restored, deterministic under ``torch.manual_seed``, and no parameter,
+gradient or optimiser state touched by the call itself.
+
+Golden values: ``tests/golden/defences.json`` stores one loss per registered defence (default
+params, ``tiny_cnn`` seeded with 0, the batch of :func:`make_batch`, call seed 2, epoch 2 with
+milestones (1,) so FR's term is on). A defence without an entry fails. After an intended change
+(bump the defence's ``version`` too), regenerate the file with
+
+    BENCH_UPDATE_GOLDEN=1 /tmp/venv/bin/pytest -q tests/test_defences.py -k golden
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import bench
+from bench.errors import ConfigError
+from bench.params import build as build_params
+from bench.registry import DEFENCES
+from bench.types import ThreatModel, TrainContext
+from defenses.fr import FRParams, frequency_regularizer
+from defenses.mart import MARTParams
+from defenses.sar import SARParams, l1_gain
+from defenses.trades import OFFICIAL, TRADESParams
+
+NAMES = DEFENCES.names()
+GOLDEN = Path(__file__).parent / "golden" / "defences.json"
+UPDATE_GOLDEN = os.environ.get("BENCH_UPDATE_GOLDEN") == "1"
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return bench.build_model("tiny_cnn", num_classes=4, shape=(1, 12, 12))
+
+
+def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(16, 1, 12, 12, generator=g), torch.arange(16) % 4
+
+
+def make_ctx(epoch: int = 2) -> TrainContext:
+    threat = ThreatModel(eps=Fraction(8, 255))
+    return TrainContext(epoch=epoch, step=0, epochs=3, milestones=(1,), threat=threat, num_classes=4)
+
+
+def call(name: str, model: nn.Module, params=None, ctx: TrainContext | None = None, seed: int = 2):
+    entry = DEFENCES.get(name)
+    x, y = make_batch()
+    torch.manual_seed(seed)
+    return entry.fn(model, x, y, entry.default_params() if params is None else params, ctx or make_ctx())
+
+
+def modes(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+# ---------------------------------------------------------------- contract, every registered defence
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_is_finite_scalar_with_grad_and_gradients_flow(name):
+    model = make_model().train()
+    out = call(name, model)
+    assert out.loss.ndim == 0 and out.loss.requires_grad and torch.isfinite(out.loss)
+    for key, value in out.logs.items():
+        assert isinstance(value, torch.Tensor) and value.ndim == 0 and not value.requires_grad, key
+        assert torch.isfinite(value), key
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert float(model.net[-1].weight.grad.abs().sum()) > 0  # the linear head
+
+
+@pytest.mark.parametrize("start", ["train", "eval", "mixed"])
+@pytest.mark.parametrize("name", NAMES)
+def test_module_modes_restored(name, start):
+    model = make_model().train(start != "eval")
+    if start == "mixed":
+        model.net[1].eval()  # a frozen BatchNorm inside a training model
+    before = modes(model)
+    call(name, model)
+    assert modes(model) == before
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_under_seed(name):
+    a = call(name, make_model().train()).loss
+    b = call(name, make_model().train()).loss
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_optimizer_and_parameters_untouched(name):
+    model = make_model().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y = make_batch()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()  # populate the momentum buffers
+    opt.zero_grad(set_to_none=True)
+    params = [p.detach().clone() for p in model.parameters()]
+    state = copy.deepcopy(opt.state_dict())
+    call(name, model)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+    assert all(p.grad is None for p in model.parameters()), "the defence called backward"
+    after = opt.state_dict()
+    assert after["param_groups"] == state["param_groups"]
+    assert after["state"].keys() == state["state"].keys()
+    for k, s in state["state"].items():
+        assert all(torch.equal(after["state"][k][f], v) for f, v in s.items() if isinstance(v, torch.Tensor))
+
+
+# ---------------------------------------------------------------- golden values
+
+
+def _read_golden() -> dict[str, float]:
+    return json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_loss(name):
+    value = call(name, make_model().train()).loss.item()
+    stored = _read_golden()
+    if UPDATE_GOLDEN:
+        stored = {k: v for k, v in stored.items() if k in NAMES} | {name: value}
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(json.dumps(dict(sorted(stored.items())), indent=2) + "\n")
+        return
+    assert name in stored, f"no golden loss for defence {name!r}: regenerate with BENCH_UPDATE_GOLDEN=1"
+    assert value == pytest.approx(stored[name], rel=1e-4)
+
+
+def test_golden_has_no_stale_entries():
+    assert set(_read_golden()) <= set(NAMES)
+
+
+# ---------------------------------------------------------------- FR: the transform
+
+
+def dft(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of the DFT matrix exp(-2 pi i j k / n), float64."""
+    k = torch.arange(n, dtype=torch.float64)
+    angle = -2 * math.pi * torch.outer(k, k) / n
+    return torch.cos(angle), torch.sin(angle)
+
+
+def old_rfft2(z: torch.Tensor) -> torch.Tensor:
+    """``torch.rfft(z, signal_ndim=2, normalized=False, onesided=False)`` for a B x C z: B x C x 2."""
+    z = z.double()
+    cb, sb = dft(z.shape[0])
+    cc, sc = dft(z.shape[1])
+    re = cb @ z @ cc - sb @ z @ sc  # (Cb + i Sb) z (Cc + i Sc)
+    im = cb @ z @ sc + sb @ z @ cc
+    return torch.stack([re, im], -1)
+
+
+def closed_form(delta: torch.Tensor) -> float:
+    """methods.md 3.4.2: (1 / 2BC) sum_{u,v} |Re D[u,v]| + |Im D[u,v]|, D the 2-D DFT of delta."""
+    b_n, c_n = delta.shape
+    d = delta.double().tolist()
+    total = 0.0
+    for u in range(b_n):
+        for v in range(c_n):
+            re = im = 0.0
+            for b in range(b_n):
+                for c in range(c_n):
+                    phase = -2 * math.pi * (u * b / b_n + v * c / c_n)
+                    re += d[b][c] * math.cos(phase)
+                    im += d[b][c] * math.sin(phase)
+            total += abs(re) + abs(im)
+    return total / (2 * b_n * c_n)
+
+
+@pytest.mark.parametrize("shape", [(16, 4), (7, 3), (8, 10)])
+def test_fr_regularizer_matches_original_rfft_l1(shape):
+    g = torch.Generator().manual_seed(3)
+    z_adv = torch.randn(shape, generator=g, dtype=torch.float64)
+    z_nat = torch.randn(shape, generator=g, dtype=torch.float64)
+    reference = nn.L1Loss()(old_rfft2(z_adv), old_rfft2(z_nat))
+    assert float(frequency_regularizer(z_adv, z_nat)) == pytest.approx(float(reference), rel=1e-6)
+    assert float(frequency_regularizer(z_adv, z_nat)) == pytest.approx(closed_form(z_adv - z_nat), rel=1e-6)
+    # float32 logits (what a model gives) agree to float32 rounding
+    assert float(frequency_regularizer(z_adv.float(), z_nat.float())) == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_fr_per_sample_is_class_dft_and_differs_from_batch2d():
+    g = torch.Generator().manual_seed(4)
+    z_adv, z_nat = torch.randn(2, 16, 4, generator=g, dtype=torch.float64)
+    cc, sc = dft(4)
+    delta = z_adv - z_nat
+    per_sample = torch.stack([delta @ cc, delta @ sc], -1).abs().mean()
+    value = frequency_regularizer(z_adv, z_nat, "per_sample")
+    assert float(value) == pytest.approx(float(per_sample), rel=1e-6)
+    assert not math.isclose(float(value), float(frequency_regularizer(z_adv, z_nat, "batch2d")), rel_tol=1e-2)
+
+
+def test_fr_regularizer_gradient_reaches_both_inputs():
+    z_adv = torch.randn(8, 4, requires_grad=True)
+    z_nat = torch.randn(8, 4, requires_grad=True)
+    frequency_regularizer(z_adv, z_nat).backward()
+    assert z_adv.grad.abs().sum() > 0 and z_nat.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- FR / SAR: start epoch and loss
+
+
+def test_fr_before_start_is_pgd_at():
+    fr_model, at_model = make_model().train(), make_model().train()
+    fr = call("fr", fr_model, ctx=make_ctx(epoch=0))  # first_milestone = 1
+    at = call("pgd_at", at_model, ctx=make_ctx(epoch=0))
+    assert torch.equal(fr.loss, at.loss)
+    assert float(fr.logs["fr"]) == 0 and float(fr.logs["fr_active"]) == 0
+    # no clean forward before the start: BatchNorm running statistics match PGD-AT's exactly
+    assert all(torch.equal(a, b) for a, b in zip(fr_model.state_dict().values(), at_model.state_dict().values()))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "epoch"),
+    [
+        ("fr", FRParams(), 1),  # epoch == first milestone: on
+        ("fr", FRParams(start_epoch=0), 0),
+        ("sar", SARParams(), 0),
+    ],
+)
+def test_spectral_term_adds_lam_times_regulariser(name, params, epoch):
+    out = call(name, make_model().train(), params, make_ctx(epoch))
+    at = call("pgd_at", make_model().train(), ctx=make_ctx(epoch))
+    assert float(out.logs[f"{name}_active"]) == 1 and float(out.logs[name]) > 0
+    assert out.loss.item() == pytest.approx(at.loss.item() + params.lam * float(out.logs[name]), rel=1e-6)
+
+
+def test_sar_defaults_and_lambda_derivation():
+    p = SARParams()
+    assert (p.fft, p.start_epoch) == ("per_sample", 0)
+    fr_lam = FRParams().lam
+    ratio = l1_gain((128, 10)) / l1_gain((10,))
+    assert p.lam == round(fr_lam * ratio, 2) == 1.2
+    assert math.sqrt(128) < ratio < 1.07 * math.sqrt(128)  # sqrt(B) to leading order
+    # Monte Carlo with i.i.d. Gaussian logit gaps, B = 128, C = 10 (fft2 / fft act on the last dims)
+    delta = torch.randn(200, 128, 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    zero = torch.zeros_like(delta)
+    m = float(delta.abs().mean())
+    batch2d = float(frequency_regularizer(delta, zero, "batch2d"))
+    per_sample = float(frequency_regularizer(delta, zero, "per_sample"))
+    assert batch2d / m == pytest.approx(l1_gain((128, 10)), rel=0.01)
+    assert per_sample / m == pytest.approx(l1_gain((10,)), rel=0.01)
+    assert batch2d / per_sample == pytest.approx(ratio, rel=0.01)
+
+
+# ---------------------------------------------------------------- TRADES / MART / params
+
+
+def test_trades_with_beta_zero_is_clean_ce():
+    trades = call("trades", make_model().train(), TRADESParams(beta=0.0))
+    standard = call("standard", make_model().train())
+    assert torch.equal(trades.loss, standard.loss)
+
+
+def test_trades_official_preset():
+    assert (OFFICIAL.alpha, OFFICIAL.beta, OFFICIAL.steps, OFFICIAL.attack_bn) == (0.007, 6.0, 10, "eval")
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value"),
+    [
+        (TRADESParams, "beta", -1),
+        (TRADESParams, "steps", 0),
+        (MARTParams, "alpha", 0),
+        (FRParams, "lam", -0.1),
+        (FRParams, "start_epoch", -1),
+        (SARParams, "fft", "per_sample1d"),
+    ],
+)
+def test_params_validation(cls, field, value):
+    with pytest.raises(ConfigError, match=field):
+        build_params(cls, {field: value}, "defence")
+
+
+def test_fr_start_epoch_accepts_int_and_first_milestone():
+    assert build_params(FRParams, {"start_epoch": 0}, "fr").start_epoch == 0
+    assert build_params(SARParams, {"start_epoch": "first_milestone"}, "sar").start_epoch == "first_milestone"

@@ -1,0 +1,137 @@
+"""End to end: the smoke suite twice through the CLI; the second run computes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from tests.conftest import SUITES, write_suite
+
+
+def run_cli(*args: str) -> int:
+    return main([*args])
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("smoke")
+    dirs = {"cache": base / "cache", "results": base / "results"}
+    common = ["--cache-dir", str(dirs["cache"]), "--results-dir", str(dirs["results"]), "--device", "cpu", "--quiet"]
+    assert run_cli("run", str(SUITES / "smoke.yaml"), *common) == 0
+    dirs["first"] = json.loads((dirs["results"] / "smoke" / "run.json").read_text())
+    dirs["board_first"] = (dirs["results"] / "smoke" / "leaderboard.md").read_text()
+    assert run_cli("run", str(SUITES / "smoke.yaml"), *common) == 0
+    dirs["second"] = json.loads((dirs["results"] / "smoke" / "run.json").read_text())
+    return dirs
+
+
+def test_first_run_trains_once_per_training_config_and_evaluates_everything(smoke_run) -> None:
+    first = smoke_run["first"]
+    # 2 defences x 1 seed = 2 trainings; WA (none, swa) shares each run: 2 x 2 weights x 2 attacks evals
+    assert first["trained"] == 2 and first["cached_train"] == 0
+    assert first["evaluated"] == 8 and first["cached_eval"] == 0
+    assert first["planned"] == 10 and first["failed"] == 0
+
+
+def test_second_run_trains_and_evaluates_nothing(smoke_run) -> None:
+    second = smoke_run["second"]
+    assert second["trained"] == 0 and second["evaluated"] == 0
+    assert second["cached_train"] == 2 and second["cached_eval"] == 8
+
+
+def test_leaderboard_lists_every_row_and_column(smoke_run) -> None:
+    board = (smoke_run["results"] / "smoke" / "leaderboard.md").read_text()
+    assert board == smoke_run["board_first"]  # re-rendered identically from the cache
+    header = next(line for line in board.splitlines() if line.startswith("| Defence"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Defence", "Clean", "FGSM", "PGD-5", "Worst case"]
+    for row in ("standard", "pgd_at", "standard+wa", "pgd_at+wa"):
+        assert any(line.startswith(f"| {row} ") for line in board.splitlines()), row
+    assert "ε = 24/255" in board
+
+
+def test_results_csv_is_tidy_and_worst_case_is_the_per_sample_and(smoke_run) -> None:
+    df = pd.read_csv(smoke_run["results"] / "smoke" / "results.csv")
+    assert set(df["attack"]) == {"FGSM", "PGD-5", "Worst case"}
+    assert len(df) == 4 * 3  # 4 (run, weights) x (2 attacks + worst)
+    for col in ("train_key", "eval_key", "defence_version", "attack_version", "torch", "device", "eval_seconds"):
+        assert col in df.columns
+    for _, run in df.groupby("display_name"):
+        worst = run[run["attack"] == "Worst case"]["robust_acc"].item()
+        assert worst <= run[run["attack"] != "Worst case"]["robust_acc"].min() + 1e-12
+        assert (run["robust_acc"] <= run["clean_acc"] + 1e-12).all()
+
+
+def test_report_rerenders_from_cache_only(smoke_run, tmp_path: Path) -> None:
+    out = tmp_path / "rendered"
+    assert run_cli("report", str(SUITES / "smoke.yaml"), "--cache-dir", str(smoke_run["cache"]), "--results-dir", str(out)) == 0
+    assert (out / "smoke" / "leaderboard.md").read_text() == smoke_run["board_first"]
+
+
+def test_adding_an_attack_only_evaluates_the_new_one(smoke_run, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    text = (SUITES / "smoke.yaml").read_text().replace("  - pgd: {steps: 5}\n", "  - pgd: {steps: 5}\n  - pgd: {steps: 2}\n")
+    suite = write_suite(tmp_path / "smoke.yaml", text)
+    assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
+    assert summary["trained"] == 0 and summary["evaluated"] == 4 and summary["cached_eval"] == 8
+
+
+def test_adding_an_averager_reruns_training_once_and_keeps_the_raw_run(smoke_run, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    text = (SUITES / "smoke.yaml").read_text().replace("wa: [none, swa]", "wa: [none, swa, {kind: ema, decay: 0.9}]")
+    text = text.replace("  - standard\n", "")
+    suite = write_suite(tmp_path / "smoke.yaml", text)
+    assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
+    assert summary["trained"] == 1 and summary["evaluated"] == 2 and summary["cached_eval"] == 4
+    board = (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
+    assert "| pgd_at+swa " in board and "| pgd_at+ema " in board
+
+
+def test_dry_run_computes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    assert run_cli("run", str(SUITES / "smoke.yaml"), "--dry-run", "--cache-dir", str(cache)) == 0
+    out = capsys.readouterr().out
+    assert "2 train jobs (0 cached), 8 eval jobs (0 cached)" in out
+    assert not cache.exists()
+
+
+def test_training_failure_is_reported_and_not_cached(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    plugin = write_suite(
+        tmp_path / "nan_defence.py",
+        '''
+from dataclasses import dataclass
+import torch
+from bench.registry import DEFENCES
+from bench.types import LossOut
+
+@dataclass(frozen=True)
+class P:
+    pass
+
+@DEFENCES.register("nan_for_test", params=P, version=1)
+def nan_for_test(model, x, y, p, ctx):
+    """Always NaN (tests)."""
+    return LossOut(model(x).sum() * float("nan"))
+''',
+    )
+    text = (SUITES / "smoke.yaml").read_text().replace("  - standard\n", "  - nan_for_test\n") + f"plugins: [{plugin.name}]\n"
+    suite = write_suite(tmp_path / "s.yaml", text)
+    code = run_cli("run", str(suite), "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--quiet")
+    assert code == 1
+    assert "diverged" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
+    assert summary["failed"] == 1 and summary["trained"] == 1
+    assert len(list((tmp_path / "c" / "train").iterdir())) == 1  # only pgd_at's run is cached
+    board = (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
+    assert "| nan_for_test " in board and "—" in board
+    from bench.registry import DEFENCES
+
+    DEFENCES.unregister("nan_for_test")

@@ -1,0 +1,117 @@
+"""Golden cache keys, key sensitivity, and atomic store writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.config import load_suite
+from bench.keys import canonical_json, digest
+from bench.plan import expand
+from bench.store import Store, atomic_write_text
+from tests.conftest import write_suite
+
+SPEC = """\
+name: golden
+dataset: {synthetic: {num_classes: 3}}
+model: tiny_cnn
+threat: {norm: Linf, eps: 8/255}
+train: {epochs: 2, batch_size: 32, schedule: {milestones: [1]}}
+defences: [standard, {pgd_at: {steps: 3}}]
+attacks: [{pgd: {steps: 5}}]
+eval: {n_examples: 100}
+seeds: [0]
+"""
+
+# An accidental cache invalidation shows up here as a diff in review. Change these only together
+# with a deliberate protocol/plug-in version bump.
+GOLDEN_TRAIN = {
+    "standard": "2ca6cd8e6f6fb1d1e1ac066097378b197886b51c8223e237ea0d007b23f33618",
+    "pgd_at": "30fe6ea55b33829d86750909e773dc44d10165717f12b0d1a59ef8a19957db78",
+}
+GOLDEN_EVAL_FIRST = "198488a3a2ec0a6058336d50d30c3d67c3e69f3c6ccdab3fb65f077c5a0ec6ca"
+
+
+def plan_for(tmp_path: Path, text: str = SPEC):
+    return expand(load_suite(write_suite(tmp_path / "golden.yaml", text)))
+
+
+def test_golden_cache_keys(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    assert {j.defence.name: j.key for j in plan.train_jobs} == GOLDEN_TRAIN
+    assert plan.eval_jobs[0].key == GOLDEN_EVAL_FIRST
+
+
+def test_defaults_are_filled_in_so_spelling_them_out_keeps_the_key(tmp_path: Path) -> None:
+    explicit = SPEC.replace("{pgd_at: {steps: 3}}", "{pgd_at: {steps: 3, alpha: null, attack_bn: eval}}")
+    explicit = explicit.replace("eps: 8/255", "eps: 16/510")
+    assert [j.key for j in plan_for(tmp_path, explicit).train_jobs] == [j.key for j in plan_for(tmp_path).train_jobs]
+
+
+@pytest.mark.parametrize(
+    "old, new, changes_train",
+    [
+        ("epochs: 2", "epochs: 3", True),
+        ("eps: 8/255", "eps: 4/255", True),
+        ("seeds: [0]", "seeds: [1]", True),
+        ("{pgd_at: {steps: 3}}", "{pgd_at: {steps: 4}}", True),
+        ("n_examples: 100", "n_examples: 99", False),
+        ("{pgd: {steps: 5}}", "{pgd: {steps: 6}}", False),
+        ("name: golden", "name: renamed", False),
+    ],
+)
+def test_keys_change_exactly_when_results_can(tmp_path: Path, old: str, new: str, changes_train: bool) -> None:
+    a, b = plan_for(tmp_path), plan_for(tmp_path, SPEC.replace(old, new))
+    assert ([j.key for j in a.train_jobs] != [j.key for j in b.train_jobs]) == changes_train
+    eval_changes = old != "name: golden"
+    assert ([j.key for j in a.eval_jobs] != [j.key for j in b.eval_jobs]) == eval_changes
+
+
+def test_canonical_json_is_order_independent() -> None:
+    assert canonical_json({"b": 1, "a": [1, 2]}) == canonical_json({"a": [1, 2], "b": 1})
+    assert digest({"b": 1, "a": 2}) == digest({"a": 2, "b": 1})
+
+
+def test_store_commits_only_complete_entries(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with store.writer("train", "k1") as tmp:
+        (tmp / "a.txt").write_text("x")
+        assert not store.has("train", "k1")  # invisible until the block finishes
+    assert store.has("train", "k1")
+    assert (store.path("train", "k1") / "a.txt").read_text() == "x"
+    assert sorted(os.listdir(tmp_path / "train")) == ["k1"]  # no temp directories left behind
+
+
+def test_store_never_caches_failures(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.writer("eval", "bad") as tmp:
+            (tmp / "partial").write_text("half")
+            raise RuntimeError("boom")
+    assert not store.has("eval", "bad")
+    assert os.listdir(tmp_path / "eval") == []
+
+
+def test_store_keeps_the_first_complete_entry_and_replaces_leftovers(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with store.writer("train", "k") as tmp:
+        (tmp / "v").write_text("first")
+    with store.writer("train", "k") as tmp:
+        (tmp / "v").write_text("second")
+    assert (store.path("train", "k") / "v").read_text() == "first"
+    leftover = store.path("train", "half")
+    leftover.mkdir(parents=True)
+    (leftover / "junk").write_text("")
+    assert not store.has("train", "half")
+    with store.writer("train", "half") as tmp:
+        (tmp / "v").write_text("ok")
+    assert sorted(os.listdir(store.path("train", "half"))) == ["DONE", "v"]
+
+
+def test_atomic_write_text_leaves_no_temp_files(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "out" / "f.md", "hello")
+    atomic_write_text(tmp_path / "out" / "f.md", "again")
+    assert os.listdir(tmp_path / "out") == ["f.md"]
+    assert (tmp_path / "out" / "f.md").read_text() == "again"
