@@ -13,6 +13,8 @@ import numpy as np
 
 from bench.params import to_plain
 from bench.plan import EvalJob, Plan
+from bench.registry import ATTACKS
+from bench.sanity import run_flags
 from bench.store import Store
 
 WORST = "Worst case"
@@ -38,28 +40,29 @@ def collect(plan: Plan, store: Store) -> list[dict[str, Any]]:
             jobs = [e for e in plan.evals_of(tjob) if e.wa == wa]
             source = ("wa", tjob.wa_key(wa)) if wa else ("train", tjob.key)
             manifest = store.read_json(*source, "manifest.json") if store.has(*source) else {}
-            rows.extend(_run_rows(suite, tjob, jobs, manifest, store))
+            sjob = plan.sanity_of(tjob, wa)
+            checks = store.read_json("sanity", sjob.key, "checks.json") if sjob and store.has("sanity", sjob.key) else None
+            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, store))
     return rows
 
 
-def _run_rows(suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, store: Store) -> list[dict[str, Any]]:
+def _run_rows(
+    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, store: Store
+) -> list[dict[str, Any]]:
     run_rows = []
-    robust_all: list[np.ndarray] = []
-    ids_ref = clean_ref = None
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
     for ejob in jobs:
         flags = load_flags(store, ejob)
         if flags is None:
             continue
         metrics = store.read_json("eval", ejob.key, "metrics.json")
-        if ids_ref is None:
-            ids_ref, clean_ref = flags["sample_id"], flags["clean"]
-        elif not (np.array_equal(ids_ref, flags["sample_id"]) and np.array_equal(clean_ref, flags["clean"])):
-            raise RuntimeError(f"evaluations of {ejob.display} disagree on the samples or clean flags ({ejob.key})")
-        robust_all.append(flags["robust"])
+        results.append((flags["sample_id"], flags["clean"], flags["robust"]))
         run_rows.append(
             {
                 "attack": ejob.column,
                 "attack_name": ejob.attack.name,
+                "family": ATTACKS.get(ejob.attack.name).caps["family"],
+                "n": int(len(flags["sample_id"])),
                 "robust_acc": float(flags["robust"].mean()) if len(flags["robust"]) else float("nan"),
                 "eval_key": ejob.key,
                 "attack_version": ejob.attack.version,
@@ -70,9 +73,13 @@ def _run_rows(suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, store:
         )
     if not run_rows:
         return []
+    common, clean = _align(results, jobs[0].display)
+    flags = run_flags(checks, run_rows)
     if len(run_rows) == len(jobs):
-        worst = np.logical_and.reduce(robust_all)
-        run_rows.append({"attack": WORST, "attack_name": "worst", "robust_acc": float(worst.mean()), "eval_key": None})
+        worst = np.logical_and.reduce([robust[np.isin(ids, common)] for ids, _, robust in results])
+        run_rows.append(
+            {"attack": WORST, "attack_name": "worst", "family": "worst", "n": int(len(common)), "robust_acc": float(worst.mean()), "eval_key": None}
+        )
     first = jobs[0]
     base = {
         "suite": suite.name,
@@ -83,8 +90,8 @@ def _run_rows(suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, store:
         "wa": first.wa.kind if first.wa else "none",
         "weights": first.weights,
         "seed": tjob.seed,
-        "n": int(len(ids_ref)),
-        "clean_acc": float(clean_ref.mean()) if len(clean_ref) else float("nan"),
+        "clean_n": int(len(clean)),
+        "clean_acc": float(clean.mean()) if len(clean) else float("nan"),
         "p_threat_norm": suite.threat.norm,
         "p_threat_eps": suite.threat.eps_text,
         **_params("defence", tjob.defence.params),
@@ -93,6 +100,23 @@ def _run_rows(suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, store:
         "defence_version": tjob.defence.version,
         "train_seconds": manifest.get("seconds"),
         "best_epoch": manifest.get("best_epoch"),
+        **flags,
         **manifest.get("provenance", {}),
     }
     return [{**base, **r} for r in run_rows]
+
+
+def _align(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ids every attack saw, and the clean flags of the largest evaluation.
+
+    Attacks may run on nested subsets; where they overlap, their clean flags must agree (same
+    weights, same inputs), otherwise the cache is inconsistent and aggregation stops.
+    """
+    common = results[0][0]
+    for ids, _, _ in results[1:]:
+        common = np.intersect1d(common, ids)
+    ref_ids, ref_clean, _ = max(results, key=lambda r: len(r[0]))
+    for ids, clean, _ in results:
+        if not np.array_equal(clean, ref_clean[np.isin(ref_ids, ids)]):
+            raise RuntimeError(f"evaluations of {display} disagree on the clean predictions")
+    return common, ref_clean

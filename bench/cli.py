@@ -20,6 +20,10 @@ EXAMPLES = {
     "ls": """examples:
   bench ls defences
   bench ls attacks""",
+    "data": """examples:
+  bench data status
+  bench data fetch cifar10                  # downloads with the `vision` extra, else prints manual steps
+  bench data fetch svhn --data-dir /data""",
     "report": """examples:
   bench report suites/quickstart.yaml                   # re-render results/quickstart/ from the cache""",
 }
@@ -55,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list registered plug-ins with versions and parameters", epilog=EXAMPLES["ls"], formatter_class=fmt)
     p.add_argument("kind", choices=["defences", "attacks", "datasets", "models"])
     p.add_argument("--plugins", nargs="*", default=[], help="extra plug-in modules or .py files to load first")
+
+    p = sub.add_parser("data", help="dataset status and downloads", epilog=EXAMPLES["data"], formatter_class=fmt)
+    p.add_argument("action", choices=["status", "fetch"])
+    p.add_argument("name", nargs="?", help="dataset to fetch")
+    p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
 
     p = sub.add_parser("report", help="re-render a suite's leaderboard from the cache only", epilog=EXAMPLES["report"], formatter_class=fmt)
     _add_common(p)
@@ -146,7 +155,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report}
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench.data.fetch import fetch, status
+
+    data_dir = str(args.data_dir) if args.data_dir else None
+    if args.action == "status":
+        for name, line in status(data_dir):
+            print(f"{name:<14} {line}")
+        return 0
+    if not args.name:
+        raise BenchError("bench data fetch: name a dataset (see `bench data status`)")
+    print(fetch(args.name, data_dir))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # e.g. `bench validate ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted (completed jobs are cached; re-run to resume)", file=sys.stderr)
         return 130

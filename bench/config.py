@@ -144,9 +144,13 @@ class PluginRef:
     name: str
     params: Any
     version: int
+    n_examples: int | None = None  # attacks only: evaluate on the first N of the suite's test examples
 
     def plain(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "params": P.to_plain(self.params)}
+        out = {"name": self.name, "version": self.version, "params": P.to_plain(self.params)}
+        if self.n_examples is not None:
+            out["n_examples"] = self.n_examples
+        return out
 
 
 @dataclass(frozen=True)
@@ -307,7 +311,12 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
 
 
 def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
-    """``name`` or ``{name: {param: value}}`` -> PluginRef with strictly parsed params."""
+    """``name`` or ``{name: {param: value}}`` -> PluginRef with strictly parsed params.
+
+    ``preset: NAME`` starts from a named params bundle registered with the plug-in (e.g.
+    ``trades: {preset: official}``); other keys override it. An attack entry may also carry ``n_examples: N`` (not a parameter of the attack): it is then
+    run on the first N of the suite's test examples (a nested subset), e.g. for AutoAttack on CPU.
+    """
     if isinstance(item, str):
         name, overrides = item, None
     elif isinstance(item, dict) and len(item) == 1:
@@ -320,8 +329,21 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
         entry = registry.get(name)
     except RegistryError as e:
         raise ConfigError(where, str(e)) from None
+    preset_name = overrides.get("preset") if isinstance(overrides, dict) else None
+    if preset_name is not None:
+        presets = entry.caps.get("presets", {})
+        if preset_name not in presets:
+            known = ", ".join(presets) or "none"
+            raise ConfigError(f"{where}.{name}.preset", f"unknown preset {preset_name!r}; {name} has: {known}")
+        overrides = {**P.to_plain(presets[preset_name]), **{k: v for k, v in overrides.items() if k != "preset"}}
+    n_examples = None
+    if registry is ATTACKS and isinstance(overrides, dict) and "n_examples" in overrides:
+        overrides = dict(overrides)
+        n_examples = overrides.pop("n_examples")
+        if not isinstance(n_examples, int) or isinstance(n_examples, bool) or n_examples < 1:
+            raise ConfigError(f"{where}.{name}.n_examples", f"expected a positive integer, got {n_examples!r}")
     params = P.build(entry.params, overrides, f"{where}.{name}")
-    return PluginRef(registry.kind, name, params, entry.version)
+    return PluginRef(registry.kind, name, params, entry.version, n_examples)
 
 
 def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = False) -> list[PluginRef]:
@@ -332,7 +354,7 @@ def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = Fa
     refs = [_ref(registry, item, f"{where}[{i}]") for i, item in enumerate(items)]
     seen: set = set()
     for i, ref in enumerate(refs):
-        key = (ref.name, ref.params)
+        key = (ref.name, ref.params, ref.n_examples)
         if key in seen:
             raise ConfigError(f"{where}[{i}]", f"duplicate entry {ref.name!r} with the same parameters")
         seen.add(key)

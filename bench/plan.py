@@ -16,6 +16,7 @@ from bench.attacks import label as attack_label
 from bench.config import EvalSpec, PluginRef, Suite, WASpec
 from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
+from bench.sanity import SANITY_VERSION
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ class EvalJob:
         return f"{self.wa.kind if self.wa else 'raw'}:{self.checkpoint}"
 
 
+@dataclass(frozen=True)
+class SanityJob:
+    """Sanity checks (``bench/sanity.py``) of one set of weights."""
+
+    key: str
+    train: TrainJob
+    wa: WASpec | None
+    checkpoint: str
+
+
 @dataclass
 class Plan:
     suite: Suite
@@ -55,6 +66,11 @@ class Plan:
     train_jobs: list[TrainJob]
     eval_jobs: list[EvalJob]
     columns: list[str]
+    attacks: list[PluginRef]
+    sanity_jobs: list[SanityJob] = dataclasses.field(default_factory=list)
+
+    def sanity_of(self, job: TrainJob, wa: WASpec | None) -> SanityJob | None:
+        return next((s for s in self.sanity_jobs if s.train is job and s.wa == wa), None)
 
     def evals_of(self, job: TrainJob) -> list[EvalJob]:
         return [e for e in self.eval_jobs if e.train is job]
@@ -91,12 +107,13 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         ev = dataclasses.replace(ev, n_examples=n)
     none = ATTACKS.get("none")
     attacks = suite.attacks or [PluginRef("attack", "none", none.params(), none.version)]
-    columns = [_display(a, attacks, attack_label(a.name, a.params)) for a in attacks]
+    labels = [attack_label(a.name, a.params) for a in attacks]
+    columns = [_display(a, attacks, lab) if labels.count(lab) > 1 else lab for a, lab in zip(attacks, labels)]
     if len(set(columns)) != len(columns):
         columns = [f"{c} #{i + 1}" for i, c in enumerate(columns)]
     checkpoint = suite.train.selection
     averagers = tuple(w for w in suite.wa if w is not None)
-    train_jobs, eval_jobs = [], []
+    train_jobs, eval_jobs, sanity_jobs = [], [], []
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)
         for seed in suite.seeds:
@@ -106,7 +123,9 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
             for wa in suite.wa:
                 weights = {"averaging": to_plain(wa), "checkpoint": checkpoint}
                 row = display + wa_suffix(wa, suite.wa)
+                sspec = {"sanity": SANITY_VERSION, "train_key": job.key, "weights": weights, "eval": to_plain(ev)}
+                sanity_jobs.append(SanityJob(keys.digest(sspec), job, wa, checkpoint))
                 for attack, column in zip(attacks, columns):
                     espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
                     eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, column, row))
-    return Plan(suite, ev, train_jobs, eval_jobs, columns)
+    return Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs)

@@ -14,6 +14,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
+from bench.errors import BenchError
+
 T = TypeVar("T", bound=Callable[..., Any])
 
 
@@ -22,7 +24,7 @@ class NoParams:
     """Params dataclass for plug-ins without parameters."""
 
 
-class RegistryError(Exception):
+class RegistryError(BenchError):
     """Duplicate or unknown registry name."""
 
 

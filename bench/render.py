@@ -51,14 +51,16 @@ def leaderboard_rows(plan: Plan, rows: list[dict[str, Any]]) -> tuple[list[str],
 def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
     suite = plan.suite
     headers, body = leaderboard_rows(plan, rows)
-    n = rows[0]["n"] if rows else plan.eval_spec.n_examples
+    n = rows[0]["clean_n"] if rows else plan.eval_spec.n_examples
+    smaller = [f"{c}: first {a.n_examples}" for a, c in zip(plan.attacks, plan.columns) if a.n_examples and (n is None or a.n_examples < n)]
+    subset_note = f"; {', '.join(smaller)} of them (Worst case over the examples every attack saw)" if smaller else ""
     seeds = ", ".join(str(s) for s in suite.seeds)
     lines = [
         f"# Leaderboard: {suite.name}",
         "",
         f"- Dataset: `{suite.dataset.name}`; model: `{suite.model.name}`",
         f"- Threat: L∞, ε = {suite.threat.eps_text}",
-        f"- Test examples: {n if n is not None else 'all'} (subset seed {plan.eval_spec.subset_seed})",
+        f"- Test examples: {n if n is not None else 'all'} (subset seed {plan.eval_spec.subset_seed}){subset_note}",
         f"- Checkpoint selection: `{suite.train.selection}`; epochs: {suite.train.epochs}; seeds: {seeds}",
         "- Accuracy in %; Worst case = a sample counts as robust only if it survives every attack."
         + (" Mean ± std over seeds." if len(suite.seeds) > 1 else ""),
@@ -66,6 +68,14 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
         tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=("left",) + ("right",) * (len(headers) - 1)),
         "",
     ]
+    flagged = {}
+    for row in rows:
+        if row.get("flags"):
+            flagged.setdefault(row["display_name"], set()).update(row["flags"].split("; "))
+    if flagged:
+        lines.append("**Sanity flags** (see `bench/sanity.py`):\n")
+        lines.extend(f"- `{name}`: {'; '.join(sorted(msgs))}" for name, msgs in flagged.items())
+        lines.append("")
     missing = sum(MISSING in row for row in body)
     if missing:
         lines.append(f"{MISSING} = not evaluated yet ({missing} row(s) incomplete).\n")

@@ -24,10 +24,11 @@ from bench.env import provenance, resolve_device
 from bench.errors import BenchError, DatasetMissingError
 from bench.evaluate import robust_flags, subset_indices
 from bench.models import build
-from bench.plan import EvalJob, Plan, TrainJob, expand
+from bench.plan import EvalJob, Plan, SanityJob, TrainJob, expand
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.render import write_results
+from bench.sanity import sanity_checks
 from bench.store import Store, default_cache_dir, write_json
 from bench.params import to_plain
 from bench.train import Selection, TrainData, prepare_data, train_model
@@ -41,6 +42,8 @@ class RunSummary:
     evaluated: int = 0
     cached_train: int = 0
     cached_eval: int = 0
+    checked: int = 0
+    cached_checks: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     results_dir: Path | None = None
@@ -52,6 +55,8 @@ class RunSummary:
             "evaluated": self.evaluated,
             "cached_train": self.cached_train,
             "cached_eval": self.cached_eval,
+            "checked": self.checked,
+            "cached_checks": self.cached_checks,
             "failed": len(self.failures),
             "seconds": round(self.seconds, 2),
         }
@@ -74,6 +79,7 @@ class Runner:
         self.plan, self.store, self.device, self.data_dir, self.progress = plan, store, device, data_dir, progress
         self._splits: DatasetSplits | None = None
         self._train_data: TrainData | None = None
+        self._test: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
         self._prov = provenance(device)
 
     @property
@@ -113,17 +119,40 @@ class Runner:
         manifest = {**manifest, "best_epoch": selection.best_epoch, "weights": sorted(selection.states)}
         write_json(tmp / "manifest.json", manifest)
 
+    def test_data(self, n: int | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """The evaluated test examples (ids into the test set, uint8 inputs, labels) on the device.
+
+        ``n`` takes the first n of the suite's seeded subset: subsets are nested, so per-sample
+        flags of attacks run on different sizes align on their common ids.
+        """
+        ev, splits = self.plan.eval_spec, self.splits
+        total = len(splits.test_y) if ev.n_examples is None else min(ev.n_examples, len(splits.test_y))
+        n = total if n is None else min(n, total)
+        if n not in self._test:
+            ids = subset_indices(len(splits.test_y), n, ev.subset_seed)
+            index = torch.from_numpy(ids)
+            self._test[n] = (ids, splits.test_x[index].to(self.device), splits.test_y[index].to(self.device))
+        return self._test[n]
+
+    def load_model(self, train: TrainJob, wa: WASpec | None, checkpoint: str) -> torch.nn.Module:
+        suite, info = self.plan.suite, self.splits.info
+        model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
+        kind, key = ("wa", train.wa_key(wa)) if wa else ("train", train.key)
+        model.load_state_dict(self.store.load_weights(kind, key, f"model_{checkpoint}.pt", self.device))
+        return model.to(self.device)
+
+    def check(self, job: SanityJob) -> None:
+        _, x, y = self.test_data()
+        model = self.load_model(job.train, job.wa, job.checkpoint)
+        torch.manual_seed(int(job.key[:8], 16))
+        checks = sanity_checks(model, x, y, self.plan.eval_spec.batch_size)
+        with self.store.writer("sanity", job.key) as tmp:
+            write_json(tmp / "checks.json", checks)
+
     def evaluate(self, job: EvalJob) -> None:
         suite, ev = self.plan.suite, self.plan.eval_spec
-        splits = self.splits
-        ids = subset_indices(len(splits.test_y), ev.n_examples, ev.subset_seed)
-        x = splits.test_x[torch.from_numpy(ids)].to(self.device)
-        y = splits.test_y[torch.from_numpy(ids)].to(self.device)
-        info = splits.info
-        model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
-        kind, key = ("wa", job.train.wa_key(job.wa)) if job.wa else ("train", job.train.key)
-        model.load_state_dict(self.store.load_weights(kind, key, f"model_{job.checkpoint}.pt", self.device))
-        model.to(self.device)
+        ids, x, y = self.test_data(job.attack.n_examples)
+        model = self.load_model(job.train, job.wa, job.checkpoint)
         entry = ATTACKS.get(job.attack.name)
         threat = suite.threat
         torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
@@ -186,6 +215,17 @@ def run_suite(
             failed_train.add(tjob.key)
             summary.failures.append(f"train {tjob.display} seed={tjob.seed}: {e}")
             prog.log(f"  FAILED (not cached): {e}")
+    for sjob in plan.sanity_jobs:
+        if store.has("sanity", sjob.key):
+            summary.cached_checks += 1
+        elif sjob.train.key not in failed_train:
+            try:
+                runner.check(sjob)
+                summary.checked += 1
+            except DatasetMissingError:
+                raise
+            except BenchError as e:
+                summary.failures.append(f"sanity checks {sjob.train.display} seed={sjob.train.seed}: {e}")
     for i, ejob in enumerate(plan.eval_jobs, 1):
         if store.has("eval", ejob.key):
             summary.cached_eval += 1

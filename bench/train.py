@@ -163,6 +163,8 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
+            if out.after_step is not None:
+                out.after_step()
             for a in avgs:
                 a.after_step(model, epoch)
             step += 1

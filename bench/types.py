@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -40,10 +41,15 @@ class TrainContext:
 
 @dataclass
 class LossOut:
-    """A defence's result: the scalar loss to minimise and detached values to log."""
+    """A defence's result: the scalar loss to minimise and detached values to log.
+
+    ``after_step``, when set, is called by the training loop right after ``optimizer.step()``
+    (AWP uses it to remove its weight perturbation); defences never step the optimiser themselves.
+    """
 
     loss: torch.Tensor
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    after_step: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

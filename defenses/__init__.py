@@ -5,4 +5,4 @@ params dataclass and a registry name. It never touches the optimiser and never c
 ``backward``; it leaves ``model.training`` as it found it. See ``defenses/README.md``.
 """
 
-from defenses import fr, mart, pgd_at, sar, standard, trades  # noqa: F401
+from defenses import awp, fr, mart, pgd_at, sar, standard, trades  # noqa: F401

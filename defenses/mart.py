@@ -61,7 +61,7 @@ class MARTParams:
 OFFICIAL = MARTParams(alpha=0.007, beta=6.0)  # WRN-34-10 recipe, with eps 0.031 in the suite
 
 
-@DEFENCES.register("mart", params=MARTParams, version=1, selection="robust")
+@DEFENCES.register("mart", params=MARTParams, version=1, selection="robust", presets={"official": OFFICIAL})
 def mart(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: MARTParams, ctx: TrainContext) -> LossOut:
     """MART: boosted CE on CE-PGD examples + beta * KL(p_nat || p_adv) weighted by 1 - p_nat[y]."""
     x_adv = pgd_adversary(model, x, y, ctx, steps=p.steps, alpha=p.alpha, attack_bn=p.attack_bn, init=p.init)

@@ -123,3 +123,14 @@ def test_cli_process_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("bench: error: ") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_presets_start_from_a_registered_bundle_and_keys_override(tmp_path: Path) -> None:
+    text = BASE.replace("[standard]", "[{trades: {preset: official}}, {trades: {preset: official, beta: 1}}]")
+    suite = load_suite(write_suite(tmp_path / "s.yaml", text))
+    first, second = (d.params for d in suite.defences)
+    assert first.alpha == 0.007 and first.beta == 6.0
+    assert second.alpha == 0.007 and second.beta == 1.0
+    bad = write_suite(tmp_path / "bad.yaml", BASE.replace("[standard]", "[{trades: {preset: offical}}]"))
+    with pytest.raises(ConfigError, match=r"defences\[0\]\.trades\.preset: unknown preset 'offical'"):
+        load_suite(bad)

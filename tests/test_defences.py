@@ -33,6 +33,7 @@ from bench.registry import DEFENCES
 from bench.types import ThreatModel, TrainContext
 from defenses.fr import FRParams, frequency_regularizer
 from defenses.mart import MARTParams
+from defenses.pgd_at import PGDATParams
 from defenses.sar import SARParams, l1_gain
 from defenses.trades import OFFICIAL, TRADESParams
 
@@ -113,8 +114,12 @@ def test_optimizer_and_parameters_untouched(name):
     opt.zero_grad(set_to_none=True)
     params = [p.detach().clone() for p in model.parameters()]
     state = copy.deepcopy(opt.state_dict())
-    call(name, model)
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+    out = call(name, model)
+    if out.after_step is not None:  # AWP: weights are perturbed until the loop's post-step hook
+        out.after_step()
+        assert all(torch.allclose(p, q, rtol=1e-6, atol=1e-7) for p, q in zip(model.parameters(), params))
+    else:
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
     assert all(p.grad is None for p in model.parameters()), "the defence called backward"
     after = opt.state_dict()
     assert after["param_groups"] == state["param_groups"]
@@ -292,3 +297,24 @@ def test_params_validation(cls, field, value):
 def test_fr_start_epoch_accepts_int_and_first_milestone():
     assert build_params(FRParams, {"start_epoch": 0}, "fr").start_epoch == 0
     assert build_params(SARParams, {"start_epoch": "first_milestone"}, "sar").start_epoch == "first_milestone"
+
+
+def test_awp_perturbs_each_weight_by_gamma_times_its_norm_and_restores():
+    from defenses.awp import AWPParams, weight_perturbation
+
+    model = make_model().train()
+    x, y = make_batch()
+    delta = weight_perturbation(model, x, y, gamma=0.01)
+    weights = {n: p for n, p in model.named_parameters() if p.ndim > 1}
+    assert set(delta) == set(weights)  # conv and linear weights only, no BN or biases
+    for name, v in delta.items():
+        assert float(v.norm()) == pytest.approx(0.01 * float(weights[name].detach().norm()), rel=1e-5)
+    before = [p.detach().clone() for p in model.parameters()]
+    out = call("awp", model, AWPParams(gamma=0.01))
+    perturbed = [p.detach().clone() for p in model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, perturbed))  # active during the loss
+    out.after_step()
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(before, model.parameters()))
+    no_awp = call("awp", make_model().train(), AWPParams(gamma=0.0)).loss
+    at_train_bn = call("pgd_at", make_model().train(), PGDATParams(attack_bn="train")).loss
+    assert torch.equal(no_awp, at_train_bn)

@@ -72,14 +72,19 @@ def test_report_rerenders_from_cache_only(smoke_run, tmp_path: Path) -> None:
     assert (out / "smoke" / "leaderboard.md").read_text() == smoke_run["board_first"]
 
 
-def test_adding_an_attack_only_evaluates_the_new_one(smoke_run, tmp_path: Path) -> None:
+def test_adding_an_attack_on_a_nested_subset_only_evaluates_the_new_one(smoke_run, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     shutil.copytree(smoke_run["cache"], cache)
-    text = (SUITES / "smoke.yaml").read_text().replace("  - pgd: {steps: 5}\n", "  - pgd: {steps: 5}\n  - pgd: {steps: 2}\n")
-    suite = write_suite(tmp_path / "smoke.yaml", text)
+    new = "  - pgd: {steps: 5}\n  - pgd: {steps: 2, n_examples: 50}\n"
+    suite = write_suite(tmp_path / "smoke.yaml", (SUITES / "smoke.yaml").read_text().replace("  - pgd: {steps: 5}\n", new))
     assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
     summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
     assert summary["trained"] == 0 and summary["evaluated"] == 4 and summary["cached_eval"] == 8
+    df = pd.read_csv(tmp_path / "r" / "smoke" / "results.csv")
+    assert set(df[df["attack"] == "PGD-2"]["n"]) == {50} and set(df[df["attack"] == "Worst case"]["n"]) == {50}
+    assert set(df["clean_n"]) == {200}
+    board = (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
+    assert "PGD-2: first 50 of them" in board
 
 
 def test_adding_an_averager_reruns_training_once_and_keeps_the_raw_run(smoke_run, tmp_path: Path) -> None:
@@ -135,3 +140,38 @@ def nan_for_test(model, x, y, p, ctx):
     from bench.registry import DEFENCES
 
     DEFENCES.unregister("nan_for_test")
+
+
+def test_tiny_suite_on_fake_cifar10_files_runs_end_to_end_with_resnet18(tmp_path: Path) -> None:
+    from tests.test_vision_data import fake_cifar10
+
+    (tmp_path / "data").mkdir()
+    fake_cifar10(tmp_path / "data", per_batch=8, n_test=8)
+    suite = write_suite(
+        tmp_path / "c.yaml",
+        """\
+name: fake-cifar
+dataset: cifar10
+model: resnet18
+threat: {norm: Linf, eps: 8/255}
+train: {epochs: 1, batch_size: 16, augmentation: {crop_padding: 4, flip: true}, val_fraction: 0.2}
+defences: [{pgd_at: {steps: 1}}]
+wa: [none, {kind: swa, start: 0}]
+attacks: [fgsm]
+""",
+    )
+    args = ["--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path / "data")]
+    assert run_cli("run", str(suite), *args, "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "fake-cifar" / "run.json").read_text())
+    assert summary["trained"] == 1 and summary["evaluated"] == 2 and summary["failed"] == 0
+    assert "| pgd_at+wa " in (tmp_path / "r" / "fake-cifar" / "leaderboard.md").read_text()
+
+
+def test_missing_dataset_at_run_time_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path / "none")]
+    assert run_cli("validate", str(SUITES / "cifar10.yaml"), "--cache-dir", str(tmp_path / "c")) == 0  # no data needed
+    capsys.readouterr()
+    assert run_cli("run", str(SUITES / "cifar10.yaml"), *args, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset 'cifar10' not found" in err and "bench data fetch cifar10" in err
+    assert not (tmp_path / "r").exists()

@@ -57,6 +57,14 @@ def test_every_entry_is_documented_versioned_and_default_constructible(kind: str
     assert check is None or check() is None, "defaults must be valid"
 
 
+FAMILIES = {"fgsm", "iterative", "blackbox", "ensemble", "none"}
+
+
+@pytest.mark.parametrize("name", bench.ATTACKS.names())
+def test_every_attack_declares_its_family_for_the_sanity_flags(name: str) -> None:
+    assert bench.ATTACKS.get(name).caps.get("family") in FAMILIES
+
+
 MODEL_SHAPES = {"small_cnn": (1, 28, 28), "small_cnn_trades": (1, 28, 28), "tiny_cnn": (1, 12, 12)}
 BIG = {"wrn_34_10", "wrn_28_10"}  # covered by the model tests at their own sizes
 

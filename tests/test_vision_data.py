@@ -36,16 +36,23 @@ def _pickle(path, d) -> None:
         pickle.dump(d, f, protocol=2)
 
 
-def test_cifar10(tmp_path):
-    rng = np.random.default_rng(0)
-    base = tmp_path / "cifar-10-batches-py"
+def fake_cifar10(root, per_batch: int = 4, n_test: int = 6, seed: int = 0):
+    """A ``cifar-10-batches-py`` of 5 x ``per_batch`` train and ``n_test`` test images under ``root``."""
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-10-batches-py"
     base.mkdir()
-    x, y = _images(rng, 20), rng.integers(0, 10, 20)
-    for i in range(5):  # 5 train batches of 4 images; rows are the R, G, B planes flattened
-        sl = slice(4 * i, 4 * i + 4)
-        _pickle(base / f"data_batch_{i + 1}", {b"data": x[sl].reshape(4, -1), b"labels": y[sl].tolist()})
-    tx, ty = _images(rng, 6), rng.integers(0, 10, 6)
-    _pickle(base / "test_batch", {b"batch_label": b"testing", b"data": tx.reshape(6, -1), b"labels": ty.tolist()})
+    n = 5 * per_batch
+    x, y = _images(rng, n), rng.integers(0, 10, n)
+    for i in range(5):  # 5 train batches; rows are the R, G, B planes flattened
+        sl = slice(per_batch * i, per_batch * (i + 1))
+        _pickle(base / f"data_batch_{i + 1}", {b"data": x[sl].reshape(per_batch, -1), b"labels": y[sl].tolist()})
+    tx, ty = _images(rng, n_test), rng.integers(0, 10, n_test)
+    _pickle(base / "test_batch", {b"batch_label": b"testing", b"data": tx.reshape(n_test, -1), b"labels": ty.tolist()})
+    return x, y, tx, ty
+
+
+def test_cifar10(tmp_path):
+    x, y, tx, ty = fake_cifar10(tmp_path)
 
     for splits in (cifar10(NoParams(), [tmp_path]), load_dataset("cifar10", NoParams(), data_dir=tmp_path)):
         _check(splits, 20, 6, (3, 32, 32), 10)

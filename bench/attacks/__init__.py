@@ -26,12 +26,14 @@ def check_adversarial(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: floa
     """
     if x_adv.shape != x.shape:
         raise EvaluationError(f"attack {name!r} returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
+    if x.numel() == 0:
+        return 0.0
     if not torch.isfinite(x_adv).all():
         raise EvaluationError(f"attack {name!r} returned non-finite values")
     lo, hi = float(x_adv.min()), float(x_adv.max())
     if lo < -tol or hi > 1 + tol:
         raise EvaluationError(f"attack {name!r} left [0,1] (values in [{lo:.6g}, {hi:.6g}])")
-    dist = float((x_adv - x).abs().amax()) if x.numel() else 0.0
+    dist = float((x_adv - x).abs().amax())
     if dist > eps + tol:
         raise EvaluationError(f"attack {name!r} left the eps-ball: L-inf distance {dist:.6g} > eps {eps:.6g}")
     return dist

@@ -157,13 +157,12 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, p: AutoA
     """x_adv from a cascade run of ``configured(...)`` on ``x`` (unfooled points come back clean)."""
     if len(x) == 0:
         return x.clone()
-    with torch.no_grad():
-        num_classes = int(model(x[:1]).shape[1])
-    needs = {"apgd-t": 4} if p.version != "rand" else {"apgd-dlr": 3}
-    for name, least in needs.items():
+    with _isolated(model, x):
+        with torch.no_grad():
+            num_classes = int(model(x[:1]).shape[1])
+        name, least = ("apgd-dlr", 3) if p.version == "rand" else ("apgd-t", 4)
         if (p.version != "custom" or name in p.attacks) and num_classes < least:
             raise BenchError(f"AutoAttack {name} needs at least {least} classes; the model has {num_classes}")
-    with _isolated(model, x):
         aa = configured(model, p, eps, x.device, num_classes)
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=p.batch_size)
     return x_adv.detach()
@@ -172,7 +171,7 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, p: AutoA
 LABELS = {"standard": "AutoAttack", "rand": "AutoAttack-rand", "custom": "AA-custom"}
 
 
-@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, label=lambda p: LABELS[p.version])
+@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, family="ensemble", label=lambda p: LABELS[p.version])
 def autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams
 ) -> torch.Tensor:
@@ -215,19 +214,19 @@ def _single(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threa
     return run(model, x, y, threat.eps_float, custom)
 
 
-@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, label=lambda p: "APGD-CE")
+@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: "APGD-CE")
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDCEParams) -> torch.Tensor:
     """APGD on cross-entropy (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-ce", model, x, y, threat, p)
 
 
-@ATTACKS.register("apgd-t", params=APGDTParams, version=1, label=lambda p: "APGD-T")
+@ATTACKS.register("apgd-t", params=APGDTParams, version=1, family="iterative", label=lambda p: "APGD-T")
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDTParams) -> torch.Tensor:
     """Targeted APGD on the DLR loss (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-t", model, x, y, threat, p)
 
 
-@ATTACKS.register("square", params=SquareParams, version=1, label=lambda p: "Square")
+@ATTACKS.register("square", params=SquareParams, version=1, family="blackbox", label=lambda p: "Square")
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: SquareParams) -> torch.Tensor:
     """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049), reference code via pyautoattack 0.2.0."""
     return _single("square", model, x, y, threat, p)

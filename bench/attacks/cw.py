@@ -37,7 +37,7 @@ class CWParams:
         return None
 
 
-@ATTACKS.register("cw", params=CWParams, version=1, label=lambda p: f"CW-{p.steps}")
+@ATTACKS.register("cw", params=CWParams, version=1, family="iterative", label=lambda p: f"CW-{p.steps}")
 def cw_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: CWParams) -> torch.Tensor:
     """CW-k: PGD on the CW margin loss (no kappa clamp), uniform random start; FR ``attack/cw.py``."""
     eps = threat.eps_float

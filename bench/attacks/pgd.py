@@ -113,7 +113,7 @@ def step_size(alpha: float | None, eps: float) -> float:
     return eps / 4 if alpha is None else alpha
 
 
-@ATTACKS.register("pgd", params=PGDParams, version=1, label=lambda p: f"PGD-{p.steps}")
+@ATTACKS.register("pgd", params=PGDParams, version=1, family="iterative", label=lambda p: f"PGD-{p.steps}")
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: PGDParams) -> torch.Tensor:
     """PGD-k, L-inf, uniform random start, CE loss; restarts keep the per-sample worst."""
     eps = threat.eps_float
@@ -125,7 +125,7 @@ class FGSMParams:
     pass
 
 
-@ATTACKS.register("fgsm", params=FGSMParams, version=1, label=lambda p: "FGSM")
+@ATTACKS.register("fgsm", params=FGSMParams, version=1, family="fgsm", label=lambda p: "FGSM")
 def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: FGSMParams) -> torch.Tensor:
     """FGSM: one signed-gradient step of size eps on CE, no random start."""
     eps = threat.eps_float
@@ -137,7 +137,7 @@ class NoAttackParams:
     pass
 
 
-@ATTACKS.register("none", params=NoAttackParams, version=1, label=lambda p: "Clean")
+@ATTACKS.register("none", params=NoAttackParams, version=1, family="none", label=lambda p: "Clean")
 def no_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: NoAttackParams) -> torch.Tensor:
     """No attack: the clean input (clean accuracy only)."""
     return x.clone()
