@@ -143,3 +143,22 @@ def non_defaults(obj: Any) -> dict[str, Any]:
         for f in dataclasses.fields(obj)
         if getattr(obj, f.name) != getattr(default, f.name)
     }
+
+
+def range_problem(
+    obj: Any, *, min1: tuple[str, ...] = (), positive: tuple[str, ...] = (), nonneg: tuple[str, ...] = ()
+) -> tuple[str, str] | None:
+    """The first out-of-range field, for params ``validate()`` methods: ``min1`` fields must be
+    >= 1, ``positive`` > 0 and ``nonneg`` >= 0 (None passes the last two: "use the default")."""
+    for name in min1:
+        if getattr(obj, name) < 1:
+            return name, "must be at least 1"
+    for name in positive:
+        value = getattr(obj, name)
+        if value is not None and value <= 0:
+            return name, "must be > 0"
+    for name in nonneg:
+        value = getattr(obj, name)
+        if value is not None and value < 0:
+            return name, "must be >= 0"
+    return None

@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,20 @@ def run_suite(
     summary = RunSummary(planned=len(plan.train_jobs) + len(plan.eval_jobs))
     prog.log(f"suite {suite.name}: {len(plan.train_jobs)} train jobs, {len(plan.eval_jobs)} eval jobs on {dev}")
     failed_train: set[str] = set()
+
+    def attempt(label: str, job: Callable[[], None]) -> bool:
+        """Run one job; a failure is reported and not cached, and the rest of the grid goes on."""
+        try:
+            job()
+            return True
+        except DatasetMissingError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a diverged run or CUDA out of memory in one job
+            message = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
+            summary.failures.append(f"{label}: {message}")
+            prog.log(f"  FAILED (not cached): {message}")
+            return False
+
     for i, tjob in enumerate(plan.train_jobs, 1):
         have_raw, missing_wa = train_status(store, tjob)
         if have_raw and not missing_wa:
@@ -206,26 +221,15 @@ def run_suite(
             continue
         why = "" if not have_raw else f" (re-run to record {', '.join(w.kind for w in missing_wa)}; raw run cached)"
         prog.log(f"[train {i}/{len(plan.train_jobs)}] {tjob.display} seed={tjob.seed} ({tjob.key[:12]}){why}")
-        try:
-            runner.train(tjob, write_raw=not have_raw, averagers=missing_wa)
+        if attempt(f"train {tjob.display} seed={tjob.seed}", lambda: runner.train(tjob, not have_raw, missing_wa)):
             summary.trained += 1
-        except DatasetMissingError:
-            raise
-        except BenchError as e:
+        else:
             failed_train.add(tjob.key)
-            summary.failures.append(f"train {tjob.display} seed={tjob.seed}: {e}")
-            prog.log(f"  FAILED (not cached): {e}")
     for sjob in plan.sanity_jobs:
         if store.has("sanity", sjob.key):
             summary.cached_checks += 1
         elif sjob.train.key not in failed_train:
-            try:
-                runner.check(sjob)
-                summary.checked += 1
-            except DatasetMissingError:
-                raise
-            except BenchError as e:
-                summary.failures.append(f"sanity checks {sjob.train.display} seed={sjob.train.seed}: {e}")
+            summary.checked += attempt(f"sanity checks {sjob.train.display} seed={sjob.train.seed}", lambda: runner.check(sjob))
     for i, ejob in enumerate(plan.eval_jobs, 1):
         if store.has("eval", ejob.key):
             summary.cached_eval += 1
@@ -233,14 +237,7 @@ def run_suite(
         if ejob.train.key in failed_train:
             continue
         prog.log(f"[eval {i}/{len(plan.eval_jobs)}] {ejob.display} seed={ejob.train.seed} {ejob.column}")
-        try:
-            runner.evaluate(ejob)
-            summary.evaluated += 1
-        except DatasetMissingError:
-            raise
-        except BenchError as e:
-            summary.failures.append(f"eval {ejob.display} seed={ejob.train.seed} {ejob.column}: {e}")
-            prog.log(f"  FAILED (not cached): {e}")
+        summary.evaluated += attempt(f"eval {ejob.display} seed={ejob.train.seed} {ejob.column}", lambda: runner.evaluate(ejob))
     out = write_results(plan, collect(plan, store), Path(results_dir))
     summary.seconds = time.perf_counter() - start
     summary.results_dir = out

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
 from defenses._common import pgd_adversary
@@ -44,15 +45,7 @@ class AWPParams:
     attack_bn: Literal["eval", "train"] = "train"
 
     def validate(self):
-        if self.steps < 1:
-            return "steps", "must be at least 1"
-        if self.alpha is not None and self.alpha <= 0:
-            return "alpha", "must be > 0"
-        if self.gamma < 0:
-            return "gamma", "must be >= 0"
-        if self.warmup < 0:
-            return "warmup", "must be >= 0"
-        return None
+        return range_problem(self, min1=("steps",), positive=("alpha",), nonneg=("gamma", "warmup"))
 
 
 def weight_perturbation(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, gamma: float) -> dict[str, torch.Tensor]:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
 from defenses._common import pgd_adversary
@@ -72,15 +73,9 @@ class FRParams:
     attack_bn: Literal["eval", "train"] = "eval"
 
     def validate(self):
-        if self.lam < 0:
-            return "lam", "must be >= 0"
         if isinstance(self.start_epoch, int) and self.start_epoch < 0:
             return "start_epoch", "must be >= 0 or 'first_milestone'"
-        if self.steps < 1:
-            return "steps", "must be at least 1"
-        if self.alpha is not None and self.alpha <= 0:
-            return "alpha", "must be > 0"
-        return None
+        return range_problem(self, min1=("steps",), positive=("alpha",), nonneg=("lam",))
 
 
 def spectral_at_loss(

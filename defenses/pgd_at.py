@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
 from defenses._common import pgd_adversary
@@ -30,11 +31,7 @@ class PGDATParams:
     attack_bn: Literal["eval", "train"] = "eval"
 
     def validate(self):
-        if self.steps < 1:
-            return "steps", "must be at least 1"
-        if self.alpha is not None and self.alpha <= 0:
-            return "alpha", "must be > 0"
-        return None
+        return range_problem(self, min1=("steps",), positive=("alpha",))
 
 
 @DEFENCES.register("pgd_at", params=PGDATParams, version=1, selection="robust")

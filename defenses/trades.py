@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
 from defenses._common import bn_mode, pgd_adversary
@@ -52,13 +53,7 @@ class TRADESParams:
     attack_bn: Literal["eval", "train"] = "eval"
 
     def validate(self):
-        if self.steps < 1:
-            return "steps", "must be at least 1"
-        if self.alpha is not None and self.alpha <= 0:
-            return "alpha", "must be > 0"
-        if self.beta < 0:
-            return "beta", "must be >= 0"
-        return None
+        return range_problem(self, min1=("steps",), positive=("alpha",), nonneg=("beta",))
 
 
 OFFICIAL = TRADESParams(alpha=0.007, beta=6.0, steps=10, attack_bn="eval")  # with eps 0.031 in the suite

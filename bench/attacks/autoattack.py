@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
+from bench.params import range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 
@@ -49,13 +50,6 @@ LOG.addHandler(logging.NullHandler())
 AAName = Literal["apgd-ce", "apgd-t", "fab-t", "square"]
 AA_NAMES: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
 BUDGETS = ("n_iter", "n_restarts", "n_target_classes", "n_queries")
-
-
-def _check_positive(p: Any, names: tuple[str, ...]):
-    for name in names:
-        if getattr(p, name) < 1:
-            return name, "must be at least 1"
-    return ("seed", "must be >= 0") if p.seed < 0 else None
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,7 @@ class AutoAttackParams:
             for name in BUDGETS:
                 if getattr(self, name) != getattr(default, name):
                     return name, f"only with version custom (version {self.version} uses the reference budgets)"
-        return _check_positive(self, (*BUDGETS, "batch_size"))
+        return range_problem(self, min1=(*BUDGETS, "batch_size"), nonneg=("seed",))
 
 
 def _set_apgd_iters(apgd: Any, n_iter: int) -> None:
@@ -187,7 +181,7 @@ class APGDCEParams:
     batch_size: int = 500
 
     def validate(self):
-        return _check_positive(self, ("n_iter", "n_restarts", "batch_size"))
+        return range_problem(self, min1=("n_iter", "n_restarts", "batch_size"), nonneg=("seed",))
 
 
 @dataclass(frozen=True)
@@ -195,7 +189,7 @@ class APGDTParams(APGDCEParams):
     n_target_classes: int = 9  # capped at num_classes - 1
 
     def validate(self):
-        return _check_positive(self, ("n_iter", "n_restarts", "n_target_classes", "batch_size"))
+        return range_problem(self, min1=("n_iter", "n_restarts", "n_target_classes", "batch_size"), nonneg=("seed",))
 
 
 @dataclass(frozen=True)
@@ -205,7 +199,7 @@ class SquareParams:
     batch_size: int = 500
 
     def validate(self):
-        return _check_positive(self, ("n_queries", "batch_size"))
+        return range_problem(self, min1=("n_queries", "batch_size"), nonneg=("seed",))
 
 
 def _single(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: Any) -> torch.Tensor:

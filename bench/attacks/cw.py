@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bench.attacks.pgd import margin_loss, pgd, step_size
+from bench.params import range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 
@@ -28,13 +29,7 @@ class CWParams:
     restarts: int = 1
 
     def validate(self):
-        if self.steps < 1:
-            return "steps", "must be at least 1"
-        if self.restarts < 1:
-            return "restarts", "must be at least 1"
-        if self.alpha is not None and self.alpha <= 0:
-            return "alpha", "must be > 0"
-        return None
+        return range_problem(self, min1=("steps", "restarts"), positive=("alpha",))
 
 
 @ATTACKS.register("cw", params=CWParams, version=1, family="iterative", label=lambda p: f"CW-{p.steps}")

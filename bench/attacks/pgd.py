@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.params import range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 
@@ -100,13 +101,7 @@ class PGDParams:
     loss: Literal["ce", "cw"] = "ce"
 
     def validate(self):
-        if self.steps < 1:
-            return "steps", "must be at least 1"
-        if self.restarts < 1:
-            return "restarts", "must be at least 1"
-        if self.alpha is not None and self.alpha <= 0:
-            return "alpha", "must be > 0"
-        return None
+        return range_problem(self, min1=("steps", "restarts"), positive=("alpha",))
 
 
 def step_size(alpha: float | None, eps: float) -> float:
