@@ -28,7 +28,7 @@ def load_flags(store: Store, job: EvalJob) -> dict[str, np.ndarray] | None:
 
 
 def _params(prefix: str, params: Any) -> dict[str, Any]:
-    return {f"p_{prefix}_{k}": v for k, v in to_plain(params).items()}
+    return {f"p_{prefix}_{k}": v for k, v in (to_plain(params) or {}).items()}
 
 
 def collect(plan: Plan, store: Store) -> list[dict[str, Any]]:

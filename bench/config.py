@@ -187,6 +187,7 @@ class Suite:
     seeds: list[int]
     wa: list[WASpec | None] = field(default_factory=lambda: [None])  # None = the raw weights
     plugins: list[str] = field(default_factory=list)
+    zoo: list[str] = field(default_factory=list)  # "robustbench:<name>" reference rows (no training)
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
 
 
@@ -205,6 +206,7 @@ TOP_LEVEL = (
     "eval",
     "seeds",
     "plugins",
+    "zoo",
     "description",
 )
 REQUIRED = ("name", "dataset", "model", "threat", "defences")
@@ -417,6 +419,17 @@ def _wa(raw: Any, where: str, train: TrainSpec) -> list[WASpec | None]:
     return out or [None]
 
 
+def _zoo(raw: Any, where: str) -> list[str]:
+    if not isinstance(raw, list) or any(not isinstance(z, str) for z in raw):
+        raise ConfigError(where, "expected a list such as [robustbench:Carmon2019Unlabeled]")
+    for i, entry in enumerate(raw):
+        if not entry.startswith("robustbench:") or len(entry) == len("robustbench:"):
+            raise ConfigError(f"{where}[{i}]", f"expected robustbench:<model name>, got {entry!r}")
+    if len(set(raw)) != len(raw):
+        raise ConfigError(where, "duplicate entries")
+    return list(raw)
+
+
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file (and its includes). Raises ConfigError (one line) on bad input."""
     path = Path(path)
@@ -455,5 +468,6 @@ def load_suite(path: str | Path) -> Suite:
         seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
         wa=_wa(raw.get("wa", ["none"]), at("wa"), train),
         plugins=list(plugins),
+        zoo=_zoo(raw.get("zoo", []), at("zoo")),
         sources=sources,
     )

@@ -27,6 +27,7 @@ class TrainJob:
     seed: int
     display: str
     averagers: tuple[WASpec, ...] = ()
+    zoo: bool = False  # a pre-trained reference model (``robustbench:<name>``): loaded, never trained
 
     def wa_key(self, wa: WASpec) -> str:
         """Key of the averaged weights of this run (stored under ``wa/<key>/``)."""
@@ -128,4 +129,13 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
                 for attack, column in zip(attacks, columns):
                     espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
                     eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, column, row))
+    for entry in suite.zoo:
+        spec = {"protocol": keys.PROTOCOL_VERSION, "zoo": entry, "dataset": suite.dataset.name, "threat": keys.threat_plain(suite.threat)}
+        job = TrainJob(keys.digest(spec), spec, PluginRef("zoo", entry, None, 1), 0, entry, zoo=True)
+        train_jobs.append(job)
+        weights = {"averaging": None, "checkpoint": "zoo"}
+        sanity_jobs.append(SanityJob(keys.digest({"sanity": SANITY_VERSION, "train_key": job.key, "weights": weights, "eval": to_plain(ev)}), job, None, "zoo"))
+        for attack, column in zip(attacks, columns):
+            espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
+            eval_jobs.append(EvalJob(keys.digest(espec), espec, job, None, "zoo", attack, column, entry))
     return Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs)

@@ -25,6 +25,7 @@ from bench.env import provenance, resolve_device
 from bench.errors import BenchError, DatasetMissingError
 from bench.evaluate import robust_flags, subset_indices
 from bench.models import build
+from bench.models.zoo import load_zoo_model
 from bench.plan import EvalJob, Plan, SanityJob, TrainJob, expand
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
@@ -72,6 +73,8 @@ def source_sha(fn: Any) -> str | None:
 
 def train_status(store: Store, job: TrainJob) -> tuple[bool, tuple[WASpec, ...]]:
     """Whether the raw run is cached, and which requested averagers are not recorded yet."""
+    if job.zoo:
+        return True, ()  # nothing to train
     return store.has("train", job.key), tuple(w for w in job.averagers if not store.has("wa", job.wa_key(w)))
 
 
@@ -80,6 +83,7 @@ class Runner:
         self.plan, self.store, self.device, self.data_dir, self.progress = plan, store, device, data_dir, progress
         self._splits: DatasetSplits | None = None
         self._train_data: TrainData | None = None
+        self._zoo: dict[str, torch.nn.Module] = {}
         self._test: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
         self._prov = provenance(device)
 
@@ -136,7 +140,12 @@ class Runner:
         return self._test[n]
 
     def load_model(self, train: TrainJob, wa: WASpec | None, checkpoint: str) -> torch.nn.Module:
-        suite, info = self.plan.suite, self.splits.info
+        suite = self.plan.suite
+        if train.zoo:
+            if train.key not in self._zoo:
+                self._zoo[train.key] = load_zoo_model(train.defence.name, suite.dataset.name, self.store.root / "zoo", self.device)
+            return self._zoo[train.key]
+        info = self.splits.info
         model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
         kind, key = ("wa", train.wa_key(wa)) if wa else ("train", train.key)
         model.load_state_dict(self.store.load_weights(kind, key, f"model_{checkpoint}.pt", self.device))
@@ -197,7 +206,7 @@ def run_suite(
     plan = expand(suite, limit)
     prog = Progress(progress)
     runner = Runner(plan, store, dev, str(data_dir) if data_dir else None, prog)
-    summary = RunSummary(planned=len(plan.train_jobs) + len(plan.eval_jobs))
+    summary = RunSummary(planned=sum(not t.zoo for t in plan.train_jobs) + len(plan.eval_jobs))
     prog.log(f"suite {suite.name}: {len(plan.train_jobs)} train jobs, {len(plan.eval_jobs)} eval jobs on {dev}")
     failed_train: set[str] = set()
 
@@ -215,6 +224,8 @@ def run_suite(
             return False
 
     for i, tjob in enumerate(plan.train_jobs, 1):
+        if tjob.zoo:
+            continue  # reference rows are evaluated, never trained
         have_raw, missing_wa = train_status(store, tjob)
         if have_raw and not missing_wa:
             summary.cached_train += 1

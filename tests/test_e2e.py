@@ -175,3 +175,55 @@ def test_missing_dataset_at_run_time_is_one_line_exit_2(tmp_path: Path, capsys: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset 'cifar10' not found" in err and "bench data fetch cifar10" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_zoo_rows_are_evaluated_without_training(smoke_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake ``robustbench.utils`` stands in for the optional extra (no network here)."""
+    import sys
+    import types
+
+    import torch
+
+    import bench
+    from bench.models import zoo
+
+    loaded: list[str] = []
+
+    def load_model(model_name: str, model_dir: str, dataset: str, threat_model: str) -> torch.nn.Module:
+        loaded.append(model_name)
+        torch.manual_seed(0)
+        return bench.build_model("tiny_cnn", num_classes=4, shape=(1, 12, 12))
+
+    fake = types.ModuleType("robustbench.utils")
+    fake.load_model = load_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "robustbench", types.ModuleType("robustbench"))
+    monkeypatch.setitem(sys.modules, "robustbench.utils", fake)
+    monkeypatch.setitem(zoo.DATASETS, "synthetic", "synthetic")
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    suite = write_suite(tmp_path / "s.yaml", (SUITES / "smoke.yaml").read_text() + "zoo: [robustbench:Fake2024]\n")
+    assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
+    assert summary["trained"] == 0 and summary["evaluated"] == 2 and summary["cached_eval"] == 8
+    assert loaded == ["Fake2024"]  # loaded once, reused for both attacks and the sanity checks
+    assert "| robustbench:Fake2024 " in (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
+
+
+def test_zoo_row_without_the_extra_fails_alone_with_one_clear_line(
+    smoke_run, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from bench.models import zoo
+
+    monkeypatch.setitem(sys.modules, "robustbench", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "robustbench.utils", None)
+    monkeypatch.setitem(zoo.DATASETS, "synthetic", "synthetic")
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    suite = write_suite(tmp_path / "s.yaml", (SUITES / "smoke.yaml").read_text() + "zoo: [robustbench:Fake2024]\n")
+    assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 1
+    err = capsys.readouterr().err
+    assert "optional `zoo` extra" in err
+    board = (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
+    assert "| pgd_at " in board and "| robustbench:Fake2024 " in board  # the other rows are intact

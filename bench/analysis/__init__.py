@@ -1,0 +1,1 @@
+"""Post-hoc analyses of trained models (methods.md section 6)."""

@@ -1,0 +1,273 @@
+"""Fourier-domain analyses (methods.md section 6).
+
+Conventions (methods.md 6.0): X_c = FFT2(x_c) per image and channel over the last two axes,
+centred with ``fftshift`` so that DC sits at (H//2, W//2) ((14, 14) at 28x28, (16, 16) at 32x32),
+and radius rho(u, v) = distance from that centre. Inputs are N x C x H x W floats in [0, 1]; any
+H, W (odd too) and any channel count. Everything runs on the inputs' device.
+
+Matplotlib is imported inside the plotting functions only, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from bench.evaluate import frozen_eval
+
+Keep = Literal["low", "high"]
+AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_DIMS = (-2, -1)
+
+
+def _centred_fft(x: torch.Tensor) -> torch.Tensor:
+    return torch.fft.fftshift(torch.fft.fft2(x, dim=_DIMS), dim=_DIMS)
+
+
+# ---------------------------------------------------------------- spectra (6.0, 6.1)
+
+
+def centred_amplitude(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) display spectrum mean_c log(1 + |fftshift(FFT2(x_c))|) (methods.md 6.0/6.1)."""
+    return torch.log1p(_centred_fft(x).abs()).mean(1)
+
+
+def perturbation_spectrum(delta: torch.Tensor) -> torch.Tensor:
+    """(H, W) E(u, v) = mean over images and channels of |fftshift(FFT2(delta_c))| (methods.md 6.1)."""
+    return _centred_fft(delta).abs().mean((0, 1))
+
+
+def radius_grid(h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(H, W) distance of each centred-spectrum bin from the DC bin (h//2, w//2) (methods.md 6.0)."""
+    u = torch.arange(h, device=device, dtype=torch.float32) - h // 2
+    v = torch.arange(w, device=device, dtype=torch.float32) - w // 2
+    return torch.sqrt(u[:, None] ** 2 + v[None, :] ** 2)
+
+
+def radial_profile(E: torch.Tensor) -> torch.Tensor:
+    """1-D mean of a centred (H, W) map in integer-radius bins floor(rho) (methods.md 6.1).
+
+    Entry k averages the bins with k <= rho < k + 1; an empty bin (none at 28x28 or 32x32) is NaN.
+    """
+    bins = radius_grid(*E.shape, device=E.device).floor().long().flatten()
+    n = int(bins.max()) + 1
+    values = E.flatten().to(torch.float64)
+    sums = torch.zeros(n, dtype=torch.float64, device=E.device).index_add_(0, bins, values)
+    counts = torch.zeros(n, dtype=torch.float64, device=E.device).index_add_(0, bins, torch.ones_like(values))
+    return (sums / counts).to(E.dtype)  # 0/0 = NaN for empty bins
+
+
+def energy_fraction(E: torch.Tensor, r: float) -> float:
+    """eta_r = sum_{rho < r} E^2 / sum E^2 of a centred (H, W) spectrum (methods.md 6.4, ours)."""
+    e2 = E.to(torch.float64) ** 2
+    return float(e2[radius_grid(*E.shape, device=E.device) < r].sum() / e2.sum())
+
+
+# ---------------------------------------------------------------- filters (6.2)
+
+
+def square_mask(h: int, w: int, b: float, device: torch.device | str | None = None) -> torch.Tensor:
+    """(H, W) bool FR-paper square of bandwidth b on the centred spectrum (methods.md 6.2).
+
+    M_b[i, j] = 1 iff H/2 - b/2 <= i < H/2 + b/2 and W/2 - b/2 <= j < W/2 + b/2, with H/2 read as
+    the DC index H//2 (identical for even H; for odd H it keeps the band centred on DC). For even b
+    the band holds frequency -b/2 but not +b/2, so it has b x b ones (b <= H, W).
+    """
+
+    def band(n: int) -> torch.Tensor:
+        k = 2 * (torch.arange(n, device=device) - n // 2)  # twice the offset from DC
+        return (k >= -b) & (k < b)
+
+    return band(h)[:, None] & band(w)[None, :]
+
+
+def circle_mask(h: int, w: int, r: float, device: torch.device | str | None = None) -> torch.Tensor:
+    """(H, W) bool HFC radial mask rho < r on the centred spectrum (methods.md 6.2)."""
+    return radius_grid(h, w, device=device) < r
+
+
+def filter_images(x: torch.Tensor, mask: torch.Tensor, keep: Keep = "low", clamp: bool = False) -> torch.Tensor:
+    """Re(IFFT2(ifftshift(M * fftshift(FFT2(x_c))))) per image and channel (methods.md 6.2).
+
+    ``keep="low"`` applies M, ``"high"`` applies 1 - M. No clamp to [0, 1] unless ``clamp``
+    (UNCONFIRMED in the paper; default off).
+    """
+    if keep not in ("low", "high"):
+        raise ValueError(f"keep must be 'low' or 'high', got {keep!r}")
+    m = mask.to(device=x.device, dtype=x.dtype)
+    if keep == "high":
+        m = 1 - m
+    spec = torch.fft.ifftshift(_centred_fft(x) * m, dim=_DIMS)
+    out = torch.fft.ifft2(spec, dim=_DIMS).real.to(x.dtype)
+    return out.clamp(0.0, 1.0) if clamp else out
+
+
+class FilteredModel(nn.Module):
+    """model o filter: the filter inside the forward pass (the adaptive 'filter-in-the-loop' attack)."""
+
+    def __init__(self, model: nn.Module, mask: torch.Tensor, keep: Keep = "low", clamp: bool = False):
+        super().__init__()
+        self.model, self.keep, self.clamp = model, keep, clamp
+        self.register_buffer("mask", mask.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(filter_images(x, self.mask, self.keep, self.clamp))
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    with torch.no_grad():
+        correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(x), batch_size))
+    return correct / len(x)
+
+
+def _attack_batched(attack: AttackFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([attack(model, x[i : i + batch_size], y[i : i + batch_size]).detach() for i in range(0, len(x), batch_size)])
+
+
+def filtered_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    masks: Mapping[str, torch.Tensor],
+    attack: AttackFn | None = None,
+    in_loop: bool = False,
+    keep: Keep = "low",
+    clamp: bool = False,
+    batch_size: int = 256,
+) -> dict[str, tuple[float, float | None]]:
+    """Accuracy on filtered inputs for each mask: {name: (clean_acc, adv_acc or None)} (methods.md 6.2).
+
+    Clean: classify filter(x). Adversarial (only when ``attack(model, x, y) -> x_adv`` is given):
+    by default x_adv is crafted once against the UNFILTERED model and then filtered and classified
+    (the FR Table 1 reading); with ``in_loop=True`` it is crafted per mask against model o filter
+    (adaptive). ``keep="high"`` gives the high-pass variant (1 - M).
+    """
+    results: dict[str, tuple[float, float | None]] = {}
+    with frozen_eval(model):
+        x_adv = _attack_batched(attack, model, x, y, batch_size) if attack is not None and not in_loop else None
+        for name, mask in masks.items():
+            wrapped = FilteredModel(model, mask.to(x.device), keep, clamp)
+            clean = _accuracy(wrapped, x, y, batch_size)
+            adv = None
+            if attack is not None:
+                xa = _attack_batched(attack, wrapped, x, y, batch_size) if in_loop else x_adv
+                adv = _accuracy(wrapped, xa, y, batch_size)
+            results[name] = (clean, adv)
+    return results
+
+
+# ---------------------------------------------------------------- Fourier heat map (6.3)
+
+
+def fourier_basis(h: int, w: int, i: int, j: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(H, W) Fourier basis image U_ij with ||U_ij||_2 = 1 (Yin et al. 2019; methods.md 6.3).
+
+    One-hot half spectrum of shape (H, W//2+1) at (i, j), i in [0, H), j in [0, W//2], through
+    ``irfftn(s=(H, W))``: a real cosine whose spectrum is supported on +-(i, j) (mod size).
+    """
+    if not (0 <= i < h and 0 <= j <= w // 2):
+        raise ValueError(f"basis index ({i}, {j}) outside [0, {h}) x [0, {w // 2}]")
+    spectrum = torch.zeros(h, w // 2 + 1, dtype=torch.complex64, device=device)
+    spectrum[i, j] = 1.0
+    u = torch.fft.irfftn(spectrum, s=(h, w), dim=_DIMS)
+    return u / u.norm()
+
+
+def fourier_heatmap(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    v: float,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(H, W) centred error-rate map of ``model`` under Fourier-basis noise (methods.md 6.3).
+
+    For every half-plane basis (i, j) in [0, H) x [0, W//2]: x~_c = clip01(x_c + r_c v U_ij) with an
+    independent sign r_c in {-1, +1} per image and channel; value = 1 - top-1 accuracy. The other
+    half is filled by point symmetry and the map is fftshift-ed (low frequency at the centre, DC at
+    (H//2, W//2)). Cost: H (W//2+1) N forwards; when N < batch_size several bases' perturbed
+    copies share one forward batch. Signs come from ``generator`` (a CPU generator) if given.
+    v: L2 norm of the perturbation (4.0 for CIFAR-10 32x32, 3.5 for 28x28, methods.md 6.3/10).
+    """
+    n, c, h, w = x.shape
+    bases = [(i, j) for i in range(h) for j in range(w // 2 + 1)]
+    per_group = max(1, batch_size // n)
+    errors = torch.zeros(h, w // 2 + 1, dtype=torch.float64)
+    with frozen_eval(model), torch.no_grad():
+        for g in range(0, len(bases), per_group):
+            group = bases[g : g + per_group]
+            u = torch.stack([fourier_basis(h, w, i, j, device=x.device) for i, j in group]).to(x.dtype)
+            signs = torch.randint(0, 2, (len(group), n, c, 1, 1), generator=generator).to(x.device, x.dtype) * 2 - 1
+            xt = (x[None] + signs * v * u[:, None, None]).clamp_(0.0, 1.0).reshape(-1, c, h, w)
+            yt = y.repeat(len(group))
+            correct = torch.cat([model(xt[k : k + batch_size]).argmax(1) == yt[k : k + batch_size] for k in range(0, len(xt), batch_size)])
+            wrong = 1.0 - correct.view(len(group), n).double().mean(1).cpu()
+            for (i, j), e in zip(group, wrong):
+                errors[i, j] = e
+    full = torch.zeros(h, w, dtype=torch.float64)
+    full[:, : w // 2 + 1] = errors
+    cols = torch.arange(w // 2 + 1, w)
+    full[:, cols] = errors[(-torch.arange(h)) % h][:, w - cols]  # err(i, j) = err(-i, -j)
+    return torch.fft.fftshift(full).float()
+
+
+def weighted_radius(err_map: torch.Tensor) -> float:
+    """rho_bar = sum err * rho / sum err over a centred heat map (methods.md 6.4, ours); NaN if all zero."""
+    err = err_map.to(torch.float64)
+    total = err.sum()
+    if total == 0:
+        return float("nan")
+    return float((err * radius_grid(*err.shape, device=err.device)).sum() / total)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _figure():
+    from matplotlib.figure import Figure  # lazy; Figure renders with Agg and needs no pyplot state
+
+    return Figure(figsize=(5, 4), layout="constrained")
+
+
+def _numpy(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+
+def plot_map(arr, path: str | Path, title: str, vmin: float | None = None, vmax: float | None = None, cbar: str = "") -> Path:
+    """Save a 2-D map (spectrum, heat map) as a PNG with a colour bar labelled ``cbar``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = _figure()
+    ax = fig.add_subplot()
+    im = ax.imshow(_numpy(arr), vmin=vmin, vmax=vmax, cmap="viridis")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, label=cbar)
+    fig.savefig(path, dpi=100)
+    fig.clear()
+    return path
+
+
+def plot_profiles(profiles: Mapping[str, object], path: str | Path, title: str, ylabel: str) -> Path:
+    """Save radial profiles (one line per label, legend) as a PNG; x = integer radius; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, profile in profiles.items():
+        ax.plot(_numpy(profile), marker=".", label=label)
+    ax.set_xlabel("radius (frequency bins from DC)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if profiles:
+        ax.legend()
+    fig.savefig(path, dpi=100)
+    fig.clear()
+    return path
