@@ -120,13 +120,16 @@ class FilteredModel(nn.Module):
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    correct = 0
     with torch.no_grad():
-        correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(x), batch_size))
+        for i in range(0, len(x), batch_size):
+            correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
     return correct / len(x)
 
 
-def _attack_batched(attack: AttackFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([attack(model, x[i : i + batch_size], y[i : i + batch_size]).detach() for i in range(0, len(x), batch_size)])
+def _attack_batched(attack: AttackFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    parts = [attack(model, x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(parts).detach()
 
 
 def filtered_accuracy(
@@ -151,7 +154,7 @@ def filtered_accuracy(
     with frozen_eval(model):
         x_adv = _attack_batched(attack, model, x, y, batch_size) if attack is not None and not in_loop else None
         for name, mask in masks.items():
-            wrapped = FilteredModel(model, mask.to(x.device), keep, clamp)
+            wrapped = FilteredModel(model, mask.to(x.device), keep, clamp).eval()
             clean = _accuracy(wrapped, x, y, batch_size)
             adv = None
             if attack is not None:
@@ -170,12 +173,19 @@ def fourier_basis(h: int, w: int, i: int, j: int, device: torch.device | str | N
     One-hot half spectrum of shape (H, W//2+1) at (i, j), i in [0, H), j in [0, W//2], through
     ``irfftn(s=(H, W))``: a real cosine whose spectrum is supported on +-(i, j) (mod size).
     """
-    if not (0 <= i < h and 0 <= j <= w // 2):
-        raise ValueError(f"basis index ({i}, {j}) outside [0, {h}) x [0, {w // 2}]")
-    spectrum = torch.zeros(h, w // 2 + 1, dtype=torch.complex64, device=device)
-    spectrum[i, j] = 1.0
-    u = torch.fft.irfftn(spectrum, s=(h, w), dim=_DIMS)
-    return u / u.norm()
+    return _bases(h, w, [(i, j)], device)[0]
+
+
+def _bases(h: int, w: int, index: list[tuple[int, int]], device=None) -> torch.Tensor:
+    """(K, H, W) stack of ``fourier_basis`` images, in one batched inverse FFT."""
+    for i, j in index:
+        if not (0 <= i < h and 0 <= j <= w // 2):
+            raise ValueError(f"basis index ({i}, {j}) outside [0, {h}) x [0, {w // 2}]")
+    spectra = torch.zeros(len(index), h, w // 2 + 1, dtype=torch.complex64, device=device)
+    rows, cols = torch.tensor(index, device=device).T
+    spectra[torch.arange(len(index), device=device), rows, cols] = 1.0
+    u = torch.fft.irfftn(spectra, s=(h, w), dim=_DIMS)
+    return u / u.flatten(1).norm(dim=1)[:, None, None]
 
 
 def fourier_heatmap(
@@ -192,24 +202,26 @@ def fourier_heatmap(
     independent sign r_c in {-1, +1} per image and channel; value = 1 - top-1 accuracy. The other
     half is filled by point symmetry and the map is fftshift-ed (low frequency at the centre, DC at
     (H//2, W//2)). Cost: H (W//2+1) N forwards; when N < batch_size several bases' perturbed
-    copies share one forward batch. Signs come from ``generator`` (a CPU generator) if given.
+    copies share one forward batch. Signs are drawn from ``generator`` (on its device) if given.
     v: L2 norm of the perturbation (4.0 for CIFAR-10 32x32, 3.5 for 28x28, methods.md 6.3/10).
     """
     n, c, h, w = x.shape
     bases = [(i, j) for i in range(h) for j in range(w // 2 + 1)]
     per_group = max(1, batch_size // n)
-    errors = torch.zeros(h, w // 2 + 1, dtype=torch.float64)
+    errors = torch.zeros(len(bases), dtype=torch.float64)  # row-major over the (H, W//2+1) half-plane
+    all_u = _bases(h, w, bases, device=x.device).to(x.dtype)  # H (W//2+1) H W floats: 34 MB at 64x64
+    sign_device = generator.device if generator is not None else x.device
     with frozen_eval(model), torch.no_grad():
         for g in range(0, len(bases), per_group):
-            group = bases[g : g + per_group]
-            u = torch.stack([fourier_basis(h, w, i, j, device=x.device) for i, j in group]).to(x.dtype)
-            signs = torch.randint(0, 2, (len(group), n, c, 1, 1), generator=generator).to(x.device, x.dtype) * 2 - 1
-            xt = (x[None] + signs * v * u[:, None, None]).clamp_(0.0, 1.0).reshape(-1, c, h, w)
-            yt = y.repeat(len(group))
-            correct = torch.cat([model(xt[k : k + batch_size]).argmax(1) == yt[k : k + batch_size] for k in range(0, len(xt), batch_size)])
-            wrong = 1.0 - correct.view(len(group), n).double().mean(1).cpu()
-            for (i, j), e in zip(group, wrong):
-                errors[i, j] = e
+            u = all_u[g : g + per_group]
+            k = len(u)
+            signs = torch.randint(0, 2, (k, n, c, 1, 1), generator=generator, device=sign_device).to(x.device, x.dtype)
+            xt = (x[None] + (2 * signs - 1) * v * u[:, None, None]).clamp_(0.0, 1.0).reshape(-1, c, h, w)
+            yt = y.repeat(k)
+            chunks = range(0, len(xt), batch_size)
+            correct = torch.cat([model(xt[k : k + batch_size]).argmax(1) == yt[k : k + batch_size] for k in chunks])
+            errors[g : g + k] = 1.0 - correct.view(k, n).double().mean(1).cpu()
+    errors = errors.view(h, w // 2 + 1)
     full = torch.zeros(h, w, dtype=torch.float64)
     full[:, : w // 2 + 1] = errors
     cols = torch.arange(w // 2 + 1, w)
@@ -239,7 +251,9 @@ def _numpy(a):
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
 
 
-def plot_map(arr, path: str | Path, title: str, vmin: float | None = None, vmax: float | None = None, cbar: str = "") -> Path:
+def plot_map(
+    arr, path: str | Path, title: str, vmin: float | None = None, vmax: float | None = None, cbar: str = ""
+) -> Path:
     """Save a 2-D map (spectrum, heat map) as a PNG with a colour bar labelled ``cbar``; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
