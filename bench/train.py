@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.analysis.fourier import frequency_regularizer
 from bench.attacks.pgd import pgd, step_size
 from bench.averaging import Averager
 from bench.config import OptimizerSpec, Suite, WASpec
 from bench.data.loader import batches, split_indices
 from bench.env import seed_everything
 from bench.errors import BenchError
-from bench.evaluate import robust_flags
+from bench.evaluate import frozen_eval, robust_flags
 from bench.models import build
 from bench.plan import TrainJob
 from bench.progress import Progress
@@ -114,6 +115,24 @@ def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> d
     return out
 
 
+def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> float:
+    """FR's spectral logit gap (batch2d DFT, methods.md 6.4) on a fixed batch, logged every epoch.
+
+    The quantity FR/SAR minimise, measured for every defence: val examples (train ones without a
+    val split), PGD at the val-attack settings, eval mode; the RNG is forked so logging never
+    changes the training trajectory.
+    """
+    x_u8, y = (data.val_x, data.val_y) if len(data.val_y) else (data.train_x, data.train_y)
+    x, y = x_u8[:n].float() / 255, y[:n]
+    eps = suite.threat.eps_float
+    va = suite.train.val_attack
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), frozen_eval(model):
+        x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps)
+        with torch.no_grad():
+            return float(frequency_regularizer(model(x_adv), model(x)))
+
+
 def _val_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
     return pgd(model, x, y, eps, alpha, steps)
 
@@ -175,6 +194,7 @@ def train_model(
         record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})  # one sync per epoch
         if not math.isfinite(record["train_loss"]):
             raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch}")
+        record["logit_gap"] = logit_gap(model, suite, data)
         if need_val:
             record.update(validate(model, suite, data, robust=select_on_robust))
             result.raw.offer(model, epoch, record[metric])
@@ -189,7 +209,7 @@ def train_model(
                 result.averaged[a.spec].offer(a.model, epoch, scores[metric])
         record["seconds"] = round(time.perf_counter() - t0, 3)
         result.log.append(record)
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "_" in k and k != "seconds")
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "_" in k)
         progress.log(f"  {desc}: {shown} ({record['seconds']:.1f}s)")
     result.raw.finish(model)
     for a in avgs:

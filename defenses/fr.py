@@ -39,29 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.params import range_problem
+from bench.analysis.fourier import frequency_regularizer
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
 from defenses._common import pgd_adversary
-
-FFTMode = Literal["batch2d", "per_sample"]
-
-
-def frequency_regularizer(logits_adv: torch.Tensor, logits_nat: torch.Tensor, fft: FFTMode = "batch2d") -> torch.Tensor:
-    """Mean |Re|, |Im| of the unnormalised DFT of ``logits_adv - logits_nat`` (B x C).
-
-    ``batch2d``: 2-D DFT over (batch, class), = ``nn.L1Loss()(torch.rfft(Z_adv, 2, onesided=False),
-    torch.rfft(Z_nat, 2, onesided=False))`` of the FR code. ``per_sample``: 1-D DFT over classes.
-    """
-    diff = logits_adv - logits_nat
-    diff = diff.to(torch.promote_types(diff.dtype, torch.float32))
-    if fft == "batch2d":
-        spec = torch.fft.fft2(diff)
-    elif fft == "per_sample":
-        spec = torch.fft.fft(diff, dim=-1)
-    else:
-        raise ValueError(f"unknown fft {fft!r}")
-    return torch.view_as_real(spec).abs().mean()
-
 
 @dataclass(frozen=True)
 class FRParams:

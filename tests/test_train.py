@@ -104,3 +104,24 @@ def test_bn_recompute_mean_is_sample_weighted_across_uneven_batches() -> None:
     first_bn = next(m for m in avg.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     expected = _bn_inputs(avg.model, x.float() / 255)[0].mean((0, 2, 3))  # first BN input: batch-independent
     assert torch.allclose(first_bn.running_mean, expected, atol=1e-5)
+
+
+def test_per_epoch_logging_never_changes_the_training_trajectory(tmp_path, monkeypatch) -> None:
+    """The logit-spectrum gap runs an attack every epoch; with its RNG forked the weights are identical."""
+    from bench import train as train_mod
+    from bench.config import load_suite
+    from bench.data import load_dataset
+    from bench.plan import expand
+    from bench.progress import Progress
+    from tests.conftest import SUITES
+
+    suite = load_suite(SUITES / "smoke.yaml")
+    job = expand(suite).train_jobs[1]  # pgd_at: random starts use the global RNG
+    splits = load_dataset(suite.dataset.name, suite.dataset.params)
+    data = train_mod.prepare_data(splits, suite, torch.device("cpu"))
+    logged = train_mod.train_model(job, suite, splits, data, torch.device("cpu"), Progress(False))
+    assert all("logit_gap" in r and r["logit_gap"] >= 0 for r in logged.log)
+    monkeypatch.setattr(train_mod, "logit_gap", lambda *a, **k: 0.0)
+    silent = train_mod.train_model(job, suite, splits, data, torch.device("cpu"), Progress(False))
+    for k, v in logged.raw.states["last"].items():
+        assert torch.equal(v, silent.raw.states["last"][k]), k
