@@ -24,6 +24,8 @@ EXAMPLES = {
   bench data status
   bench data fetch cifar10                  # downloads with the `vision` extra, else prints manual steps
   bench data fetch svhn --data-dir /data""",
+    "analyze": """examples:
+  bench analyze suites/quickstart.yaml      # heat maps, perturbation spectra, filtered accuracy -> results/quickstart/analysis/""",
     "report": """examples:
   bench report suites/quickstart.yaml                   # re-render results/quickstart/ from the cache""",
 }
@@ -59,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list registered plug-ins with versions and parameters", epilog=EXAMPLES["ls"], formatter_class=fmt)
     p.add_argument("kind", choices=["defences", "attacks", "datasets", "models"])
     p.add_argument("--plugins", nargs="*", default=[], help="extra plug-in modules or .py files to load first")
+
+    p = sub.add_parser("analyze", help="spectral analyses of a suite's models (trains what is missing; no attacks)", epilog=EXAMPLES["analyze"], formatter_class=fmt)
+    _add_common(p)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("data", help="dataset status and downloads", epilog=EXAMPLES["data"], formatter_class=fmt)
     p.add_argument("action", choices=["status", "fetch"])
@@ -118,6 +126,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from bench.config import load_suite
+    from bench.env import resolve_device
+    from bench.runner import run_suite
+
+    suite = load_suite(args.suite)
+    if suite.analysis is None:
+        raise BenchError(f"{args.suite}: analysis: missing (add `analysis: {{rows: [...]}}` or `analysis: true`)")
+    summary = run_suite(
+        suite, args.cache_dir, args.results_dir, resolve_device(args.device), limit=args.limit,
+        data_dir=args.data_dir, progress=not args.quiet, evaluate=False,
+    )  # fmt: skip
+    out = summary.results_dir / "analysis"
+    print((out / "README.md").read_text() if (out / "README.md").exists() else "no analysis results")
+    print(f"analysis: {out}")
+    return 1 if summary.failures else 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.plan import expand
@@ -146,10 +172,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.plan import expand
     from bench.render import write_results
+    from bench.runner import render_analyses
     from bench.store import Store, default_cache_dir
 
     plan = expand(load_suite(args.suite), args.limit)
-    out = write_results(plan, collect(plan, Store(args.cache_dir or default_cache_dir())), args.results_dir)
+    store = Store(args.cache_dir or default_cache_dir())
+    out = write_results(plan, collect(plan, store), args.results_dir)
+    render_analyses(plan, store, out)
     print((out / "leaderboard.md").read_text())
     print(f"leaderboard: {out / 'leaderboard.md'}")
     return 0
@@ -169,7 +198,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
+COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

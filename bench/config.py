@@ -173,6 +173,28 @@ class WASpec:
         return None
 
 
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """Spectral analyses of trained models (``bench analyze``; methods.md section 6)."""
+
+    rows: tuple[str, ...] = ()  # leaderboard rows to analyse (e.g. pgd_at, fr+wa); () = every row
+    n_images: int = 200  # the first N evaluated test examples
+    heatmap: bool = True
+    heatmap_images: int = 100  # Fourier heat map: H x (W/2+1) bases x this many forwards
+    v: float | None = None  # L2 norm of the basis perturbation; None = 4.0 * H / 32 (3.5 at 28x28)
+    attack_steps: int = 20  # PGD for the perturbation spectrum and the adversarial filtered accuracy
+    attack_alpha: float | None = None  # None = eps/4
+    bandwidths: tuple[int, ...] = ()  # square low/high-pass sizes; () = H, H-4, ..., H/4
+    radii: tuple[int, ...] = ()  # circular low/high-pass radii; () = 2, 4, ..., H/2
+    filter_in_loop: bool = False  # craft the adversarial examples through the filter (adaptive)
+    energy_radius: int = 4  # report the fraction of perturbation energy below this radius
+
+    def validate(self):
+        return P.range_problem(
+            self, min1=("n_images", "heatmap_images", "attack_steps", "energy_radius"), positive=("v", "attack_alpha")
+        )
+
+
 @dataclass
 class Suite:
     name: str
@@ -188,6 +210,7 @@ class Suite:
     wa: list[WASpec | None] = field(default_factory=lambda: [None])  # None = the raw weights
     plugins: list[str] = field(default_factory=list)
     zoo: list[str] = field(default_factory=list)  # "robustbench:<name>" reference rows (no training)
+    analysis: AnalysisSpec | None = None
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
 
 
@@ -207,6 +230,7 @@ TOP_LEVEL = (
     "seeds",
     "plugins",
     "zoo",
+    "analysis",
     "description",
 )
 REQUIRED = ("name", "dataset", "model", "threat", "defences")
@@ -455,7 +479,7 @@ def load_suite(path: str | Path) -> Suite:
         raise ConfigError(at("name"), f"expected a non-empty name usable as a folder, got {name!r}")
 
     train = P.build(TrainSpec, raw.get("train"), at("train"))
-    return Suite(
+    suite = Suite(
         name=name,
         path=path,
         dataset=_ref(DATASETS, raw["dataset"], at("dataset")),
@@ -469,5 +493,16 @@ def load_suite(path: str | Path) -> Suite:
         wa=_wa(raw.get("wa", ["none"]), at("wa"), train),
         plugins=list(plugins),
         zoo=_zoo(raw.get("zoo", []), at("zoo")),
+        analysis=None if raw.get("analysis") in (None, False) else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
         sources=sources,
     )
+    if suite.analysis and suite.analysis.rows:
+        from bench.plan import expand  # the rows are the leaderboard's display names
+
+        known = list(dict.fromkeys(e.display for e in expand(suite).eval_jobs))
+        for i, row in enumerate(suite.analysis.rows):
+            if row not in known:
+                close = difflib.get_close_matches(row, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{at('analysis')}.rows[{i}]", f"no leaderboard row {row!r}{hint}; rows: {', '.join(known)}")
+    return suite

@@ -18,6 +18,8 @@ from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
 from bench.sanity import SANITY_VERSION
 
+ANALYSIS_VERSION = 1
+
 
 @dataclass(frozen=True)
 class TrainJob:
@@ -60,6 +62,17 @@ class SanityJob:
     checkpoint: str
 
 
+@dataclass(frozen=True)
+class AnalysisJob:
+    """Spectral analyses (``bench/analysis``) of one set of weights."""
+
+    key: str
+    train: TrainJob
+    wa: WASpec | None
+    checkpoint: str
+    display: str
+
+
 @dataclass
 class Plan:
     suite: Suite
@@ -69,6 +82,7 @@ class Plan:
     columns: list[str]
     attacks: list[PluginRef]
     sanity_jobs: list[SanityJob] = dataclasses.field(default_factory=list)
+    analysis_jobs: list[AnalysisJob] = dataclasses.field(default_factory=list)
 
     def sanity_of(self, job: TrainJob, wa: WASpec | None) -> SanityJob | None:
         return next((s for s in self.sanity_jobs if s.train is job and s.wa == wa), None)
@@ -138,4 +152,26 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         for attack, column in zip(attacks, columns):
             espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
             eval_jobs.append(EvalJob(keys.digest(espec), espec, job, None, "zoo", attack, column, entry))
-    return Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs)
+    analysis_jobs = _analysis_jobs(suite, ev, eval_jobs)
+    return Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, analysis_jobs)
+
+
+def _analysis_jobs(suite: Suite, ev: EvalSpec, eval_jobs: list[EvalJob]) -> list[AnalysisJob]:
+    """One analysis per analysed leaderboard row and seed (the rows named in ``analysis.rows``)."""
+    if suite.analysis is None:
+        return []
+    jobs: dict[tuple[str, int], AnalysisJob] = {}
+    for e in eval_jobs:
+        if suite.analysis.rows and e.display not in suite.analysis.rows:
+            continue
+        weights = {"averaging": to_plain(e.wa), "checkpoint": e.checkpoint}
+        spec = {
+            "analysis": ANALYSIS_VERSION,
+            "train_key": e.train.key,
+            "weights": weights,
+            "params": to_plain(suite.analysis),
+            "threat": keys.threat_plain(suite.threat),
+            "eval": {"n_examples": ev.n_examples, "subset_seed": ev.subset_seed},
+        }
+        jobs.setdefault((e.display, e.train.seed), AnalysisJob(keys.digest(spec), e.train, e.wa, e.checkpoint, e.display))
+    return list(jobs.values())

@@ -26,7 +26,8 @@ from bench.errors import BenchError, DatasetMissingError
 from bench.evaluate import robust_flags, subset_indices
 from bench.models import build
 from bench.models.zoo import load_zoo_model
-from bench.plan import EvalJob, Plan, SanityJob, TrainJob, expand
+from bench.analysis.run import analyze, render
+from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, TrainJob, expand
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.render import write_results
@@ -46,6 +47,8 @@ class RunSummary:
     cached_eval: int = 0
     checked: int = 0
     cached_checks: int = 0
+    analyzed: int = 0
+    cached_analyses: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     results_dir: Path | None = None
@@ -59,6 +62,8 @@ class RunSummary:
             "cached_eval": self.cached_eval,
             "checked": self.checked,
             "cached_checks": self.cached_checks,
+            "analyzed": self.analyzed,
+            "cached_analyses": self.cached_analyses,
             "failed": len(self.failures),
             "seconds": round(self.seconds, 2),
         }
@@ -159,6 +164,19 @@ class Runner:
         with self.store.writer("sanity", job.key) as tmp:
             write_json(tmp / "checks.json", checks)
 
+    def analyze(self, job: AnalysisJob) -> None:
+        spec = self.plan.suite.analysis
+        assert spec is not None
+        _, x, y = self.test_data(spec.n_images)
+        model = self.load_model(job.train, job.wa, job.checkpoint)
+        arrays, metrics = analyze(model, x.float() / 255, y, self.plan.suite.threat, spec, int(job.key[:8], 16))
+        with self.store.writer("analysis", job.key) as tmp:
+            np.savez_compressed(tmp / "arrays.npz", **arrays)
+            write_json(tmp / "metrics.json", metrics)
+        self.progress.log(
+            f"  analysis {job.display} seed={job.train.seed}: low-frequency energy {metrics['low_freq_energy_fraction']:.3f}"
+        )
+
     def evaluate(self, job: EvalJob) -> None:
         suite, ev = self.plan.suite, self.plan.eval_spec
         ids, x, y = self.test_data(job.attack.n_examples)
@@ -188,6 +206,21 @@ class Runner:
         )
 
 
+def render_analyses(plan: Plan, store: Store, out: Path) -> None:
+    """``<out>/analysis/`` from the cached analyses of the plan (nothing when none are cached)."""
+    done = [j for j in plan.analysis_jobs if store.has("analysis", j.key)]
+    if not done:
+        return
+    results = []
+    for j in done:
+        with np.load(store.path("analysis", j.key) / "arrays.npz") as f:
+            arrays = {k: f[k] for k in f.files}
+        results.append({"display": j.display, "seed": j.train.seed, "arrays": arrays, "metrics": store.read_json("analysis", j.key, "metrics.json")})
+    spec = plan.suite.analysis
+    assert spec is not None
+    render(results, out / "analysis", f"PGD-{spec.attack_steps}", plan.suite.threat)
+
+
 def run_suite(
     suite: Suite | str | Path,
     cache_dir: str | Path | None = None,
@@ -197,8 +230,12 @@ def run_suite(
     limit: int | None = None,
     data_dir: str | Path | None = None,
     progress: bool = True,
+    evaluate: bool = True,
 ) -> RunSummary:
-    """Run (or resume) a suite and write ``<results_dir>/<suite name>/``; returns the counters."""
+    """Run (or resume) a suite and write ``<results_dir>/<suite name>/``; returns the counters.
+
+    ``evaluate=False`` (``bench analyze``) trains what is missing and runs only the analyses.
+    """
     start = time.perf_counter()
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -236,12 +273,18 @@ def run_suite(
             summary.trained += 1
         else:
             failed_train.add(tjob.key)
-    for sjob in plan.sanity_jobs:
+    for ajob in plan.analysis_jobs:
+        if store.has("analysis", ajob.key):
+            summary.cached_analyses += 1
+        elif ajob.train.key not in failed_train:
+            prog.log(f"[analysis] {ajob.display} seed={ajob.train.seed}")
+            summary.analyzed += attempt(f"analysis {ajob.display} seed={ajob.train.seed}", lambda: runner.analyze(ajob))
+    for sjob in plan.sanity_jobs if evaluate else []:
         if store.has("sanity", sjob.key):
             summary.cached_checks += 1
         elif sjob.train.key not in failed_train:
             summary.checked += attempt(f"sanity checks {sjob.train.display} seed={sjob.train.seed}", lambda: runner.check(sjob))
-    for i, ejob in enumerate(plan.eval_jobs, 1):
+    for i, ejob in enumerate(plan.eval_jobs if evaluate else [], 1):
         if store.has("eval", ejob.key):
             summary.cached_eval += 1
             continue
@@ -250,6 +293,7 @@ def run_suite(
         prog.log(f"[eval {i}/{len(plan.eval_jobs)}] {ejob.display} seed={ejob.train.seed} {ejob.column}")
         summary.evaluated += attempt(f"eval {ejob.display} seed={ejob.train.seed} {ejob.column}", lambda: runner.evaluate(ejob))
     out = write_results(plan, collect(plan, store), Path(results_dir))
+    render_analyses(plan, store, out)
     summary.seconds = time.perf_counter() - start
     summary.results_dir = out
     write_json(out / "run.json", summary.as_json())

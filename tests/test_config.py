@@ -91,6 +91,7 @@ BROKEN = [
     (BASE + "name: again\n", "duplicate key 'name'"),
     (BASE + "plugins: [no_such_module_xyz]\n", "cannot import plug-in module"),
     (BASE + "eval: {n_examples: 0}\n", "eval.n_examples: must be at least 1"),
+    (BASE + "analysis: {rows: [standrd]}\n", "analysis.rows[0]: no leaderboard row 'standrd' (did you mean 'standard'?)"),
     (BASE + "zoo: [Carmon2019Unlabeled]\n", "zoo[0]: expected robustbench:<model name>"),
     (BASE + "wa: [swa]\n", "wa[0].start: first_milestone (no milestones) is not before the end of training"),
     (BASE.replace("[fgsm]", "[{autoattack: {version: standard, n_iter: 5}}]"), "autoattack.n_iter: only with version custom"),

@@ -17,6 +17,11 @@ def run_cli(*args: str) -> int:
     return main([*args])
 
 
+def smoke_without_analysis() -> str:
+    """The smoke suite minus its analysis section (for variants that drop an analysed row)."""
+    return "".join(line for line in (SUITES / "smoke.yaml").read_text().splitlines(True) if not line.startswith("analysis:"))
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("smoke")
@@ -90,7 +95,7 @@ def test_adding_an_attack_on_a_nested_subset_only_evaluates_the_new_one(smoke_ru
 def test_adding_an_averager_reruns_training_once_and_keeps_the_raw_run(smoke_run, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     shutil.copytree(smoke_run["cache"], cache)
-    text = (SUITES / "smoke.yaml").read_text().replace("wa: [none, swa]", "wa: [none, swa, {kind: ema, decay: 0.9}]")
+    text = smoke_without_analysis().replace("wa: [none, swa]", "wa: [none, swa, {kind: ema, decay: 0.9}]")
     text = text.replace("  - standard\n", "")
     suite = write_suite(tmp_path / "smoke.yaml", text)
     assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
@@ -127,7 +132,7 @@ def nan_for_test(model, x, y, p, ctx):
     return LossOut(model(x).sum() * float("nan"))
 ''',
     )
-    text = (SUITES / "smoke.yaml").read_text().replace("  - standard\n", "  - nan_for_test\n") + f"plugins: [{plugin.name}]\n"
+    text = smoke_without_analysis().replace("  - standard\n", "  - nan_for_test\n") + f"plugins: [{plugin.name}]\n"
     suite = write_suite(tmp_path / "s.yaml", text)
     code = run_cli("run", str(suite), "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--quiet")
     assert code == 1
@@ -227,3 +232,27 @@ def test_zoo_row_without_the_extra_fails_alone_with_one_clear_line(
     assert "optional `zoo` extra" in err
     board = (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
     assert "| pgd_at " in board and "| robustbench:Fake2024 " in board  # the other rows are intact
+
+
+def test_analysis_writes_figures_tables_and_index(smoke_run) -> None:
+    out = smoke_run["results"] / "smoke" / "analysis"
+    assert smoke_run["first"]["analyzed"] == 2 and smoke_run["second"]["analyzed"] == 0
+    for name in ("heatmap_standard.png", "perturbation_spectrum_pgd_at_wa.png", "amplitude_diff_standard.png", "radial_profiles.png"):
+        assert (out / name).stat().st_size > 1000, name
+    index = (out / "README.md").read_text()
+    assert "## standard" in index and "## pgd_at+wa" in index and "energy fraction below radius 4" in index
+    table = pd.read_csv(out / "filtered_accuracy.csv")
+    assert set(table["model"]) == {"standard", "pgd_at+wa"} and set(table["pass"]) == {"low", "high"}
+    full = table[(table["pass"] == "low") & (table["mask"] == "b=12")]  # the full band: plain accuracy
+    assert (full["clean_acc"] >= full["adv_acc"]).all()
+
+
+def test_analyze_command_runs_only_analyses(smoke_run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    text = (SUITES / "smoke.yaml").read_text().replace("n_images: 64", "n_images: 32")
+    suite = write_suite(tmp_path / "smoke.yaml", text)
+    assert run_cli("analyze", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
+    assert summary["analyzed"] == 2 and summary["trained"] == 0 and summary["evaluated"] == 0
+    assert "# Spectral analysis" in capsys.readouterr().out
