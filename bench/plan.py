@@ -152,11 +152,11 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         for attack, column in zip(attacks, columns):
             espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
             eval_jobs.append(EvalJob(keys.digest(espec), espec, job, None, "zoo", attack, column, entry))
-    analysis_jobs = _analysis_jobs(suite, ev, eval_jobs)
+    analysis_jobs = _analysis_jobs(suite, ev, eval_jobs, attacks)
     return Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, analysis_jobs)
 
 
-def _analysis_jobs(suite: Suite, ev: EvalSpec, eval_jobs: list[EvalJob]) -> list[AnalysisJob]:
+def _analysis_jobs(suite: Suite, ev: EvalSpec, eval_jobs: list[EvalJob], attacks: list[PluginRef]) -> list[AnalysisJob]:
     """One analysis per analysed leaderboard row and seed (the rows named in ``analysis.rows``)."""
     if suite.analysis is None:
         return []
@@ -170,6 +170,7 @@ def _analysis_jobs(suite: Suite, ev: EvalSpec, eval_jobs: list[EvalJob]) -> list
             "train_key": e.train.key,
             "weights": weights,
             "params": to_plain(suite.analysis),
+            "attacks": [a.plain() for a in attacks],  # perturbation spectra per gradient attack
             "threat": keys.threat_plain(suite.threat),
             "eval": {"n_examples": ev.n_examples, "subset_seed": ev.subset_seed},
         }

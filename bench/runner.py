@@ -169,12 +169,19 @@ class Runner:
         assert spec is not None
         _, x, y = self.test_data(spec.n_images)
         model = self.load_model(job.train, job.wa, job.checkpoint)
-        arrays, metrics = analyze(model, x.float() / 255, y, self.plan.suite.threat, spec, int(job.key[:8], 16))
+        threat = self.plan.suite.threat
+        attacks = {
+            column: (lambda m, xb, yb, fn=ATTACKS.get(a.name).fn, p=a.params: fn(m, xb, yb, threat, p))
+            for a, column in zip(self.plan.attacks, self.plan.columns)
+            if ATTACKS.get(a.name).caps["family"] in ("fgsm", "iterative")
+        }
+        arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks)
         with self.store.writer("analysis", job.key) as tmp:
             np.savez_compressed(tmp / "arrays.npz", **arrays)
             write_json(tmp / "metrics.json", metrics)
         self.progress.log(
-            f"  analysis {job.display} seed={job.train.seed}: low-frequency energy {metrics['low_freq_energy_fraction']:.3f}"
+            f"  analysis {job.display} seed={job.train.seed}: low-frequency energy "
+            + ", ".join(f"{k} {v:.3f}" for k, v in metrics["energy"].items())
         )
 
     def evaluate(self, job: EvalJob) -> None:

@@ -237,7 +237,9 @@ def test_zoo_row_without_the_extra_fails_alone_with_one_clear_line(
 def test_analysis_writes_figures_tables_and_index(smoke_run) -> None:
     out = smoke_run["results"] / "smoke" / "analysis"
     assert smoke_run["first"]["analyzed"] == 2 and smoke_run["second"]["analyzed"] == 0
-    for name in ("heatmap_standard.png", "perturbation_spectrum_pgd_at_wa.png", "amplitude_diff_standard.png", "radial_profiles.png"):
+    pngs = ["heatmap_standard.png", "amplitude_diff_standard.png", "radial_profiles_PGD-5.png", "radial_profiles_FGSM.png"]
+    pngs += [f"perturbation_spectrum_{m}_{a}.png" for m in ("standard", "pgd_at_wa") for a in ("PGD-5", "FGSM")]
+    for name in pngs:
         assert (out / name).stat().st_size > 1000, name
     index = (out / "README.md").read_text()
     assert "## standard" in index and "## pgd_at+wa" in index and "energy fraction below radius 4" in index

@@ -22,6 +22,7 @@ from torch import nn
 from bench.analysis import fourier as F
 from bench.attacks.pgd import pgd, step_size
 from bench.config import AnalysisSpec
+from bench.evaluate import AttackFn
 from bench.evaluate import frozen_eval
 from bench.store import atomic_write_text
 from bench.types import ThreatModel
@@ -35,8 +36,20 @@ def default_radii(h: int) -> tuple[int, ...]:
     return tuple(range(2, h // 2 + 1, 2))
 
 
-def analyze(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, spec: AnalysisSpec, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """All analyses of ``model`` on [0,1] inputs ``x``; returns (arrays, metrics)."""
+def analyze(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    spec: AnalysisSpec,
+    seed: int,
+    attacks: dict[str, AttackFn] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All analyses of ``model`` on [0,1] inputs ``x``; returns (arrays, metrics).
+
+    ``attacks`` (column label -> attack) adds a perturbation spectrum per suite attack; the
+    analysis's own PGD (``spec.attack_*``) is always analysed and drives the filtered accuracy.
+    """
     h, w = x.shape[-2:]
     eps = threat.eps_float
     alpha = step_size(spec.attack_alpha, eps)
@@ -45,21 +58,22 @@ def analyze(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatMo
     def attack(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return pgd(m, xb, yb, eps, alpha, spec.attack_steps)
 
+    label = f"PGD-{spec.attack_steps}"
     with frozen_eval(model):
-        x_adv = attack(model, x, y)
+        adversarial = {label: attack(model, x, y)}
+        for name, fn in (attacks or {}).items():
+            adversarial.setdefault(name, fn(model, x, y).detach())
     arrays: dict[str, np.ndarray] = {}
-    spectrum = F.perturbation_spectrum(x_adv - x)
-    arrays["perturbation_spectrum"] = spectrum.cpu().numpy()
-    arrays["radial_profile"] = F.radial_profile(spectrum).cpu().numpy()
-    amp_clean, amp_adv = F.centred_amplitude(x), F.centred_amplitude(x_adv)
+    metrics: dict[str, Any] = {"n_images": len(y), "energy_radius": spec.energy_radius, "attack": label, "energy": {}}
+    for name, x_adv in adversarial.items():
+        spectrum = F.perturbation_spectrum(x_adv - x)
+        arrays[f"perturbation_spectrum__{name}"] = spectrum.cpu().numpy()
+        arrays[f"radial_profile__{name}"] = F.radial_profile(spectrum).cpu().numpy()
+        metrics["energy"][name] = F.energy_fraction(spectrum, spec.energy_radius)
+    amp_clean, amp_adv = F.centred_amplitude(x), F.centred_amplitude(adversarial[label])
     arrays["amplitude_clean"] = amp_clean.mean(0).cpu().numpy()
     arrays["amplitude_adv"] = amp_adv.mean(0).cpu().numpy()
     arrays["amplitude_diff"] = (amp_adv - amp_clean).abs().mean(0).cpu().numpy()
-    metrics: dict[str, Any] = {
-        "n_images": len(y),
-        "energy_radius": spec.energy_radius,
-        "low_freq_energy_fraction": F.energy_fraction(spectrum, spec.energy_radius),
-    }
     if spec.heatmap:
         v = spec.v if spec.v is not None else 4.0 * h / 32
         g = torch.Generator(device=x.device).manual_seed(seed)
@@ -92,11 +106,11 @@ def render(results: list[dict[str, Any]], out: Path, attack_label: str, threat: 
         "Low frequency at the centre of every map.",
         "",
     ]
-    summary, filtered, profiles = [], [], {}
+    summary, filtered = [], []
+    profiles: dict[str, dict[str, np.ndarray]] = {}  # attack -> model -> normalised radial profile
     for r in results:
         name = f"{r['display']} (seed {r['seed']})" if len({x['seed'] for x in results}) > 1 else r["display"]
         slug, a, m = _slug(name), r["arrays"], r["metrics"]
-        eta = m["low_freq_energy_fraction"]
         index.append(f"## {name}\n")
         if "heatmap" in a:
             path = F.plot_map(a["heatmap"], out / f"heatmap_{slug}.png", f"Fourier heat map (error rate): {name}", 0, 1, "error rate")
@@ -105,17 +119,25 @@ def render(results: list[dict[str, Any]], out: Path, attack_label: str, threat: 
                 f"{m['heatmap_images']} images; mean error {float(np.mean(a['heatmap'])):.3f}, max {float(np.max(a['heatmap'])):.3f}, "
                 f"error-weighted radius {m['heatmap_weighted_radius']:.2f}"
             )
-        path = F.plot_map(np.log(a["perturbation_spectrum"] + 1e-8), out / f"perturbation_spectrum_{slug}.png", f"log |FFT(x_adv - x)|: {name}", cbar="log amplitude")
-        index.append(f"- [{path.name}]({path.name}): perturbation spectrum; energy fraction below radius {m['energy_radius']}: {eta:.3f}")
-        path = F.plot_map(a["amplitude_diff"], out / f"amplitude_diff_{slug}.png", f"|A(x_adv) - A(x)|: {name}", cbar="log-amplitude difference")
-        index.append(f"- [{path.name}]({path.name}): clean-vs-adversarial amplitude difference; mean {float(np.mean(a['amplitude_diff'])):.4f}")
+        for atk, eta in m["energy"].items():
+            spectrum = a[f"perturbation_spectrum__{atk}"]
+            path = F.plot_map(np.log(spectrum + 1e-8), out / f"perturbation_spectrum_{slug}_{_slug(atk)}.png", f"log |FFT(x_adv - x)|, {atk}: {name}", cbar="log amplitude")
+            index.append(f"- [{path.name}]({path.name}): {atk} perturbation spectrum; energy fraction below radius {m['energy_radius']}: {eta:.3f}")
+            profile = a[f"radial_profile__{atk}"]
+            profiles.setdefault(atk, {})[name] = profile / max(float(np.nansum(profile)), 1e-12)
+        path = F.plot_map(a["amplitude_diff"], out / f"amplitude_diff_{slug}.png", f"|A(x_adv) - A(x)|, {m['attack']}: {name}", cbar="log-amplitude difference")
+        index.append(f"- [{path.name}]({path.name}): clean-vs-adversarial ({m['attack']}) amplitude difference; mean {float(np.mean(a['amplitude_diff'])):.4f}")
         index.append("")
-        profiles[name] = a["radial_profile"] / max(float(np.nansum(a["radial_profile"])), 1e-12)
-        summary.append({"model": name, f"energy_below_r{m['energy_radius']}": round(eta, 4), "heatmap_weighted_radius": m.get("heatmap_weighted_radius")})
+        summary.append(
+            {"model": name, **{f"energy_below_r{m['energy_radius']} {k}": round(v, 4) for k, v in m["energy"].items()}, "heatmap_weighted_radius": m.get("heatmap_weighted_radius")}
+        )
         for row in m["filtered"]:
             filtered.append({"model": name, **row})
-    path = F.plot_profiles(profiles, out / "radial_profiles.png", "Perturbation spectrum, radial profile (normalised)", "share of amplitude")
-    index.append(f"- [{path.name}]({path.name}): radial profiles of all analysed models, each normalised to sum 1\n")
+    index.append("## Radial profiles\n")
+    for atk, by_model in profiles.items():
+        path = F.plot_profiles(by_model, out / f"radial_profiles_{_slug(atk)}.png", f"{atk} perturbation spectrum, radial profile", "share of amplitude")
+        index.append(f"- [{path.name}]({path.name}): {atk}, every analysed model, each profile normalised to sum 1")
+    index.append("")
     df = pd.DataFrame(filtered)
     atomic_write_text(out / "filtered_accuracy.csv", df.to_csv(index=False))
     atomic_write_text(out / "summary.csv", pd.DataFrame(summary).to_csv(index=False))
