@@ -27,7 +27,9 @@ EXAMPLES = {
     "analyze": """examples:
   bench analyze suites/quickstart.yaml      # heat maps, perturbation spectra, filtered accuracy -> results/quickstart/analysis/""",
     "report": """examples:
-  bench report suites/quickstart.yaml                   # re-render results/quickstart/ from the cache""",
+  bench report suites/quickstart.yaml                   # re-render results/quickstart/ from the cache
+  bench report suites/papers/fr-aaai23-table2.yaml      # the paper's table: ours / published (delta) per cell
+  bench report suites/papers/fr-aaai23-table2.yaml --format latex""",
 }
 
 
@@ -73,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="dataset to fetch")
     p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
 
-    p = sub.add_parser("report", help="re-render a suite's leaderboard from the cache only", epilog=EXAMPLES["report"], formatter_class=fmt)
+    p = sub.add_parser("report", help="re-render a suite's leaderboard (or its paper table) from the cache only", epilog=EXAMPLES["report"], formatter_class=fmt)
     _add_common(p)
+    p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default: md)")
     return parser
 
 
@@ -168,19 +171,33 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
     from bench.aggregate import collect
     from bench.config import load_suite
     from bench.plan import expand
-    from bench.render import write_results
-    from bench.runner import render_analyses
-    from bench.store import Store, default_cache_dir
+    from bench.render import leaderboard_rows, write_results
+    from bench.runner import paper_report, render_analyses
+    from bench.store import Store, atomic_write_text, default_cache_dir
 
     plan = expand(load_suite(args.suite), args.limit)
     store = Store(args.cache_dir or default_cache_dir())
-    out = write_results(plan, collect(plan, store), args.results_dir)
+    rows = collect(plan, store)
+    out = write_results(plan, rows, args.results_dir)
     render_analyses(plan, store, out)
-    print((out / "leaderboard.md").read_text())
-    print(f"leaderboard: {out / 'leaderboard.md'}")
+    ext = {"md": "md", "latex": "tex", "csv": "csv"}[args.format]
+    if plan.suite.paper is not None:
+        text, path = paper_report(plan, store, args.format), out / f"paper.{ext}"
+    elif args.format == "md":
+        text, path = (out / "leaderboard.md").read_text(), out / "leaderboard.md"
+    elif args.format == "csv":
+        text, path = (out / "results.csv").read_text(), out / "results.csv"
+    else:
+        headers, body = leaderboard_rows(plan, rows)
+        text, path = tabulate(body, headers=headers, tablefmt="latex_booktabs", disable_numparse=True) + "\n", out / "leaderboard.tex"
+    atomic_write_text(path, text)
+    print(text)
+    print(f"written: {path}")
     return 0
 
 

@@ -211,6 +211,7 @@ class Suite:
     plugins: list[str] = field(default_factory=list)
     zoo: list[str] = field(default_factory=list)  # "robustbench:<name>" reference rows (no training)
     analysis: AnalysisSpec | None = None
+    paper: Any = None  # bench.papers.PaperSpec: the published table this suite regenerates
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
 
 
@@ -231,6 +232,7 @@ TOP_LEVEL = (
     "plugins",
     "zoo",
     "analysis",
+    "paper",
     "description",
 )
 REQUIRED = ("name", "dataset", "model", "threat", "defences")
@@ -505,4 +507,12 @@ def load_suite(path: str | Path) -> Suite:
                 close = difflib.get_close_matches(row, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"{at('analysis')}.rows[{i}]", f"no leaderboard row {row!r}{hint}; rows: {', '.join(known)}")
+    if raw.get("paper") is not None:
+        from bench.papers import parse_paper
+        from bench.plan import expand
+
+        plan = expand(suite)
+        rows = list(dict.fromkeys(e.display for e in plan.eval_jobs))
+        analysed = list(dict.fromkeys(a.display for a in plan.analysis_jobs))
+        suite.paper = parse_paper(raw["paper"], at("paper"), rows, plan.columns, analysed)
     return suite

@@ -18,6 +18,10 @@ Contract note: this is the one defence that changes weights around the step, so 
 ``after_step`` hook the loop calls after ``optimizer.step()``; it still never touches the
 optimiser. Warm-up: ``warmup`` epochs of plain PGD-AT first (0 on CIFAR-10, 5 on SVHN).
 Not included: TRADES-AWP (its proxy objective is the TRADES loss).
+Observed: with train-mode crafting, AWP (gamma 0.01 and 0.005, no warm-up) collapsed to chance on the
+BatchNorm ``small_cnn`` from the first epoch, while eval-mode crafting trained; third-party
+reimplementations report AWP sometimes killing ResNet-18 training too. Use ``attack_bn: eval`` or a
+warm-up there, and watch the sanity flags.
 """
 
 from __future__ import annotations
