@@ -33,6 +33,18 @@ def fmnist() -> None:
         pytest.skip(message)
 
 
+# A minimal valid suite (synthetic data, tiny model) that tests vary by string replacement.
+MINIMAL_SUITE = """\
+name: t
+dataset: synthetic
+model: tiny_cnn
+threat: {norm: Linf, eps: 8/255}
+train: {epochs: 1}
+defences: [standard]
+attacks: [fgsm]
+"""
+
+
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

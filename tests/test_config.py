@@ -12,17 +12,8 @@ import pytest
 from bench.cli import main
 from bench.config import load_suite
 from bench.errors import ConfigError
+from tests.conftest import MINIMAL_SUITE as BASE
 from tests.conftest import ROOT, SUITES, write_suite
-
-BASE = """\
-name: t
-dataset: synthetic
-model: tiny_cnn
-threat: {norm: Linf, eps: 8/255}
-train: {epochs: 1}
-defences: [standard]
-attacks: [fgsm]
-"""
 
 
 def shipped_suites() -> list[Path]:

@@ -9,7 +9,7 @@ import pytest
 from bench.config import load_suite
 from bench.errors import ConfigError
 from bench.papers import build_cells, latex_escape, leaderboard_values, lpf_values, parse_paper, render_csv, render_latex, render_markdown
-from tests.conftest import SUITES, write_suite
+from tests.conftest import MINIMAL_SUITE, SUITES, write_suite
 
 ROWS = ["pgd_at", "fr", "fr+wa"]
 COLUMNS = ["FGSM", "PGD-20"]
@@ -95,15 +95,7 @@ def test_lpf_layout_reads_low_pass_accuracies() -> None:
     assert [c.mean for c in cells[0]] == [pytest.approx(1.0), pytest.approx(30.0)] and cells[0][0].delta == pytest.approx(1.0)
 
 
-BASE = """\
-name: t
-dataset: synthetic
-model: tiny_cnn
-threat: {norm: Linf, eps: 8/255}
-train: {epochs: 1}
-defences: [standard, pgd_at]
-attacks: [fgsm]
-"""
+BASE = MINIMAL_SUITE.replace("[standard]", "[standard, pgd_at]")
 
 
 @pytest.mark.parametrize(
