@@ -128,7 +128,19 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         columns = [f"{c} #{i + 1}" for i, c in enumerate(columns)]
     checkpoint = suite.train.selection
     averagers = tuple(w for w in suite.wa if w is not None)
-    train_jobs, eval_jobs, sanity_jobs = [], [], []
+    train_jobs: list[TrainJob] = []
+    eval_jobs: list[EvalJob] = []
+    sanity_jobs: list[SanityJob] = []
+
+    def add_weights(job: TrainJob, wa: WASpec | None, checkpoint: str, row: str) -> None:
+        """The sanity job and one eval job per attack for one set of weights of ``job``."""
+        weights = {"averaging": to_plain(wa), "checkpoint": checkpoint}
+        sspec = {"sanity": SANITY_VERSION, "train_key": job.key, "weights": weights, "eval": to_plain(ev)}
+        sanity_jobs.append(SanityJob(keys.digest(sspec), job, wa, checkpoint))
+        for attack, column in zip(attacks, columns):
+            espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
+            eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, column, row))
+
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)
         for seed in suite.seeds:
@@ -136,22 +148,12 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
             job = TrainJob(keys.digest(spec), spec, defence, seed, display, averagers)
             train_jobs.append(job)
             for wa in suite.wa:
-                weights = {"averaging": to_plain(wa), "checkpoint": checkpoint}
-                row = display + wa_suffix(wa, suite.wa)
-                sspec = {"sanity": SANITY_VERSION, "train_key": job.key, "weights": weights, "eval": to_plain(ev)}
-                sanity_jobs.append(SanityJob(keys.digest(sspec), job, wa, checkpoint))
-                for attack, column in zip(attacks, columns):
-                    espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
-                    eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, column, row))
+                add_weights(job, wa, checkpoint, display + wa_suffix(wa, suite.wa))
     for entry in suite.zoo:
         spec = {"protocol": keys.PROTOCOL_VERSION, "zoo": entry, "dataset": suite.dataset.name, "threat": keys.threat_plain(suite.threat)}
         job = TrainJob(keys.digest(spec), spec, PluginRef("zoo", entry, None, 1), 0, entry, zoo=True)
         train_jobs.append(job)
-        weights = {"averaging": None, "checkpoint": "zoo"}
-        sanity_jobs.append(SanityJob(keys.digest({"sanity": SANITY_VERSION, "train_key": job.key, "weights": weights, "eval": to_plain(ev)}), job, None, "zoo"))
-        for attack, column in zip(attacks, columns):
-            espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
-            eval_jobs.append(EvalJob(keys.digest(espec), espec, job, None, "zoo", attack, column, entry))
+        add_weights(job, None, "zoo", entry)
     analysis_jobs = _analysis_jobs(suite, ev, eval_jobs, attacks)
     return Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, analysis_jobs)
 

@@ -105,7 +105,7 @@ def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> d
     eps = suite.threat.eps_float
     va = suite.train.val_attack
     if robust:
-        attack = partial(_val_pgd, eps=eps, alpha=step_size(va.alpha, eps), steps=va.steps)
+        attack = partial(pgd, eps=eps, alpha=step_size(va.alpha, eps), steps=va.steps)
     else:
         attack = lambda m, x, y: x  # noqa: E731
     flags = robust_flags(model, data.val_x, data.val_y, attack, eps, 512, "val")
@@ -131,10 +131,6 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
         x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps)
         with torch.no_grad():
             return float(frequency_regularizer(model(x_adv), model(x)))
-
-
-def _val_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
-    return pgd(model, x, y, eps, alpha, steps)
 
 
 def train_model(
