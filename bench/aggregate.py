@@ -23,8 +23,7 @@ WORST = "Worst case"
 def load_flags(store: Store, job: EvalJob) -> dict[str, np.ndarray] | None:
     if not store.has("eval", job.key):
         return None
-    with np.load(store.path("eval", job.key) / "flags.npz") as f:
-        return {k: f[k] for k in f.files}
+    return store.read_npz("eval", job.key, "flags.npz")
 
 
 def _params(prefix: str, params: Any) -> dict[str, Any]:
@@ -38,8 +37,9 @@ def collect(plan: Plan, store: Store) -> list[dict[str, Any]]:
     for tjob in plan.train_jobs:
         for wa in suite.wa:
             jobs = [e for e in plan.evals_of(tjob) if e.wa == wa]
-            source = ("wa", tjob.wa_key(wa)) if wa else ("train", tjob.key)
-            manifest = store.read_json(*source, "manifest.json") if store.has(*source) else {}
+            if not jobs:
+                continue
+            manifest = store.read_json("train", tjob.key, "manifest.json") if store.has("train", tjob.key) else {}
             sjob = plan.sanity_of(tjob, wa)
             checks = store.read_json("sanity", sjob.key, "checks.json") if sjob and store.has("sanity", sjob.key) else None
             rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, store))
@@ -88,7 +88,7 @@ def _run_rows(
         "defence": tjob.defence.name,
         "display_name": first.display,
         "wa": first.wa.kind if first.wa else "none",
-        "weights": first.weights,
+        "weights": first.weights_label,
         "seed": tjob.seed,
         "clean_n": int(len(clean)),
         "clean_acc": float(clean.mean()) if len(clean) else float("nan"),
@@ -99,11 +99,26 @@ def _run_rows(
         "train_key": tjob.key,
         "defence_version": tjob.defence.version,
         "train_seconds": manifest.get("seconds"),
-        "best_epoch": manifest.get("best_epoch"),
+        "best_epoch": manifest.get("weights", {}).get(first.weights.tag, {}).get("best_epoch"),
         **flags,
+        **health_flags(manifest.get("health", {}), flags.get("flags", "")),
         **manifest.get("provenance", {}),
     }
     return [{**base, **r} for r in run_rows]
+
+
+HEALTH = {
+    "at_chance_epoch": "training: validation accuracy still at chance after epoch {}",
+    "robust_collapse_epochs": "training: validation robust accuracy collapsed at epoch {} (catastrophic overfitting?)",
+}
+
+
+def health_flags(health: dict[str, Any], flags: str) -> dict[str, Any]:
+    """The run's training-health record as flag columns, its messages appended to ``flags``."""
+    out: dict[str, Any] = {"flag_train_at_chance": "at_chance_epoch" in health, "flag_robust_collapse": "robust_collapse_epochs" in health}
+    messages = [HEALTH[k].format(", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in health.items() if k in HEALTH]
+    out["flags"] = "; ".join([m for m in [flags, *messages] if m])
+    return out
 
 
 def _align(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +27,11 @@ EXAMPLES = {
   bench data fetch svhn --data-dir /data""",
     "analyze": """examples:
   bench analyze suites/quickstart.yaml      # heat maps, perturbation spectra, filtered accuracy -> results/quickstart/analysis/""",
+    "cache": """examples:
+  bench cache ls                  # every entry: kind, key, size, what it is
+  bench cache verify              # check every file against its recorded sha256; exit 1 if any is damaged
+  bench cache gc                  # remove damaged entries, unfinished writes, abandoned claims and resume state
+  bench cache show 3fa9c2         # one entry's files, checksums and manifest""",
     "report": """examples:
   bench report suites/quickstart.yaml                   # re-render results/quickstart/ from the cache
   bench report suites/papers/fr-aaai23-table2.yaml      # the paper's table: ours / published (delta) per cell
@@ -56,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
     p.add_argument("--dry-run", action="store_true", help="print the plan with cache hits and misses; compute nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", help="re-raise a failing task's exception (full traceback) instead of going on")
 
     p = sub.add_parser("validate", help="parse a suite, expand its grid, show cache hits/misses (no compute)", epilog=EXAMPLES["validate"], formatter_class=fmt)
     _add_common(p, results=False)
@@ -69,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", help="re-raise a failing task's exception (full traceback) instead of going on")
 
     p = sub.add_parser("data", help="dataset status and downloads", epilog=EXAMPLES["data"], formatter_class=fmt)
     p.add_argument("action", choices=["status", "fetch"])
@@ -78,14 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render a suite's leaderboard (or its paper table) from the cache only", epilog=EXAMPLES["report"], formatter_class=fmt)
     _add_common(p)
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default: md)")
+    p.add_argument("--force", action="store_true", help="replace existing results even when the cache holds fewer")
+
+    p = sub.add_parser("cache", help="inspect, verify and clean the artefact cache", epilog=EXAMPLES["cache"], formatter_class=fmt)
+    p.add_argument("action", choices=["ls", "verify", "gc", "show"])
+    p.add_argument("key", nargs="?", help="show: an entry key or a unique prefix of one")
+    p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
     return parser
 
 
 def print_plan(plan, store) -> None:
-    from bench.runner import train_status
-
     suite = plan.suite
-    cached = {t.key: train_status(store, t) == (True, ()) for t in plan.train_jobs}
+    cached = {t.key: t.zoo or store.has("train", t.key) for t in plan.train_jobs}
     print(f"suite {suite.name} ({suite.path})")
     print(f"  dataset {suite.dataset.name}, model {suite.model.name}, threat Linf eps={suite.threat.eps_text}")
     hits_t = sum(cached.values())
@@ -94,9 +106,12 @@ def print_plan(plan, store) -> None:
     for t in plan.train_jobs:
         mark = "hit " if cached[t.key] else "miss"
         print(f"  [{mark}] train {t.display:<24} seed={t.seed:<3} {t.key[:16]}")
-        for e in (e for e in plan.eval_jobs if e.train is t):
+        for e in plan.evals_of(t):
             mark = "hit " if store.has("eval", e.key) else "miss"
-            print(f"  [{mark}]   eval {e.display:<24} {e.column:<14} {e.weights:<14} {e.key[:16]}")
+            print(f"  [{mark}]   eval {e.display:<24} {e.column:<14} {e.weights_label:<14} {e.key[:16]}")
+    others = [t for t in plan.tasks if t.kind in ("sanity", "analysis")]
+    hits_o = sum(store.has(t.kind, t.key) for t in others)
+    print(f"  {len(others)} sanity/analysis tasks ({hits_o} cached)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -112,8 +127,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     device = resolve_device(args.device)
     summary = run_suite(
-        suite, args.cache_dir, args.results_dir, device, limit=args.limit, data_dir=args.data_dir, progress=not args.quiet
-    )
+        suite, args.cache_dir, args.results_dir, device, limit=args.limit, data_dir=args.data_dir,
+        progress=not args.quiet, debug=args.debug,
+    )  # fmt: skip
     out = summary.results_dir
     print((out / "leaderboard.md").read_text())
     s = summary.as_json()
@@ -122,11 +138,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"(cached {s['cached_eval']}) in {s['seconds']:.1f}s"
     )
     print(f"leaderboard: {out / 'leaderboard.md'}")
-    if summary.failures:
-        for f in summary.failures:
-            print(f"FAILED: {f}", file=sys.stderr)
-        return 1
-    return 0
+    return _report_failures(summary)
+
+
+def _report_failures(summary) -> int:
+    for f, log in zip(summary.failures, summary.logs):
+        print(f"FAILED: {f}\n  traceback: {log}", file=sys.stderr)
+    return 1 if summary.failures else 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -139,12 +157,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise BenchError(f"{args.suite}: analysis: missing (add `analysis: {{rows: [...]}}` or `analysis: true`)")
     summary = run_suite(
         suite, args.cache_dir, args.results_dir, resolve_device(args.device), limit=args.limit,
-        data_dir=args.data_dir, progress=not args.quiet, evaluate=False,
+        data_dir=args.data_dir, progress=not args.quiet, evaluate=False, debug=args.debug,
     )  # fmt: skip
     out = summary.results_dir / "analysis"
     print((out / "README.md").read_text() if (out / "README.md").exists() else "no analysis results")
     print(f"analysis: {out}")
-    return 1 if summary.failures else 0
+    return _report_failures(summary)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -177,16 +195,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.plan import expand
     from bench.render import leaderboard_rows, write_results
-    from bench.runner import paper_report, render_analyses
+    from bench.runner import paper_report, render_analyses, results_folder
     from bench.store import Store, atomic_write_text, default_cache_dir
 
     plan = expand(load_suite(args.suite), args.limit)
     store = Store(args.cache_dir or default_cache_dir())
+    out = results_folder(args.results_dir, plan.suite)
     rows = collect(plan, store)
-    out = write_results(plan, rows, args.results_dir)
+    if not rows:
+        raise NothingCachedError(
+            f"nothing cached for suite {plan.suite.name} in {store.root} (run `bench run {args.suite}` first); {out} left as it was"
+        )
+    old = _evaluated_cells(out / "results.json")
+    if len(rows) < old and not args.force:
+        raise NothingCachedError(
+            f"the cache holds {len(rows)} of the {old} results in {out / 'results.json'}; not overwriting them "
+            "(another cache? use --cache-dir, or --force to replace them)"
+        )
+    write_results(plan, rows, out.parent)
     render_analyses(plan, store, out)
     ext = {"md": "md", "latex": "tex", "csv": "csv"}[args.format]
-    if plan.suite.paper is not None:
+    if plan.paper is not None:
         text, path = paper_report(plan, store, args.format), out / f"paper.{ext}"
     elif args.format == "md":
         text, path = (out / "leaderboard.md").read_text(), out / "leaderboard.md"
@@ -199,6 +228,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(text)
     print(f"written: {path}")
     return 0
+
+
+class NothingCachedError(BenchError):
+    exit_code = 1
+
+
+def _evaluated_cells(path: Path) -> int:
+    """How many result rows an existing results.json holds (0 if absent or unreadable)."""
+    try:
+        return len(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -215,7 +256,29 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
+def cmd_cache(args: argparse.Namespace) -> int:
+    from bench.cache import gc, ls, show, verify
+    from bench.store import Store, default_cache_dir
+
+    store = Store(args.cache_dir or default_cache_dir())
+    if args.action != "show" and args.key:
+        raise BenchError(f"bench cache {args.action}: takes no key")
+    if args.action == "show":
+        if not args.key:
+            raise BenchError("bench cache show: name an entry key (see `bench cache ls`)")
+        print(show(store, args.key))
+        return 0
+    if args.action == "ls":
+        print(ls(store))
+        return 0
+    if args.action == "verify":
+        damaged = verify(store, print)
+        return 1 if damaged else 0
+    print(gc(store))
+    return 0
+
+
+COMMANDS = {"analyze": cmd_analyze, "cache": cmd_cache, "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +213,9 @@ class Suite:
     plugins: list[str] = field(default_factory=list)
     zoo: list[str] = field(default_factory=list)  # "robustbench:<name>" reference rows (no training)
     analysis: AnalysisSpec | None = None
-    paper: Any = None  # bench.papers.PaperSpec: the published table this suite regenerates
+    paper_raw: Any = None  # the ``paper:`` section, parsed by the planner against the plan's rows
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
+    digest: str = ""  # sha256 of the resolved suite (includes merged): a task names the suite it came from
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -319,7 +322,8 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
                 continue
             if not path.is_file():
                 raise ConfigError(f"{where}[{i}]", f"plug-in file not found: {path}")
-            mod_name = f"bench_plugin_{path.stem}_{abs(hash(key)) % 10**8}"
+            # stable across processes, so a worker that loads the same file can unpickle its params
+            mod_name = f"bench_plugin_{path.stem}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
             spec_obj = importlib.util.spec_from_file_location(mod_name, path)
             module = importlib.util.module_from_spec(spec_obj)  # type: ignore[arg-type]
             sys.modules[mod_name] = module
@@ -497,22 +501,7 @@ def load_suite(path: str | Path) -> Suite:
         zoo=_zoo(raw.get("zoo", []), at("zoo")),
         analysis=None if raw.get("analysis") in (None, False) else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
         sources=sources,
+        paper_raw=raw.get("paper"),
+        digest=hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest(),
     )
-    if suite.analysis and suite.analysis.rows:
-        from bench.plan import expand  # the rows are the leaderboard's display names
-
-        known = list(dict.fromkeys(e.display for e in expand(suite).eval_jobs))
-        for i, row in enumerate(suite.analysis.rows):
-            if row not in known:
-                close = difflib.get_close_matches(row, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{at('analysis')}.rows[{i}]", f"no leaderboard row {row!r}{hint}; rows: {', '.join(known)}")
-    if raw.get("paper") is not None:
-        from bench.papers import parse_paper
-        from bench.plan import expand
-
-        plan = expand(suite)
-        rows = list(dict.fromkeys(e.display for e in plan.eval_jobs))
-        analysed = list(dict.fromkeys(a.display for a in plan.analysis_jobs))
-        suite.paper = parse_paper(raw["paper"], at("paper"), rows, plan.columns, analysed)
     return suite

@@ -8,10 +8,12 @@ unchanged afterwards; predictions on ``x_adv`` are recomputed here in fp32.
 
 from __future__ import annotations
 
-import contextlib
+import io
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,26 +22,12 @@ from torch import nn
 from bench.attacks import check_adversarial
 from bench.data.loader import to_unit
 from bench.errors import EvaluationError
+from bench.faults import fault_point
+from bench.modes import frozen_eval
 from bench.progress import Progress
+from bench.store import atomic_write_bytes
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@contextlib.contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` on every parameter; both restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in grads:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in grads:
-            p.requires_grad_(flag)
 
 
 @dataclass
@@ -58,6 +46,9 @@ class Flags:
         return float(self.robust.mean()) if len(self.robust) else float("nan")
 
 
+EVAL_SAVE_S = float(os.environ.get("BENCH_EVAL_SAVE_S", "60"))  # resume state at most this often
+
+
 def robust_flags(
     model: nn.Module,
     x: torch.Tensor,
@@ -67,15 +58,31 @@ def robust_flags(
     batch_size: int,
     name: str,
     progress: Progress | None = None,
+    state: Path | None = None,
 ) -> Flags:
-    """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack``."""
+    """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack``.
+
+    With ``state`` (a file in the store's partial area), the per-sample flags so far and the RNG
+    state are saved every ``EVAL_SAVE_S`` seconds; a killed evaluation resumes from there and gives
+    the flags an uninterrupted one gives.
+    """
     start = time.perf_counter()
     clean_parts, robust_parts = [], []
-    max_dist = 0.0
+    max_dist, done, before = 0.0, 0, 0.0
+    saved = _load_eval_state(state, len(x), batch_size)
+    if saved is not None:
+        clean_parts, robust_parts = [torch.from_numpy(saved["clean"])], [torch.from_numpy(saved["robust"])]
+        max_dist, done, before = float(saved["max_dist"]), int(saved["batches"]), float(saved["seconds"])
+        torch.set_rng_state(torch.from_numpy(saved["rng"]))
+        if x.is_cuda and len(saved["rng_cuda"]):
+            torch.cuda.set_rng_state(torch.from_numpy(saved["rng_cuda"]), x.device)
+    last_save = time.perf_counter()
     starts = range(0, len(x), batch_size)
     it = progress.bar(starts, len(starts), f"eval {name}") if progress else starts
     with frozen_eval(model):
-        for i in it:
+        for b, i in enumerate(it):
+            if b < done:
+                continue
             xb, yb = to_unit(x[i : i + batch_size]), y[i : i + batch_size]
             with torch.no_grad():
                 clean = model(xb).argmax(1) == yb
@@ -90,8 +97,40 @@ def robust_flags(
                     robust[clean] = model(x_adv.float()).argmax(1) == ys
             clean_parts.append(clean.cpu())
             robust_parts.append(robust.cpu())
+            if state is not None and b + 1 < len(starts) and time.perf_counter() - last_save >= EVAL_SAVE_S:
+                seconds = before + time.perf_counter() - start
+                _save_eval_state(state, x, batch_size, b + 1, clean_parts, robust_parts, max_dist, seconds)
+                last_save = time.perf_counter()
+                fault_point(f"eval-batch:{b + 1}")
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros(0, dtype=bool)  # noqa: E731
-    return Flags(cat(clean_parts), cat(robust_parts), max_dist, time.perf_counter() - start)
+    return Flags(cat(clean_parts), cat(robust_parts), max_dist, before + time.perf_counter() - start)
+
+
+def _save_eval_state(
+    path: Path, x: torch.Tensor, batch_size: int, batches: int, clean: list, robust: list, max_dist: float, seconds: float
+) -> None:
+    buf = io.BytesIO()
+    rng_cuda = torch.cuda.get_rng_state(x.device).numpy() if x.is_cuda else np.zeros(0, np.uint8)
+    np.savez(
+        buf, n=len(x), batch_size=batch_size, batches=batches, clean=torch.cat(clean).numpy(),
+        robust=torch.cat(robust).numpy(), max_dist=max_dist, seconds=seconds, rng=torch.get_rng_state().numpy(),
+        rng_cuda=rng_cuda,
+    )  # fmt: skip
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_eval_state(path: Path | None, n: int, batch_size: int) -> dict[str, np.ndarray] | None:
+    """The saved progress of this evaluation, or None (absent, unreadable or of another shape)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            saved = {k: f[k] for k in f.files}
+        if int(saved["n"]) != n or int(saved["batch_size"]) != batch_size or len(saved["clean"]) > n:
+            return None
+        return saved
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
 
 
 def subset_indices(n_total: int, n_examples: int | None, seed: int) -> np.ndarray:

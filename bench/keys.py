@@ -1,8 +1,9 @@
 """Cache keys: sha256 of canonical JSON of everything that changes a result.
 
 Train key: protocol version, dataset/model/defence (name, explicit version, all params with
-defaults filled in), threat (eps as a reduced fraction), train spec, seed. Excluded: device, paths,
-evaluation settings, display names. Eval key: train key, which weights, attack (name, version,
+defaults filled in), threat (eps as a reduced fraction), train spec, seed; the planner adds the
+weight averagers the run records (``bench/plan.py``). Excluded: device, paths, evaluation
+settings, display names. Eval key: train key, which weights, attack (name, version,
 params), threat and eval spec. Bump ``PROTOCOL_VERSION`` when the engine's semantics change.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from bench.params import fraction_text, to_plain
 from bench.types import ThreatModel
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: verified entries (ENTRY with sha256), averagers in the train key
 
 
 def canonical_json(obj: Any) -> str:

@@ -1,19 +1,32 @@
-"""Expand a suite into train jobs (one per distinct training config) and eval jobs.
+"""Suite -> a graph of tasks. Each task is frozen, names its dependencies by key and writes one entry.
 
-Train jobs: defences x seeds (dataset, model, threat and train spec are per suite). The weight
-averaging axis does not multiply training: one run records every averager the suite asks for.
-Eval jobs: each train job x each weights choice (raw, or an averager) x each attack, using the
-checkpoint the selection rule picks. Order is stable.
+* ``TrainJob``: one per (defence, seed); trains once and records the raw weights and every weight
+  average the suite asks for (the WA axis does not multiply training), with the ``last`` and
+  ``best_val`` checkpoints, into one ``train/<key>`` entry. The averagers are part of its key (an
+  entry is immutable), so a suite asking for another averager trains a run of its own; evaluations
+  are keyed by the weights' ``base_key`` (the config without the averagers), since the raw weights
+  and each average are bit-identical whatever else the run recorded (``tests/test_resume.py``):
+  adding an averager re-uses every existing evaluation.
+* ``EvalJob``: one per (weights, attack); ``SanityJob`` and ``AnalysisJob``: one per set of weights.
+  They depend on the ``TrainJob`` that made the weights, named by key in ``WeightsRef``.
+* Reference rows (``zoo:``) have a ``TrainJob`` with ``zoo=True``: a row source, never run.
+
+A task is self-contained: with its ``SuiteRef`` (the suite file and its digest) a fresh process
+re-plans the suite and finds the same task by key (``bench.engine.run_ref``); nothing links tasks by
+object identity. The planner also cross-checks what needs the plan (analysis rows, paper rows).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from bench import keys
 from bench.attacks import label as attack_label
 from bench.config import EvalSpec, PluginRef, Suite, WASpec
+from bench.errors import ConfigError
 from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
 from bench.sanity import SANITY_VERSION
@@ -22,8 +35,66 @@ ANALYSIS_VERSION = 1
 
 
 @dataclass(frozen=True)
-class TrainJob:
+class SuiteRef:
+    """Where a task's suite comes from: the file, the digest of its resolved content, the --limit."""
+
+    path: str
+    digest: str
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """One set of weights: a run's raw or averaged model at a checkpoint, or a reference (zoo) model."""
+
+    train_key: str  # the train entry holding the weights
+    wa: WASpec | None  # None = the raw weights
+    checkpoint: str  # "last", "best_val" or "zoo"
+    zoo: str | None = None  # "robustbench:<name>"
+    base_key: str = ""  # the training config without the run's other averagers: what keys evaluations
+
+    @property
+    def tag(self) -> str:
+        """The weights' folder in the train entry: ``raw`` or ``<kind>-<digest>`` of the averager."""
+        return "raw" if self.wa is None else wa_tag(self.wa)
+
+    @property
+    def file(self) -> str:
+        return f"weights/{self.tag}/{self.checkpoint}.pt"
+
+    def plain(self) -> dict[str, Any]:
+        return {"averaging": to_plain(self.wa), "checkpoint": self.checkpoint}
+
+    @property
+    def eval_key(self) -> str:
+        """What evaluations of these weights are keyed by: the weights do not depend on which other
+        averagers their run recorded (tested), so adding an averager re-uses every evaluation."""
+        return self.base_key or self.train_key
+
+
+def wa_tag(wa: WASpec) -> str:
+    return f"{wa.kind}-{keys.digest(to_plain(wa))[:8]}"
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: ClassVar[str]
     key: str
+    suite: SuiteRef
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        """Keys of the train entries this task reads."""
+        return ()
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TrainJob(Task):
+    kind: ClassVar[str] = "train"
     spec: dict
     defence: PluginRef
     seed: int
@@ -31,46 +102,71 @@ class TrainJob:
     averagers: tuple[WASpec, ...] = ()
     zoo: bool = False  # a pre-trained reference model (``robustbench:<name>``): loaded, never trained
 
-    def wa_key(self, wa: WASpec) -> str:
-        """Key of the averaged weights of this run (stored under ``wa/<key>/``)."""
-        return keys.digest({"protocol": keys.PROTOCOL_VERSION, "train_key": self.key, "wa": to_plain(wa)})
+    @property
+    def label(self) -> str:
+        return f"train {self.display} seed={self.seed}"
 
 
 @dataclass(frozen=True)
-class EvalJob:
-    key: str
-    spec: dict
-    train: TrainJob
-    wa: WASpec | None  # None = the raw weights
-    checkpoint: str  # "last" or "best_val"
-    attack: PluginRef
-    column: str  # table column label, e.g. "PGD-20"
+class _WeightsTask(Task):
+    weights: WeightsRef
     display: str  # leaderboard row, e.g. "fr+wa"
+    seed: int
 
     @property
-    def weights(self) -> str:
+    def deps(self) -> tuple[str, ...]:
+        return () if self.weights.zoo else (self.weights.train_key,)
+
+    @property
+    def train_key(self) -> str:
+        return self.weights.train_key
+
+    @property
+    def wa(self) -> WASpec | None:
+        return self.weights.wa
+
+    @property
+    def checkpoint(self) -> str:
+        return self.weights.checkpoint
+
+    @property
+    def weights_label(self) -> str:
+        """``raw:best_val``, ``swa:last``, ``zoo:zoo``."""
         return f"{self.wa.kind if self.wa else 'raw'}:{self.checkpoint}"
 
 
 @dataclass(frozen=True)
-class SanityJob:
-    """Sanity checks (``bench/sanity.py``) of one set of weights."""
+class EvalJob(_WeightsTask):
+    kind: ClassVar[str] = "eval"
+    spec: dict
+    attack: PluginRef
+    column: str  # table column label, e.g. "PGD-20"
 
-    key: str
-    train: TrainJob
-    wa: WASpec | None
-    checkpoint: str
+    @property
+    def label(self) -> str:
+        return f"eval {self.display} seed={self.seed} {self.column}"
 
 
 @dataclass(frozen=True)
-class AnalysisJob:
+class SanityJob(_WeightsTask):
+    """Sanity checks (``bench/sanity.py``) of one set of weights."""
+
+    kind: ClassVar[str] = "sanity"
+
+    @property
+    def label(self) -> str:
+        return f"sanity {self.display} seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class AnalysisJob(_WeightsTask):
     """Spectral analyses (``bench/analysis``) of one set of weights."""
 
-    key: str
-    train: TrainJob
-    wa: WASpec | None
-    checkpoint: str
-    display: str
+    kind: ClassVar[str] = "analysis"
+
+    @property
+    def label(self) -> str:
+        return f"analysis {self.display} seed={self.seed}"
 
 
 @dataclass
@@ -83,12 +179,21 @@ class Plan:
     attacks: list[PluginRef]
     sanity_jobs: list[SanityJob] = dataclasses.field(default_factory=list)
     analysis_jobs: list[AnalysisJob] = dataclasses.field(default_factory=list)
+    paper: Any = None  # bench.papers.PaperSpec when the suite has a ``paper:`` section
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Every runnable task, dependencies first (zoo rows are not tasks)."""
+        return [*(t for t in self.train_jobs if not t.zoo), *self.analysis_jobs, *self.sanity_jobs, *self.eval_jobs]
+
+    def task(self, key: str) -> Task | None:
+        return next((t for t in self.tasks if t.key == key), None)
 
     def sanity_of(self, job: TrainJob, wa: WASpec | None) -> SanityJob | None:
-        return next((s for s in self.sanity_jobs if s.train is job and s.wa == wa), None)
+        return next((s for s in self.sanity_jobs if s.train_key == job.key and s.wa == wa), None)
 
     def evals_of(self, job: TrainJob) -> list[EvalJob]:
-        return [e for e in self.eval_jobs if e.train is job]
+        return [e for e in self.eval_jobs if e.train_key == job.key]
 
 
 def _display(ref: PluginRef, refs: list[PluginRef], base: str) -> str:
@@ -114,67 +219,89 @@ def wa_suffix(wa: WASpec | None, all_wa: list[WASpec | None]) -> str:
     return f"+{wa.kind}({', '.join(f'{k}={v}' for k, v in changed.items())})"
 
 
+def check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError("--limit", f"must be a positive number of test examples, got {limit!r}")
+
+
 def expand(suite: Suite, limit: int | None = None) -> Plan:
     """Plan the grid. ``limit`` caps the number of test examples (it is part of the eval key)."""
+    check_limit(limit)
     ev = suite.eval
     if limit is not None:
         n = limit if ev.n_examples is None else min(limit, ev.n_examples)
         ev = dataclasses.replace(ev, n_examples=n)
+    ref = SuiteRef(str(suite.path.resolve()), suite.digest, limit)
     none = ATTACKS.get("none")
     attacks = suite.attacks or [PluginRef("attack", "none", none.params(), none.version)]
     labels = [attack_label(a.name, a.params) for a in attacks]
     columns = [_display(a, attacks, lab) if labels.count(lab) > 1 else lab for a, lab in zip(attacks, labels)]
     if len(set(columns)) != len(columns):
         columns = [f"{c} #{i + 1}" for i, c in enumerate(columns)]
-    checkpoint = suite.train.selection
     averagers = tuple(w for w in suite.wa if w is not None)
     train_jobs: list[TrainJob] = []
     eval_jobs: list[EvalJob] = []
     sanity_jobs: list[SanityJob] = []
 
-    def add_weights(job: TrainJob, wa: WASpec | None, checkpoint: str, row: str) -> None:
-        """The sanity job and one eval job per attack for one set of weights of ``job``."""
-        weights = {"averaging": to_plain(wa), "checkpoint": checkpoint}
-        sspec = {"sanity": SANITY_VERSION, "train_key": job.key, "weights": weights, "eval": to_plain(ev)}
-        sanity_jobs.append(SanityJob(keys.digest(sspec), job, wa, checkpoint))
+    def add_weights(weights: WeightsRef, row: str, seed: int) -> None:
+        """The sanity job and one eval job per attack for one set of weights."""
+        plain = weights.plain()
+        sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": to_plain(ev)}
+        sanity_jobs.append(SanityJob(keys.digest(sspec), ref, weights, row, seed))
         for attack, column in zip(attacks, columns):
-            espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
-            eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, column, row))
+            espec = keys.eval_spec(weights.eval_key, plain, attack, suite.threat, ev)
+            eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, column))
 
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)
         for seed in suite.seeds:
-            spec = keys.train_spec(suite.dataset, suite.model, suite.threat, suite.train, defence, seed)
-            job = TrainJob(keys.digest(spec), spec, defence, seed, display, averagers)
+            base = keys.train_spec(suite.dataset, suite.model, suite.threat, suite.train, defence, seed)
+            spec = {**base, "averagers": [to_plain(w) for w in averagers]}
+            job = TrainJob(keys.digest(spec), ref, spec, defence, seed, display, averagers)
             train_jobs.append(job)
             for wa in suite.wa:
-                add_weights(job, wa, checkpoint, display + wa_suffix(wa, suite.wa))
+                weights = WeightsRef(job.key, wa, suite.train.selection, base_key=keys.digest(base))
+                add_weights(weights, display + wa_suffix(wa, suite.wa), seed)
     for entry in suite.zoo:
         spec = {"protocol": keys.PROTOCOL_VERSION, "zoo": entry, "dataset": suite.dataset.name, "threat": keys.threat_plain(suite.threat)}
-        job = TrainJob(keys.digest(spec), spec, PluginRef("zoo", entry, None, 1), 0, entry, zoo=True)
+        job = TrainJob(keys.digest(spec), ref, spec, PluginRef("zoo", entry, None, 1), 0, entry, zoo=True)
         train_jobs.append(job)
-        add_weights(job, None, "zoo", entry)
-    analysis_jobs = _analysis_jobs(suite, ev, eval_jobs, attacks)
-    return Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, analysis_jobs)
+        add_weights(WeightsRef(job.key, None, "zoo", zoo=entry), entry, 0)
+    plan = Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs)
+    plan.analysis_jobs = _analysis_jobs(plan, ref)
+    if suite.paper_raw is not None:
+        from bench.papers import parse_paper
+
+        rows = list(dict.fromkeys(e.display for e in eval_jobs))
+        analysed = list(dict.fromkeys(a.display for a in plan.analysis_jobs))
+        plan.paper = parse_paper(suite.paper_raw, f"{suite.sources.get('paper', suite.path)}: paper", rows, columns, analysed)
+    return plan
 
 
-def _analysis_jobs(suite: Suite, ev: EvalSpec, eval_jobs: list[EvalJob], attacks: list[PluginRef]) -> list[AnalysisJob]:
+def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
     """One analysis per analysed leaderboard row and seed (the rows named in ``analysis.rows``)."""
+    suite, ev = plan.suite, plan.eval_spec
     if suite.analysis is None:
         return []
+    known = list(dict.fromkeys(e.display for e in plan.eval_jobs))
+    for i, row in enumerate(suite.analysis.rows):
+        if row not in known:
+            close = difflib.get_close_matches(row, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            where = f"{suite.sources.get('analysis', suite.path)}: analysis.rows[{i}]"
+            raise ConfigError(where, f"no leaderboard row {row!r}{hint}; rows: {', '.join(known)}")
     jobs: dict[tuple[str, int], AnalysisJob] = {}
-    for e in eval_jobs:
+    for e in plan.eval_jobs:
         if suite.analysis.rows and e.display not in suite.analysis.rows:
             continue
-        weights = {"averaging": to_plain(e.wa), "checkpoint": e.checkpoint}
         spec = {
             "analysis": ANALYSIS_VERSION,
-            "train_key": e.train.key,
-            "weights": weights,
+            "train_key": e.weights.eval_key,
+            "weights": e.weights.plain(),
             "params": to_plain(suite.analysis),
-            "attacks": [a.plain() for a in attacks],  # perturbation spectra per gradient attack
+            "attacks": [a.plain() for a in plan.attacks],  # perturbation spectra per gradient attack
             "threat": keys.threat_plain(suite.threat),
             "eval": {"n_examples": ev.n_examples, "subset_seed": ev.subset_seed},
         }
-        jobs.setdefault((e.display, e.train.seed), AnalysisJob(keys.digest(spec), e.train, e.wa, e.checkpoint, e.display))
+        jobs.setdefault((e.display, e.seed), AnalysisJob(keys.digest(spec), ref, e.weights, e.display, e.seed))
     return list(jobs.values())

@@ -24,7 +24,7 @@ from torch import nn
 
 from bench.attacks.pgd import pgd
 from bench.data.loader import to_unit
-from bench.evaluate import frozen_eval
+from bench.modes import frozen_eval
 
 SANITY_VERSION = 1
 LARGE_EPS = 0.5

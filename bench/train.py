@@ -3,13 +3,24 @@
 Per epoch: set the LR from the schedule; for each batch call the defence's pure loss
 ``fn(model, x, y, params, ctx)``, then zero_grad / backward / step; check the loss is finite;
 evaluate the validation split (clean, and PGD when the selection needs it); keep the ``last`` and
-``best_val`` weights.
+``best_val`` weights; record training health; save the whole training state (``TrainState``).
+
+Resume: the state saved at the end of every epoch holds the model, the optimiser, the averagers,
+the selection, the log, the step, the data-order generator and every RNG. A run killed at any point
+restarts from the last completed epoch and ends bit-identical (on CPU) to an uninterrupted run.
+Every evaluation inside training (validation, logit gap, averagers' BN pass) forks the RNG, so
+what is measured or averaged never changes the trajectory of the raw weights.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import random
 import time
+from pathlib import Path
+from typing import Any
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -24,9 +35,12 @@ from bench.config import OptimizerSpec, Suite, WASpec
 from bench.data.loader import batches, split_indices
 from bench.env import seed_everything
 from bench.errors import BenchError
-from bench.evaluate import frozen_eval, robust_flags
+from bench.evaluate import robust_flags
+from bench.faults import fault_point
+from bench.modes import frozen_eval
 from bench.models import build
 from bench.plan import TrainJob
+from bench.store import atomic_write_bytes
 from bench.progress import Progress
 from bench.registry import DEFENCES
 from bench.types import DatasetSplits, TrainContext
@@ -92,10 +106,17 @@ class TrainResult:
     averaged: dict[WASpec, Selection]
     log: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    health: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int | None = None  # the epoch a resumed run started from
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def forked_rng(device: torch.device):
+    """Run a block on a copy of the global RNG (CPU and ``device``): it cannot change what follows."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> dict[str, float]:
@@ -108,7 +129,8 @@ def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> d
         attack = partial(pgd, eps=eps, alpha=step_size(va.alpha, eps), steps=va.steps)
     else:
         attack = lambda m, x, y: x  # noqa: E731
-    flags = robust_flags(model, data.val_x, data.val_y, attack, eps, 512, "val")
+    with forked_rng(data.val_x.device):
+        flags = robust_flags(model, data.val_x, data.val_y, attack, eps, 512, "val")
     out = {"val_clean": flags.clean_acc}
     if robust:
         out["val_robust"] = flags.robust_acc
@@ -126,11 +148,103 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
     x, y = x_u8[:n].float() / 255, y[:n]
     eps = suite.threat.eps_float
     va = suite.train.val_attack
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), frozen_eval(model):
+    with forked_rng(x.device), frozen_eval(model):
         x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps)
         with torch.no_grad():
             return float(frequency_regularizer(model(x_adv), model(x)))
+
+
+CHANCE_AFTER_EPOCHS = 3  # validation accuracy still near chance after this many epochs: flagged
+COLLAPSE_DROP = 0.2  # validation robust accuracy falling this much in one epoch: flagged
+
+
+def health_check(health: dict[str, Any], record: dict, epoch: int, epochs: int, num_classes: int, best_robust: float) -> None:
+    """Record training health in ``health``: accuracy at chance, collapse of robust accuracy."""
+    clean = record.get("val_clean")
+    if clean is not None and epoch == min(CHANCE_AFTER_EPOCHS, epochs) - 1 and clean < 1.5 / num_classes:
+        health["at_chance_epoch"] = epoch + 1
+    robust = record.get("val_robust")
+    if robust is not None and best_robust - robust > COLLAPSE_DROP and robust < 0.5 * best_robust:
+        health.setdefault("robust_collapse_epochs", []).append(epoch + 1)
+
+
+class TrainState:
+    """Everything the loop needs to continue after a given epoch, saved and loaded as one file.
+
+    Loaded with ``weights_only=True``: tensors, numbers, strings, lists and dicts only.
+    """
+
+    FILE = "state.pt"
+
+    def __init__(self, folder: Path | None, key: str) -> None:
+        self.path = None if folder is None else Path(folder) / self.FILE
+        self.key = key
+
+    def save(self, epoch: int, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, g: torch.Generator,
+             avgs: list[Averager], result: TrainResult) -> None:  # fmt: skip
+        if self.path is None:
+            return
+        np_state = np.random.get_state()
+        state = {
+            "key": self.key,
+            "epoch": epoch,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "data_generator": g.get_state(),
+            "averagers": [{"model": a.model.state_dict(), "n": a.n, "generator": a.generator.get_state()} for a in avgs],
+            "selection": [_selection_state(result.raw)] + [_selection_state(result.averaged[a.spec]) for a in avgs],
+            "log": result.log,
+            "health": result.health,
+            "seconds": result.seconds,
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "rng_numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "rng_python": random.getstate(),
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        atomic_write_bytes(self.path, data, fault=f"train-ckpt:{epoch + 1}")
+
+    def load(self, device: torch.device, progress: Progress) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=True)
+            if state.get("key") != self.key:
+                raise ValueError("belongs to another run")
+        except Exception as e:  # noqa: BLE001 - a damaged checkpoint is reported and ignored, never trusted
+            progress.log(f"  resume state {self.path} is unusable ({type(e).__name__}: {e}); starting from epoch 1")
+            return None
+        return state
+
+    def restore(self, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, g: torch.Generator,
+                avgs: list[Averager], result: TrainResult) -> tuple[int, int]:  # fmt: skip
+        """Put the saved state back; returns (next epoch, step)."""
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        g.set_state(state["data_generator"])
+        for a, saved in zip(avgs, state["averagers"], strict=True):
+            a.model.load_state_dict(saved["model"])
+            a.n = saved["n"]
+            a.generator.set_state(saved["generator"])
+        for sel, saved in zip([result.raw, *(result.averaged[a.spec] for a in avgs)], state["selection"], strict=True):
+            sel.best_score, sel.best_epoch = saved["best_score"], saved["best_epoch"]
+            sel.states = {k: {n: t.cpu() for n, t in v.items()} for k, v in saved["states"].items()}
+        result.log, result.health, result.seconds = list(state["log"]), dict(state["health"]), state["seconds"]
+        torch.set_rng_state(state["rng_torch"].cpu())
+        if state["rng_cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        kind, keys_, pos, has_gauss, gauss = state["rng_numpy"]
+        np.random.set_state((kind, keys_.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["rng_python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        return state["epoch"] + 1, state["step"]
+
+
+def _selection_state(sel: Selection) -> dict[str, Any]:
+    return {"best_score": sel.best_score, "best_epoch": sel.best_epoch, "states": sel.states}
 
 
 def train_model(
@@ -140,9 +254,13 @@ def train_model(
     data: TrainData,
     device: torch.device,
     progress: Progress,
-    averagers: tuple[WASpec, ...] = (),
+    state_dir: Path | None = None,
 ) -> TrainResult:
-    """Train ``job``'s defence; record the raw weights and every requested weight average."""
+    """Train ``job``'s defence; record the raw weights and every weight average of the run.
+
+    With ``state_dir``, the training state is saved there after every epoch and a saved state is
+    resumed from.
+    """
     spec = suite.train
     entry = DEFENCES.get(job.defence.name)
     seed_everything(job.seed)
@@ -151,16 +269,22 @@ def train_model(
     optimizer = make_optimizer(model, spec.optimizer)
     g = torch.Generator().manual_seed(job.seed)
     milestones = spec.schedule.milestones
-    avgs = [Averager(w, model, milestones, spec.epochs, job.seed) for w in averagers]
+    avgs = [Averager(w, model, milestones, spec.epochs, job.seed) for w in job.averagers]
     result = TrainResult(Selection(), {a.spec: Selection() for a in avgs})
     select_on_robust = entry.caps.get("selection", "robust") == "robust"
     metric = "val_robust" if select_on_robust else "val_clean"
     need_val = spec.selection == "best_val"
     aug = spec.augmentation
-    step = 0
     n_batches = math.ceil(len(data.train_y) / spec.batch_size)
-    start = time.perf_counter()
-    for epoch in range(spec.epochs):
+    saver = TrainState(state_dir, job.key)
+    first, step = 0, 0
+    saved = saver.load(device, progress)
+    if saved is not None:
+        first, step = saver.restore(saved, model, optimizer, g, avgs, result)
+        result.resumed_from = first
+        progress.log(f"  {job.display} seed={job.seed}: resuming after epoch {first}/{spec.epochs}")
+    start = time.perf_counter() - result.seconds
+    for epoch in range(first, spec.epochs):
         t0 = time.perf_counter()
         lr = spec.schedule.lr(spec.optimizer.lr, epoch, spec.epochs)
         for group in optimizer.param_groups:
@@ -172,7 +296,8 @@ def train_model(
             data.train_x, data.train_y, spec.batch_size, shuffle=True, g=g, crop_padding=aug.crop_padding, flip=aug.flip
         )
         desc = f"train {job.display} seed={job.seed} epoch {epoch + 1}/{spec.epochs}"
-        for x, y in progress.bar(stream, n_batches, desc):
+        for i, (x, y) in enumerate(progress.bar(stream, n_batches, desc)):
+            fault_point(f"train-batch:{epoch + 1}:{i}")
             ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes)
             out = entry.fn(model, x, y, job.defence.params, ctx)
             optimizer.zero_grad(set_to_none=True)
@@ -189,11 +314,13 @@ def train_model(
         record: dict = {"epoch": epoch, "lr": lr}
         record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})  # one sync per epoch
         if not math.isfinite(record["train_loss"]):
-            raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch}")
+            raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch + 1}")
         record["logit_gap"] = logit_gap(model, suite, data)
         if need_val:
+            best_robust = max((r.get("val_robust", 0.0) for r in result.log), default=0.0)
             record.update(validate(model, suite, data, robust=select_on_robust))
             result.raw.offer(model, epoch, record[metric])
+            health_check(result.health, record, epoch, spec.epochs, info.num_classes, best_robust)
         for a in avgs:
             if not a.after_epoch(model, epoch):
                 continue
@@ -205,6 +332,8 @@ def train_model(
                 result.averaged[a.spec].offer(a.model, epoch, scores[metric])
         record["seconds"] = round(time.perf_counter() - t0, 3)
         result.log.append(record)
+        result.seconds = time.perf_counter() - start
+        saver.save(epoch, step, model, optimizer, g, avgs, result)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "_" in k)
         progress.log(f"  {desc}: {shown} ({record['seconds']:.1f}s)")
     result.raw.finish(model)

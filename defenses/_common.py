@@ -1,30 +1,13 @@
-"""Helpers shared by defences: a restoring BatchNorm-mode context and the PGD adversary."""
+"""The PGD adversary shared by the defences (crafted in the BatchNorm mode they ask for)."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
-from typing import Literal
 
 import torch
 from torch import nn
 
 from bench.attacks.pgd import LossFn, ce_loss, pgd, step_size
+from bench.modes import BNMode, bn_mode
 from bench.types import TrainContext
-
-BNMode = Literal["eval", "train"]
-
-
-@contextlib.contextmanager
-def bn_mode(model: nn.Module, mode: BNMode) -> Iterator[nn.Module]:
-    """Run the block with the model in ``mode`` ("eval" or "train"), then restore every module's mode."""
-    saved = [(m, m.training) for m in model.modules()]
-    model.train(mode == "train")
-    try:
-        yield model
-    finally:
-        for m, training in saved:
-            m.training = training
 
 
 def pgd_adversary(

@@ -39,10 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.modes import bn_mode
 from bench.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
-from defenses._common import bn_mode, pgd_adversary
+from defenses._common import pgd_adversary
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.plan import expand
 from bench.config import load_suite
 from bench.errors import ConfigError
 from tests.conftest import MINIMAL_SUITE as BASE
@@ -93,7 +94,7 @@ BROKEN = [
 def test_broken_suites_give_one_line_naming_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write_suite(tmp_path / "broken.yaml", text)
     with pytest.raises(ConfigError) as info:
-        load_suite(path)
+        expand(load_suite(path))  # what needs the plan (analysis rows) is checked by the planner
     message = str(info.value)
     assert expected in message
     assert str(path) in message

@@ -40,7 +40,8 @@ def test_first_run_trains_once_per_training_config_and_evaluates_everything(smok
     # 2 defences x 1 seed = 2 trainings; WA (none, swa) shares each run: 2 x 2 weights x 2 attacks evals
     assert first["trained"] == 2 and first["cached_train"] == 0
     assert first["evaluated"] == 8 and first["cached_eval"] == 0
-    assert first["planned"] == 10 and first["failed"] == 0
+    # every task: 2 trainings, 8 evaluations, 4 sanity checks (one per weights), 2 analyses
+    assert first["planned"] == 16 and first["failed"] == 0
 
 
 def test_second_run_trains_and_evaluates_nothing(smoke_run) -> None:

@@ -28,10 +28,10 @@ seeds: [0]
 # An accidental cache invalidation shows up here as a diff in review. Change these only together
 # with a deliberate protocol/plug-in version bump.
 GOLDEN_TRAIN = {
-    "standard": "2ca6cd8e6f6fb1d1e1ac066097378b197886b51c8223e237ea0d007b23f33618",
-    "pgd_at": "30fe6ea55b33829d86750909e773dc44d10165717f12b0d1a59ef8a19957db78",
+    "standard": "516d1e672a5e4d5f7e7db0a333f110677447a306c5e5c59bf07678ba94f9f114",
+    "pgd_at": "8ffe8c1126ff1334e6de383a102790fa40889ea9dfc572ff55649903c7f3be26",
 }
-GOLDEN_EVAL_FIRST = "198488a3a2ec0a6058336d50d30c3d67c3e69f3c6ccdab3fb65f077c5a0ec6ca"
+GOLDEN_EVAL_FIRST = "713e3f84c190952486f390141233fdfae1970794da13f195146acbf553993c43"
 
 
 def plan_for(tmp_path: Path, text: str = SPEC):
@@ -81,7 +81,8 @@ def test_store_commits_only_complete_entries(tmp_path: Path) -> None:
         assert not store.has("train", "k1")  # invisible until the block finishes
     assert store.has("train", "k1")
     assert (store.path("train", "k1") / "a.txt").read_text() == "x"
-    assert sorted(os.listdir(tmp_path / "train")) == ["k1"]  # no temp directories left behind
+    assert sorted(os.listdir(tmp_path / "train")) == ["k1"]
+    assert os.listdir(tmp_path / "tmp") == []  # no temp directories left behind
 
 
 def test_store_never_caches_failures(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_store_never_caches_failures(tmp_path: Path) -> None:
             (tmp / "partial").write_text("half")
             raise RuntimeError("boom")
     assert not store.has("eval", "bad")
-    assert os.listdir(tmp_path / "eval") == []
+    assert not (tmp_path / "eval").exists() and os.listdir(tmp_path / "tmp") == []
 
 
 def test_store_keeps_the_first_complete_entry_and_replaces_leftovers(tmp_path: Path) -> None:
@@ -107,7 +108,7 @@ def test_store_keeps_the_first_complete_entry_and_replaces_leftovers(tmp_path: P
     assert not store.has("train", "half")
     with store.writer("train", "half") as tmp:
         (tmp / "v").write_text("ok")
-    assert sorted(os.listdir(store.path("train", "half"))) == ["DONE", "v"]
+    assert sorted(os.listdir(store.path("train", "half"))) == ["ENTRY", "v"]
 
 
 def test_atomic_write_text_leaves_no_temp_files(tmp_path: Path) -> None:

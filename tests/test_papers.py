@@ -9,6 +9,7 @@ import pytest
 from bench.config import load_suite
 from bench.errors import ConfigError
 from bench.papers import build_cells, latex_escape, leaderboard_values, lpf_values, parse_paper, render_csv, render_latex, render_markdown
+from bench.plan import expand
 from tests.conftest import MINIMAL_SUITE, SUITES, write_suite
 
 ROWS = ["pgd_at", "fr", "fr+wa"]
@@ -112,12 +113,12 @@ BASE = MINIMAL_SUITE.replace("[standard]", "[standard, pgd_at]")
 def test_reference_errors_are_one_line(tmp_path: Path, paper: str, expected: str) -> None:
     path = write_suite(tmp_path / "p.yaml", BASE + f"paper: {paper}\n")
     with pytest.raises(ConfigError) as info:
-        load_suite(path)
+        expand(load_suite(path))  # the planner checks the paper's rows and columns against the plan
     assert expected in str(info.value) and "\n" not in str(info.value) and str(path) in str(info.value)
 
 
 def test_shipped_paper_suites_parse() -> None:
-    table2 = load_suite(SUITES / "papers" / "fr-aaai23-table2.yaml").paper
+    table2 = expand(load_suite(SUITES / "papers" / "fr-aaai23-table2.yaml")).paper
     assert [r.label for r in table2.rows] == ["PGD-AT", "TRADES", "MART", "AWP", "AT-SWA", "AT-FR", "AT-FR-SWA"]
     assert table2.rows[-1].reported["AA"] == 54.35
-    assert load_suite(SUITES / "papers" / "fr-aaai23-table1-lpf.yaml").paper.layout == "lpf"
+    assert expand(load_suite(SUITES / "papers" / "fr-aaai23-table1-lpf.yaml")).paper.layout == "lpf"

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.evaluate import frozen_eval
+from bench.modes import frozen_eval
 
 Keep = Literal["low", "high"]
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

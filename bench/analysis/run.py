@@ -23,7 +23,7 @@ from bench.analysis import fourier as F
 from bench.attacks.pgd import pgd, step_size
 from bench.config import AnalysisSpec
 from bench.evaluate import AttackFn
-from bench.evaluate import frozen_eval
+from bench.modes import frozen_eval
 from bench.store import atomic_write_text
 from bench.types import ThreatModel
 

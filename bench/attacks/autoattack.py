@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
+from bench.modes import frozen_eval
 from bench.params import range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
@@ -127,7 +128,6 @@ def _isolated(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
     """Frozen eval model, routed logging, caller's RNG and trace function restored afterwards."""
     from pyautoattack import checks
 
-    from bench.evaluate import frozen_eval  # here: bench.evaluate imports bench.attacks
 
     aa_log, handler = logging.getLogger("auto-attack"), _Forward()
     propagate, trace = aa_log.propagate, sys.gettrace()

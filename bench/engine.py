@@ -1,0 +1,212 @@
+"""Running one task: ``run(task, ctx)`` writes exactly one store entry.
+
+``WorkerContext`` holds what tasks of one suite share inside one process (the dataset, the training
+and test tensors on the device, loaded reference models); it is built lazily, so a worker that only
+evaluates never prepares training data. ``run_ref`` runs a task in a fresh process from its suite
+reference and key: the suite is re-planned there and the task found by key, so nothing but plain
+data crosses the process boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.analysis.run import analyze
+from bench.config import load_suite
+from bench.data import load_dataset
+from bench.env import provenance
+from bench.errors import BenchError
+from bench.evaluate import robust_flags, subset_indices
+from bench.models import build
+from bench.models.zoo import load_zoo_model
+from bench.params import to_plain
+from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, SuiteRef, Task, TrainJob, WeightsRef, expand, wa_tag
+from bench.progress import Progress
+from bench.registry import ATTACKS, DEFENCES
+from bench.sanity import sanity_checks
+from bench.store import Store, write_json
+from bench.train import Selection, TrainData, prepare_data, train_model
+from bench.types import DatasetSplits
+
+
+def source_sha(fn: Any) -> str | None:
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(fn) or "").read_bytes()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return None
+
+
+class WorkerContext:
+    def __init__(self, plan: Plan, store: Store, device: torch.device, data_dir: str | None = None, progress: Progress | None = None):
+        self.plan, self.store, self.device, self.data_dir = plan, store, device, data_dir
+        self.progress = progress or Progress(False)
+        self._splits: DatasetSplits | None = None
+        self._train_data: TrainData | None = None
+        self._zoo: dict[str, torch.nn.Module] = {}
+        self._test: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
+        self.provenance = provenance(device)
+
+    @property
+    def splits(self) -> DatasetSplits:
+        if self._splits is None:
+            suite = self.plan.suite
+            self._splits = load_dataset(suite.dataset.name, suite.dataset.params, self.data_dir)
+        return self._splits
+
+    @property
+    def train_data(self) -> TrainData:
+        if self._train_data is None:
+            self._train_data = prepare_data(self.splits, self.plan.suite, self.device)
+        return self._train_data
+
+    def test_data(self, n: int | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """The evaluated test examples (ids into the test set, uint8 inputs, labels) on the device.
+
+        ``n`` takes the first n of the suite's seeded subset: subsets are nested, so per-sample
+        flags of attacks run on different sizes align on their common ids.
+        """
+        ev, splits = self.plan.eval_spec, self.splits
+        total = len(splits.test_y) if ev.n_examples is None else min(ev.n_examples, len(splits.test_y))
+        n = total if n is None else min(n, total)
+        if n not in self._test:
+            ids = subset_indices(len(splits.test_y), n, ev.subset_seed)
+            index = torch.from_numpy(ids)
+            self._test[n] = (ids, splits.test_x[index].to(self.device), splits.test_y[index].to(self.device))
+        return self._test[n]
+
+    def load_model(self, weights: WeightsRef) -> torch.nn.Module:
+        suite = self.plan.suite
+        if weights.zoo:
+            if weights.zoo not in self._zoo:
+                self._zoo[weights.zoo] = load_zoo_model(weights.zoo, suite.dataset.name, self.store.root / "zoo", self.device)
+            return self._zoo[weights.zoo]
+        info = self.splits.info
+        model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
+        model.load_state_dict(self.store.load_weights("train", weights.train_key, weights.file, self.device))
+        return model.to(self.device)
+
+
+def run(task: Task, ctx: WorkerContext) -> None:
+    """Compute ``task`` and write its entry (the caller holds its claim)."""
+    {"train": _train, "eval": _evaluate, "sanity": _sanity, "analysis": _analyze}[task.kind](task, ctx)
+
+
+def _train(job: TrainJob, ctx: WorkerContext) -> None:
+    store = ctx.store
+    result = train_model(
+        job, ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=store.partial("train", job.key)
+    )
+    selections: dict[str, tuple[Any, Selection]] = {"raw": (None, result.raw)}
+    selections.update({wa_tag(wa): (wa, sel) for wa, sel in result.averaged.items()})
+    with store.writer("train", job.key) as tmp:
+        write_json(tmp / "spec.json", job.spec)
+        (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
+        for tag, (_, sel) in selections.items():
+            (tmp / "weights" / tag).mkdir(parents=True)
+            for checkpoint, state in sel.states.items():
+                torch.save(state, tmp / "weights" / tag / f"{checkpoint}.pt")
+        manifest = {
+            "seconds": round(result.seconds, 3),
+            "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
+            "data_source": ctx.splits.source,
+            "provenance": ctx.provenance,
+            "health": result.health,
+            "resumed_from_epoch": result.resumed_from,
+            "weights": {
+                tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}
+                for tag, (wa, sel) in selections.items()
+            },
+        }
+        write_json(tmp / "manifest.json", manifest)
+
+
+def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
+    suite, ev = ctx.plan.suite, ctx.plan.eval_spec
+    ids, x, y = ctx.test_data(job.attack.n_examples)
+    model = ctx.load_model(job.weights)
+    entry = ATTACKS.get(job.attack.name)
+    threat = suite.threat
+    torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
+    flags = robust_flags(
+        model, x, y, lambda m, xb, yb: entry.fn(m, xb, yb, threat, job.attack.params),
+        threat.eps_float, ev.batch_size, f"{job.display}/{job.column}", ctx.progress,
+        state=ctx.store.partial("eval", job.key) / "progress.npz",
+    )  # fmt: skip
+    with ctx.store.writer("eval", job.key) as tmp:
+        np.savez_compressed(tmp / "flags.npz", sample_id=ids.astype(np.int32), clean=flags.clean, robust=flags.robust)
+        write_json(tmp / "spec.json", job.spec)
+        metrics = {
+            "n": len(ids),
+            "clean_acc": flags.clean_acc,
+            "robust_acc": flags.robust_acc,
+            "max_dist": flags.max_dist,
+            "seconds": round(flags.seconds, 3),
+        }
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "manifest.json", {"attack_source_sha": source_sha(entry.fn), "provenance": ctx.provenance})
+    ctx.progress.log(
+        f"  {job.label}: clean {100 * flags.clean_acc:.2f}%, robust {100 * flags.robust_acc:.2f}% ({flags.seconds:.1f}s)"
+    )
+
+
+def _sanity(job: SanityJob, ctx: WorkerContext) -> None:
+    _, x, y = ctx.test_data()
+    model = ctx.load_model(job.weights)
+    torch.manual_seed(int(job.key[:8], 16))
+    checks = sanity_checks(model, x, y, ctx.plan.eval_spec.batch_size)
+    with ctx.store.writer("sanity", job.key) as tmp:
+        write_json(tmp / "checks.json", checks)
+
+
+def _analyze(job: AnalysisJob, ctx: WorkerContext) -> None:
+    plan = ctx.plan
+    spec = plan.suite.analysis
+    assert spec is not None
+    _, x, y = ctx.test_data(spec.n_images)
+    model = ctx.load_model(job.weights)
+    threat = plan.suite.threat
+    attacks = {
+        column: (lambda m, xb, yb, fn=ATTACKS.get(a.name).fn, p=a.params: fn(m, xb, yb, threat, p))
+        for a, column in zip(plan.attacks, plan.columns)
+        if ATTACKS.get(a.name).caps["family"] in ("fgsm", "iterative")
+    }
+    arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks)
+    with ctx.store.writer("analysis", job.key) as tmp:
+        np.savez_compressed(tmp / "arrays.npz", **arrays)
+        write_json(tmp / "metrics.json", metrics)
+    ctx.progress.log(
+        f"  {job.label}: low-frequency energy " + ", ".join(f"{k} {v:.3f}" for k, v in metrics["energy"].items())
+    )
+
+
+def plan_for(ref: SuiteRef) -> Plan:
+    """Re-plan a task's suite in this process; refuses a suite file changed since the task was planned."""
+    suite = load_suite(ref.path)
+    if suite.digest != ref.digest:
+        raise BenchError(f"{ref.path}: the suite changed since its tasks were planned; plan it again")
+    return expand(suite, ref.limit)
+
+
+def run_ref(ref: SuiteRef, key: str, cache_dir: str | Path, device: torch.device, data_dir: str | None = None) -> None:
+    """Run one task in this (fresh) process, given only plain data: its suite reference and its key."""
+    plan = plan_for(ref)
+    task = plan.task(key)
+    if task is None:
+        raise BenchError(f"{ref.path}: no task {key[:12]} in the suite's plan")
+    store = Store(cache_dir)
+    if store.has(task.kind, task.key):
+        return
+    if not store.try_claim(task.kind, task.key):
+        raise BenchError(f"{task.label}: claimed by another process ({store.claim_info(task.kind, task.key).where()})")
+    try:
+        if not store.has(task.kind, task.key):
+            run(task, WorkerContext(plan, store, device, data_dir))
+    finally:
+        store.release(task.kind, task.key)

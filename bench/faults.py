@@ -1,0 +1,16 @@
+"""Fault injection for the crash tests: ``BENCH_FAULT=<point>`` SIGKILLs the process at that point.
+
+Points: ``train-batch:<epoch>:<batch>`` (before a training step), ``train-ckpt:<epoch>`` (half-way
+through writing that epoch's resume state), ``eval-batch:<k>`` (after k evaluated batches are saved).
+Unset (always, outside the tests) it costs one dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def fault_point(name: str) -> None:
+    if os.environ.get("BENCH_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
