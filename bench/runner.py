@@ -159,7 +159,7 @@ def run_suite(
     out = results_folder(results_dir, suite)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     prog = Progress(progress)
-    store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), log=prog.log)
+    store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())  # damage is reported even with --quiet
     ctx = WorkerContext(plan, store, dev, str(Path(data_dir).expanduser()) if data_dir else None, prog)
     kinds = ("train", "analysis", "sanity", "eval") if evaluate else ("train", "analysis")
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}
