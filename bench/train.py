@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import random
+import sys
 import time
-from pathlib import Path
-from typing import Any
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,12 +37,12 @@ from bench.env import seed_everything
 from bench.errors import BenchError
 from bench.evaluate import robust_flags
 from bench.faults import fault_point
-from bench.modes import frozen_eval
 from bench.models import build
+from bench.modes import frozen_eval
 from bench.plan import TrainJob
-from bench.store import atomic_write_bytes
 from bench.progress import Progress
 from bench.registry import DEFENCES
+from bench.store import atomic_write_bytes
 from bench.types import DatasetSplits, TrainContext
 
 
@@ -207,15 +207,16 @@ class TrainState:
         data = buf.getvalue()
         atomic_write_bytes(self.path, data, fault=f"train-ckpt:{epoch + 1}")
 
-    def load(self, device: torch.device, progress: Progress) -> dict | None:
+    def load(self, device: torch.device) -> dict | None:
+        """The saved state, or None; a damaged one is reported (even with --quiet) and never trusted."""
         if self.path is None or not self.path.is_file():
             return None
         try:
             state = torch.load(self.path, map_location=device, weights_only=True)
             if state.get("key") != self.key:
-                raise ValueError("belongs to another run")
-        except Exception as e:  # noqa: BLE001 - a damaged checkpoint is reported and ignored, never trusted
-            progress.log(f"  resume state {self.path} is unusable ({type(e).__name__}: {e}); starting from epoch 1")
+                raise ValueError("it belongs to another run")
+        except Exception as e:  # noqa: BLE001 - unpickling a damaged file raises many kinds of errors
+            print(f"resume state {self.path} is unusable ({type(e).__name__}); training from epoch 1", file=sys.stderr)
             return None
         return state
 
@@ -278,7 +279,7 @@ def train_model(
     n_batches = math.ceil(len(data.train_y) / spec.batch_size)
     saver = TrainState(state_dir, job.key)
     first, step = 0, 0
-    saved = saver.load(device, progress)
+    saved = saver.load(device)
     if saved is not None:
         first, step = saver.restore(saved, model, optimizer, g, avgs, result)
         result.resumed_from = first

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.plan import expand
 from bench.config import load_suite
 from bench.errors import ConfigError
+from bench.plan import expand
 from tests.conftest import MINIMAL_SUITE as BASE
 from tests.conftest import ROOT, SUITES, write_suite
 

@@ -134,7 +134,7 @@ def test_a_damaged_resume_state_is_reported_and_training_restarts(reference, tmp
     state = next((cache / "partial").glob("train-*/state.pt"))
     state.write_bytes(state.read_bytes()[:1000] + b"garbage")
     done = bench_run(suite, cache, tmp_path / "r")
-    assert done.returncode == 0
+    assert done.returncode == 0 and "is unusable" in done.stderr and "training from epoch 1" in done.stderr
     assert_same(entry_contents(cache), expected)
 
 
@@ -169,3 +169,15 @@ def test_health_flags_chance_and_robust_collapse() -> None:
     assert health == {}  # a small drop is noise, not a collapse
     health_check(health, {"val_clean": 0.8, "val_robust": 0.02}, epoch=6, epochs=10, num_classes=10, best_robust=0.5)
     assert health == {"robust_collapse_epochs": [7]}
+
+
+def test_health_is_flagged_under_the_leaderboard() -> None:
+    from bench.aggregate import health_flags
+
+    out = health_flags({"at_chance_epoch": 3, "robust_collapse_epochs": [7, 9]}, "an earlier flag")
+    assert out["flag_train_at_chance"] and out["flag_robust_collapse"]
+    assert out["flags"] == (
+        "an earlier flag; training: validation accuracy still at chance after epoch 3; "
+        "training: validation robust accuracy collapsed at epoch 7, 9 (catastrophic overfitting?)"
+    )
+    assert health_flags({}, "")["flags"] == "" and not health_flags({}, "")["flag_robust_collapse"]
