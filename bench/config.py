@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from bench import params as P
-from bench.errors import ConfigError
+from bench.errors import ConfigError, show
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS, Registry, RegistryError
 from bench.types import ThreatModel
 
@@ -248,7 +248,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {show(key)}", key_node.start_mark
             )
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
@@ -311,7 +311,7 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
     """Import plug-in modules (dotted names) or .py files (relative to the suite file) once each."""
     for i, spec in enumerate(specs):
         if not isinstance(spec, str):
-            raise ConfigError(f"{where}[{i}]", f"expected a module name or .py file, got {spec!r}")
+            raise ConfigError(f"{where}[{i}]", f"expected a module name or .py file, got {show(spec)}")
         if spec.endswith(".py"):
             path = (base / spec).resolve()
             key = str(path)
@@ -350,9 +350,9 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
     elif isinstance(item, dict) and len(item) == 1:
         name, overrides = next(iter(item.items()))
         if not isinstance(name, str):
-            raise ConfigError(where, f"expected a {registry.kind} name, got {name!r}")
+            raise ConfigError(where, f"expected a {registry.kind} name, got {show(name)}")
     else:
-        raise ConfigError(where, f"expected a {registry.kind} name or {{name: {{param: value}}}}, got {item!r}")
+        raise ConfigError(where, f"expected a {registry.kind} name or {{name: {{param: value}}}}, got {show(item)}")
     try:
         entry = registry.get(name)
     except RegistryError as e:
@@ -362,14 +362,14 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
         presets = entry.caps.get("presets", {})
         if preset_name not in presets:
             known = ", ".join(presets) or "none"
-            raise ConfigError(f"{where}.{name}.preset", f"unknown preset {preset_name!r}; {name} has: {known}")
+            raise ConfigError(f"{where}.{name}.preset", f"unknown preset {show(preset_name)}; {name} has: {known}")
         overrides = {**P.to_plain(presets[preset_name]), **{k: v for k, v in overrides.items() if k != "preset"}}
     n_examples = None
     if registry is ATTACKS and isinstance(overrides, dict) and "n_examples" in overrides:
         overrides = dict(overrides)
         n_examples = overrides.pop("n_examples")
         if not isinstance(n_examples, int) or isinstance(n_examples, bool) or n_examples < 1:
-            raise ConfigError(f"{where}.{name}.n_examples", f"expected a positive integer, got {n_examples!r}")
+            raise ConfigError(f"{where}.{name}.n_examples", f"expected a positive integer, got {show(n_examples)}")
     params = P.build(entry.params, overrides, f"{where}.{name}")
     return PluginRef(registry.kind, name, params, entry.version, n_examples)
 
@@ -397,12 +397,12 @@ def _threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
     if norm != "Linf":
-        raise ConfigError(f"{where}.norm", f"only 'Linf' is supported, got {norm!r}")
+        raise ConfigError(f"{where}.norm", f"only 'Linf' is supported, got {show(norm)}")
     if "eps" not in raw:
         raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
     eps = P.parse_fraction(raw["eps"], f"{where}.eps")
     if not 0 < eps <= 1:
-        raise ConfigError(f"{where}.eps", f"must be in (0, 1] (pixel space), got {raw['eps']}")
+        raise ConfigError(f"{where}.eps", f"must be in (0, 1] (pixel space), got {show(raw['eps'])}")
     text = raw["eps"].strip() if isinstance(raw["eps"], str) else repr(raw["eps"])
     return ThreatModel("Linf", eps, text)
 
@@ -414,7 +414,7 @@ def _seeds(raw: Any, where: str) -> list[int]:
         raise ConfigError(where, "expected a non-empty list of integers")
     for i, s in enumerate(raw):
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise ConfigError(f"{where}[{i}]", f"expected a non-negative integer, got {s!r}")
+            raise ConfigError(f"{where}[{i}]", f"expected a non-negative integer, got {show(s)}")
     if len(set(raw)) != len(raw):
         raise ConfigError(where, "seeds must be unique")
     return list(raw)
@@ -433,7 +433,7 @@ def _wa(raw: Any, where: str, train: TrainSpec) -> list[WASpec | None]:
         elif isinstance(item, dict):
             spec = P.build(WASpec, item, at)
         else:
-            raise ConfigError(at, f"expected none, swa, ema or {{kind: swa, start: ..., every: ...}}, got {item!r}")
+            raise ConfigError(at, f"expected none, swa, ema or {{kind: swa, start: ..., every: ...}}, got {show(item)}")
         if spec is not None:
             start = train.schedule.milestones[0] if spec.start == "first_milestone" and train.schedule.milestones else spec.start
             if start == "first_milestone" or start >= train.epochs:
@@ -450,7 +450,7 @@ def _zoo(raw: Any, where: str) -> list[str]:
         raise ConfigError(where, "expected a list such as [robustbench:Carmon2019Unlabeled]")
     for i, entry in enumerate(raw):
         if not entry.startswith("robustbench:") or len(entry) == len("robustbench:"):
-            raise ConfigError(f"{where}[{i}]", f"expected robustbench:<model name>, got {entry!r}")
+            raise ConfigError(f"{where}[{i}]", f"expected robustbench:<model name>, got {show(entry)}")
     if len(set(raw)) != len(raw):
         raise ConfigError(where, "duplicate entries")
     return list(raw)
@@ -506,7 +506,7 @@ def load_suite(path: str | Path) -> Suite:
             if row not in known:
                 close = difflib.get_close_matches(row, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{at('analysis')}.rows[{i}]", f"no leaderboard row {row!r}{hint}; rows: {', '.join(known)}")
+                raise ConfigError(f"{at('analysis')}.rows[{i}]", f"no leaderboard row {show(row)}{hint}; rows: {', '.join(known)}")
     if raw.get("paper") is not None:
         from bench.papers import parse_paper
         from bench.plan import expand

@@ -14,7 +14,7 @@ import typing
 from fractions import Fraction
 from typing import Any, Literal, Union
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, show
 
 
 def parse_fraction(value: Any, where: str) -> Fraction:
@@ -28,7 +28,7 @@ def parse_fraction(value: Any, where: str) -> Fraction:
     try:
         return Fraction(value.strip() if isinstance(value, str) else value)
     except ZeroDivisionError:
-        raise ConfigError(where, f"division by zero in {value!r}") from None
+        raise ConfigError(where, f"division by zero in {show(value)}") from None
     except ValueError:
         raise ConfigError(where, f"expected a number such as 0.1 or 8/255, got {value!r}") from None
 
@@ -39,7 +39,7 @@ def fraction_text(value: Fraction) -> str:
 
 
 def _show(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {show(value)}"
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -61,7 +61,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if value in args and not isinstance(value, bool):
             return value
         choices = ", ".join(repr(a) for a in args)
-        raise ConfigError(where, f"expected one of {choices}, got {value!r}")
+        raise ConfigError(where, f"expected one of {choices}, got {show(value)}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(where, f"expected a list, got {_show(value)}")
