@@ -13,6 +13,7 @@ import difflib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -245,7 +246,11 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: SafeLoader merges (and checks) it
+            continue
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # SafeLoader says "found unhashable key"
+            continue
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {show(key)}", key_node.start_mark
@@ -254,16 +259,42 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    """Integers of at most 64 bits (seeds and sizes: what torch accepts); never 5000 digits."""
+    try:
+        value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError as e:
+        problem = str(e).split(";")[0]  # not Python's advice to raise its digit limit
+        raise yaml.constructor.ConstructorError(None, None, f"not an integer: {problem}", node.start_mark) from None
+    if not -(2**63) <= value < 2**64:
+        raise yaml.constructor.ConstructorError(None, None, "integer out of range (more than 64 bits)", node.start_mark)
+    return value
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file (directories, /dev/zero and FIFOs are never read)."""
+    try:
+        if path.is_file():
+            return None
+        return "not a regular file" if path.exists() else "file not found"
+    except OSError as e:  # e.g. a name too long
+        return f"cannot read: {e.strerror}"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    problem = file_problem(path)
+    if problem:
+        raise ConfigError(str(path), problem)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(path), "file not found") from None
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(path), f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {e.start})") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
@@ -271,6 +302,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(str(path), f"invalid YAML at {where}: {problem}") from None
+    except (RecursionError, ValueError) as e:  # ValueError: a date such as 2001-13-45
+        problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ConfigError(str(path), f"invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -293,8 +327,9 @@ def load_raw(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any], 
         if not isinstance(inc, str) or not inc:
             raise ConfigError(f"{path}: include", "expected a file name")
         inc_path = path.parent / inc
-        if not inc_path.is_file():
-            raise ConfigError(f"{path}: include", f"file not found: {inc_path}")
+        problem = file_problem(inc_path)
+        if problem:
+            raise ConfigError(f"{path}: include", f"{problem}: {inc_path}")
         merged, sources = load_raw(inc_path, (*stack, resolved))
     for key, value in data.items():
         if key == "include":
@@ -317,8 +352,9 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
             key = str(path)
             if key in _LOADED_PLUGINS:
                 continue
-            if not path.is_file():
-                raise ConfigError(f"{where}[{i}]", f"plug-in file not found: {path}")
+            problem = file_problem(path)
+            if problem:
+                raise ConfigError(f"{where}[{i}]", f"plug-in {problem}: {path}")
             mod_name = f"bench_plugin_{path.stem}_{abs(hash(key)) % 10**8}"
             spec_obj = importlib.util.spec_from_file_location(mod_name, path)
             module = importlib.util.module_from_spec(spec_obj)  # type: ignore[arg-type]

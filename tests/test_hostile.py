@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,15 @@ REGRESSIONS = [
     (("threat", "eps"), b'"2\\n"', "threat.eps: must be in (0, 1] (pixel space), got '2\\n'"),
     (("train",), b'{"ep\\nochs": 4}', "train.ep\\nochs: unknown key"),
     (("defences", 0), LAUGHS, "defences[0]: expected a defence name or {name: {param: value}}, got [['lol', 'lol',"),
+    # reading the file: UTF-8, nesting, integers, mapping keys
+    (("name",), b"sm\xffoke", "not UTF-8 text"),
+    (("defences",), b"[" * 1000 + b"]" * 1000, "invalid YAML: nested too deeply"),
+    (("train",), b"{? [a, b] : 1}", "invalid YAML at line 7: found unhashable key"),
+    (("train", "epochs"), b"9" * 5000, "invalid YAML at line 8: not an integer: Exceeds the limit"),
+    (("seeds", 0), b"1" + b"0" * 100, "invalid YAML at line 25: integer out of range"),
+    (("threat", "eps"), b"2001-13-45", "invalid YAML: month must be in 1..12"),
+    (("plugins",), b"['" + b"x" * 5000 + b".py']", "plugins[0]: plug-in cannot read: File name too long"),
+    (("train", "schedule"), b"{<<: 5}", "invalid YAML at line 11: expected a mapping or list of mappings for merging"),
 ]
 
 
@@ -160,3 +170,54 @@ def test_regressions(
     suite = sandbox.write("suite.yaml", mutate(BASE, path, fragment))
     err = sandbox.check(command, suite, capsys)
     assert err is not None and err.startswith(f"bench: error: {suite}: {expected}"), err
+
+
+def test_a_merge_key_merges(sandbox: Sandbox, capsys: pytest.CaptureFixture) -> None:
+    suite = sandbox.write(
+        "suite.yaml", mutate(BASE, ("train", "schedule"), b"{<<: {name: piecewise, milestones: [3]}, gamma: 0.5}")
+    )
+    assert sandbox.check("validate", suite, capsys) is None
+
+
+# includes that point nowhere useful: (include, the file the error names, the error after "FILE: ")
+INCLUDES = [
+    ("missing.yaml", "suite.yaml", "include: file not found"),
+    (".", "suite.yaml", "include: not a regular file"),
+    ("/dev/zero", "suite.yaml", "include: not a regular file"),
+    ("fifo", "suite.yaml", "include: not a regular file"),  # reading it would block
+    ("x" * 5000, "suite.yaml", "include: cannot read: File name too long"),
+    ("suite.yaml", "suite.yaml", "include: cycle detected"),
+    ("", "suite.yaml", "include: expected a file name"),
+    ("garbage.yaml", "garbage.yaml", "not UTF-8 text (byte 0)"),
+]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("include, named, expected", INCLUDES, ids=[i[:20] or "empty" for i, *_ in INCLUDES])
+def test_includes_that_point_nowhere_useful(
+    sandbox: Sandbox,
+    capsys: pytest.CaptureFixture,
+    no_training: None,
+    command: str,
+    include: str,
+    named: str,
+    expected: str,
+) -> None:
+    os.mkfifo(sandbox.root / "fifo")
+    sandbox.write("garbage.yaml", b"\xff\xfe\x00garbage")
+    suite = sandbox.write("suite.yaml", dump({"include": include, **BASE}))
+    err = sandbox.check(command, suite, capsys, named=sandbox.root / named)
+    assert err is not None and expected in err, err
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [("/dev/zero", "not a regular file"), (".", "not a regular file"), ("fifo", "not a regular file"),
+     ("missing.yaml", "file not found")],
+)  # fmt: skip
+def test_a_suite_that_is_not_a_regular_file(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture, target: str, expected: str
+) -> None:
+    os.mkfifo(sandbox.root / "fifo")
+    path = sandbox.root / target  # an absolute target replaces the root
+    assert sandbox.check("validate", path, capsys) == f"bench: error: {path}: {expected}\n"
