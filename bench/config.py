@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -237,6 +238,7 @@ TOP_LEVEL = (
     "description",
 )
 REQUIRED = ("name", "dataset", "model", "threat", "defences")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # one folder name under the results directory
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -370,8 +372,8 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
                 continue
             try:
                 _LOADED_PLUGINS[spec] = importlib.import_module(spec)
-            except ImportError as e:
-                raise ConfigError(f"{where}[{i}]", f"cannot import plug-in module {spec!r}: {e}") from None
+            except Exception as e:  # also "" and ".x" (ValueError, TypeError)
+                raise ConfigError(f"{where}[{i}]", f"cannot import plug-in module {show(spec)}: {e}") from None
 
 
 def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
@@ -396,7 +398,7 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
     preset_name = overrides.get("preset") if isinstance(overrides, dict) else None
     if preset_name is not None:
         presets = entry.caps.get("presets", {})
-        if preset_name not in presets:
+        if not isinstance(preset_name, str) or preset_name not in presets:
             known = ", ".join(presets) or "none"
             raise ConfigError(f"{where}.{name}.preset", f"unknown preset {show(preset_name)}; {name} has: {known}")
         overrides = {**P.to_plain(presets[preset_name]), **{k: v for k, v in overrides.items() if k != "preset"}}
@@ -430,7 +432,7 @@ def _threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(where, "expected a mapping {norm: Linf, eps: 8/255}")
     unknown = set(raw) - {"norm", "eps"}
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key; allowed: norm, eps")
+        raise ConfigError(f"{where}.{sorted(unknown, key=str)[0]}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
     if norm != "Linf":
         raise ConfigError(f"{where}.norm", f"only 'Linf' is supported, got {show(norm)}")
@@ -507,14 +509,14 @@ def load_suite(path: str | Path) -> Suite:
         if key not in raw:
             raise ConfigError(f"{path}: {key}", "missing required key")
 
-    plugins = raw.get("plugins") or []
+    plugins = [] if raw.get("plugins") is None else raw["plugins"]
     if not isinstance(plugins, list):
         raise ConfigError(at("plugins"), "expected a list of modules or .py files")
     load_plugins(plugins, Path(sources.get("plugins", path)).parent, at("plugins"))
 
     name = raw["name"]
-    if not isinstance(name, str) or not name.strip() or "/" in name or name.startswith("."):
-        raise ConfigError(at("name"), f"expected a non-empty name usable as a folder, got {name!r}")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(at("name"), f"expected a folder name (letters, digits, . _ + -; at most 100), got {show(name)}")
 
     train = P.build(TrainSpec, raw.get("train"), at("train"))
     suite = Suite(
@@ -525,13 +527,13 @@ def load_suite(path: str | Path) -> Suite:
         threat=_threat(raw["threat"], at("threat")),
         train=train,
         defences=_ref_list(DEFENCES, raw["defences"], at("defences")),
-        attacks=_ref_list(ATTACKS, raw.get("attacks") or [], at("attacks"), allow_empty=True),
+        attacks=_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
         eval=P.build(EvalSpec, raw.get("eval"), at("eval")),
         seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
         wa=_wa(raw.get("wa", ["none"]), at("wa"), train),
         plugins=list(plugins),
         zoo=_zoo(raw.get("zoo", []), at("zoo")),
-        analysis=None if raw.get("analysis") in (None, False) else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
+        analysis=None if raw.get("analysis") is None or raw["analysis"] is False else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
         sources=sources,
     )
     if suite.analysis and suite.analysis.rows:

@@ -153,6 +153,20 @@ REGRESSIONS = [
     (("threat", "eps"), b"2001-13-45", "invalid YAML: month must be in 1..12"),
     (("plugins",), b"['" + b"x" * 5000 + b".py']", "plugins[0]: plug-in cannot read: File name too long"),
     (("train", "schedule"), b"{<<: 5}", "invalid YAML at line 11: expected a mapping or list of mappings for merging"),
+    # validation: numbers in float range, key and list types, plug-in imports, folder-safe names
+    (("threat", "eps"), b"'1e999999999'", "threat.eps: out of range"),
+    (("train", "optimizer", "lr"), b"'1e400'", "train.optimizer.lr: out of range"),
+    (("threat",), b"{1: a, b: 2}", "threat.1: unknown key"),
+    (("defences", 0), b"{trades: {preset: [1]}}", "defences[0].trades.preset: unknown preset [1]"),
+    (("attacks",), b"0", "attacks: expected a list, got int"),
+    (("name",), b'"a\\0b"', "name: expected a folder name"),
+    (("name",), b"x" * 300, "name: expected a folder name"),
+    (("name",), b'"\\ud800"', "name: expected a folder name"),
+    (("name",), b"!!binary aGVsbG8=", "name: expected a folder name"),
+    (("plugins",), b'[""]', "plugins[0]: cannot import plug-in module '': Empty module name"),
+    (("plugins",), b"['.x']", "plugins[0]: cannot import plug-in module '.x'"),
+    (("analysis",), b"0", "analysis: expected a mapping of parameters, got int 0"),
+    (("plugins",), b"{}", "plugins: expected a list"),
 ]
 
 
