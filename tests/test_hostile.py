@@ -167,6 +167,23 @@ REGRESSIONS = [
     (("plugins",), b"['.x']", "plugins[0]: cannot import plug-in module '.x'"),
     (("analysis",), b"0", "analysis: expected a mapping of parameters, got int 0"),
     (("plugins",), b"{}", "plugins: expected a list"),
+    # paper tables: strict types
+    (
+        ("paper",),
+        b"{title: T, source: S, columns: 5, rows: [{label: a}]}",
+        "paper.columns: expected a non-empty list, got 5",
+    ),
+    (
+        ("paper",),
+        b"{title: T, source: S, columns: [Clean], rows: [{label: a, reported: [1]}]}",
+        "paper.rows[0].reported: expected a mapping",
+    ),
+    (("paper",), b"{title: {a: 1}, source: S, columns: [Clean], rows: [{label: a}]}", "paper.title: expected a string"),
+    (
+        ("paper",),
+        b"{title: T, source: S, columns: [Clean], rows: [{label: a}], tolerance_pp: -1}",
+        "paper.tolerance_pp: must be >= 0",
+    ),
 ]
 
 
