@@ -11,14 +11,19 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from bench.cli import main
-from tests.conftest import SUITES
+from tests.conftest import ROOT, SUITES
 
 # the smoke suite with a paper table, so that the fuzz reaches bench/papers.py too
 PAPER = {
@@ -252,3 +257,161 @@ def test_a_suite_that_is_not_a_regular_file(
     os.mkfifo(sandbox.root / "fifo")
     path = sandbox.root / target  # an absolute target replaces the root
     assert sandbox.check("validate", path, capsys) == f"bench: error: {path}: {expected}\n"
+
+
+@pytest.mark.parametrize(
+    "command, path, fragment, expected",
+    [
+        ("run", ("name",), b"'../../escape'", "name: expected a folder name"),
+        ("run", ("defences",), LAUGHS, "defences[0]: expected a defence name"),
+        ("validate", ("train",), b"[" * 1000 + b"]" * 1000, "invalid YAML: nested too deeply"),
+    ],
+    ids=["run-dotdot-name", "run-billion-laughs", "validate-deep-nesting"],
+)
+def test_the_real_command_line(sandbox: Sandbox, command: str, path: tuple, fragment: bytes, expected: str) -> None:
+    """``python -m bench``: exit code 2, one line, no traceback, nothing written (BENCH_CACHE included)."""
+    suite = sandbox.write("suite.yaml", mutate(BASE, path, fragment))
+    before = sorted(sandbox.root.rglob("*"))
+    argv = [sys.executable, "-m", "bench", *sandbox.argv(command, suite)]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    err = proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert err.startswith(f"bench: error: {suite}: {expected}") and len(err.splitlines()) == 1, err
+    assert sorted(sandbox.root.rglob("*")) == before
+
+
+# ------------------------------------------------------------------------------------ properties
+
+
+def fuzz(examples: int) -> settings:
+    # the function-scoped fixtures are safe to share: capsys is read and the sandbox checked after every example
+    return settings(
+        max_examples=examples, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    )
+
+
+RAW_FRAGMENTS = [
+    b"[" * 1000 + b"]" * 1000,  # 1000-deep lists
+    b"{a: " * 1000 + b"1" + b"}" * 1000,
+    LAUGHS,
+    b"&r [*r]",  # a list that contains itself
+    b"*undefined",
+    b"!!python/object/apply:os.system ['echo pwned']",
+    b"!!python/name:os.system",
+    b"!custom 1",
+    b"!!binary aGVsbG8=",
+    b"!!set {a, b}",
+    b"!!omap [a: 1, b: 2]",
+    b"!!timestamp 2001-12-14",
+    b"2001-13-45",  # a timestamp the constructor rejects
+    b"9" * 5000,  # more digits than Python converts
+    b"0x" + b"f" * 5000,  # a 20000-bit integer
+    b"1" + b"0" * 100,  # 10^100
+    b"18446744073709551616",  # 2^64
+    b"'1e999999999'",  # a string Fraction would expand to a billion digits
+    b"'1e400'",
+    b"'8/0'",
+    b".nan",
+    b"-.inf",
+    b"{a: 1, a: 2}",  # duplicate keys
+    b"{? [a, b] : 1}",  # an unhashable key
+    b"{<<: 5}",
+    b'"\\0"',
+    b'"\\ud800"',  # a lone surrogate
+    b'"a\\nb"',
+    b"\xff\xfe",  # not UTF-8
+    b"[unclosed",
+    b"'" + b"x" * 100_000 + b"'",
+]
+ABSURD = [None, True, False, 0, -1, -(2**63), 2**64 - 1, -0.0, 1e308, -1e-300, math.nan, math.inf, -math.inf,
+          "", " ", "\x00", "../../etc", "/abs/path", "8/255/2", "1/0", "nan", "-inf", "x" * 10_000,
+          [], {}, [[]], {"": None}]  # fmt: skip
+
+INT64 = st.integers(-(2**63), 2**63 - 1)  # larger ones fail when the YAML is read (see REGRESSIONS)
+scalars = st.one_of(
+    st.none(), st.booleans(), INT64, st.floats(), st.text(max_size=20), st.binary(max_size=8), st.dates(),
+    st.sampled_from(ABSURD),
+)  # fmt: skip
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8) | INT64, inner, max_size=3),
+    max_leaves=8,
+)
+hostile = values.map(flow) | st.sampled_from(RAW_FRAGMENTS)
+UNKNOWN_KEYS = st.one_of(st.text(max_size=8).map(lambda s: "~" + s), INT64, st.none(), st.booleans(), st.floats())
+# a mapping whose keys no schema knows: invalid wherever it is put
+invalid = st.dictionaries(UNKNOWN_KEYS, values, min_size=1, max_size=2).map(flow)
+PATHS = key_paths(BASE)
+
+
+@fuzz(200)
+@given(command=st.sampled_from(["validate", "run-dry"]), path=st.sampled_from(PATHS), fragment=hostile)
+def test_any_value_anywhere_is_accepted_or_rejected_in_one_line(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture, command: str, path: tuple, fragment: bytes
+) -> None:
+    suite = sandbox.write("suite.yaml", mutate(BASE, path, fragment))
+    err = sandbox.check(command, suite, capsys)
+    where = None if err is None else re.split(r"[:.\[]", err.removeprefix(f"bench: error: {suite}: "))[0]
+    event("accepted" if err is None else f"rejected at {where[:16]}")
+
+
+@fuzz(150)
+@given(
+    command=st.sampled_from(["validate", "run"]),
+    path=st.sampled_from(PATHS),
+    fragment=invalid,
+    via_include=st.booleans(),
+)
+def test_a_value_of_the_wrong_shape_is_rejected_naming_file_and_field(
+    sandbox: Sandbox,
+    capsys: pytest.CaptureFixture,
+    no_training: None,
+    command: str,
+    path: tuple,
+    fragment: bytes,
+    via_include: bool,
+) -> None:
+    text = mutate(BASE, path, fragment)
+    if via_include:  # the error names the included file, which holds the bad value
+        named = sandbox.write("protocol.yaml", text)
+        suite = sandbox.write("suite.yaml", "include: protocol.yaml\n")
+    else:
+        named = suite = sandbox.write("suite.yaml", text)
+    err = sandbox.check(command, suite, capsys, named=named)
+    assert err is not None, "accepted"
+    assert err.startswith(f"bench: error: {named}: {field(path)}"), (field(path), err)
+
+
+@fuzz(60)
+@given(command=st.sampled_from(["validate", "run"]), garbage=st.binary(max_size=200))
+def test_garbage_bytes_are_rejected(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture, no_training: None, command: str, garbage: bytes
+) -> None:
+    assert sandbox.check(command, sandbox.write("suite.yaml", garbage), capsys) is not None
+
+
+@fuzz(60)
+@given(data=st.data(), junk=st.binary(min_size=1, max_size=4))
+def test_bytes_spliced_into_a_valid_suite(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture, data: st.DataObject, junk: bytes
+) -> None:
+    text = dump(BASE).encode()
+    at = data.draw(st.integers(0, len(text)), label="at")
+    sandbox.check("validate", sandbox.write("suite.yaml", text[:at] + junk + text[at:]), capsys)
+
+
+NAMES = ["..", "../x", "../../etc/passwd", "/tmp/x", "a/b", "a\\..\\b", "a\x00b", "x" * 101, "-rf", " x", "x\n", "\ud800"]  # fmt: skip
+
+
+@fuzz(60)
+@given(name=st.text(max_size=120) | st.from_regex(r"[\w./\\+-]{1,120}", fullmatch=True) | st.sampled_from(NAMES))
+def test_an_accepted_name_is_one_folder_inside_the_results(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture, name: str
+) -> None:
+    suite = sandbox.write("suite.yaml", dump({**BASE, "name": name}))
+    err = sandbox.check("validate", suite, capsys)
+    if err is None:
+        results = (sandbox.root / "results").resolve()
+        assert (results / name).resolve().parent == results and "\x00" not in name and len(name.encode()) <= 255
+    else:
+        assert err.startswith(f"bench: error: {suite}: name: "), err
