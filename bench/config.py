@@ -14,7 +14,9 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import re
 import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from bench import params as P
-from bench.errors import ConfigError
+from bench.errors import ConfigError, show
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS, Registry, RegistryError
 from bench.types import ThreatModel
 
@@ -239,6 +241,7 @@ TOP_LEVEL = (
     "description",
 )
 REQUIRED = ("name", "dataset", "model", "threat", "defences")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # one folder name under the results directory
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -248,25 +251,55 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: SafeLoader merges (and checks) it
+            continue
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # SafeLoader says "found unhashable key"
+            continue
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {show(key)}", key_node.start_mark
             )
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    """Integers of at most 64 bits (seeds and sizes: what torch accepts); never 5000 digits."""
+    try:
+        value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError as e:
+        problem = str(e).split(";")[0]  # not Python's advice to raise its digit limit
+        raise yaml.constructor.ConstructorError(None, None, f"not an integer: {problem}", node.start_mark) from None
+    if not -(2**63) <= value < 2**64:
+        raise yaml.constructor.ConstructorError(None, None, "integer out of range (more than 64 bits)", node.start_mark)
+    return value
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file (directories, /dev/zero and FIFOs are never read)."""
+    try:
+        if path.is_file():
+            return None
+        return "not a regular file" if path.exists() else "file not found"
+    except OSError as e:  # e.g. a name too long
+        return f"cannot read: {e.strerror}"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    problem = file_problem(path)
+    if problem:
+        raise ConfigError(str(path), problem)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(path), "file not found") from None
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(path), f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {e.start})") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
@@ -274,6 +307,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(str(path), f"invalid YAML at {where}: {problem}") from None
+    except (RecursionError, ValueError) as e:  # ValueError: a date such as 2001-13-45
+        problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ConfigError(str(path), f"invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -296,8 +332,9 @@ def load_raw(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any], 
         if not isinstance(inc, str) or not inc:
             raise ConfigError(f"{path}: include", "expected a file name")
         inc_path = path.parent / inc
-        if not inc_path.is_file():
-            raise ConfigError(f"{path}: include", f"file not found: {inc_path}")
+        problem = file_problem(inc_path)
+        if problem:
+            raise ConfigError(f"{path}: include", f"{problem}: {inc_path}")
         merged, sources = load_raw(inc_path, (*stack, resolved))
     for key, value in data.items():
         if key == "include":
@@ -314,14 +351,15 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
     """Import plug-in modules (dotted names) or .py files (relative to the suite file) once each."""
     for i, spec in enumerate(specs):
         if not isinstance(spec, str):
-            raise ConfigError(f"{where}[{i}]", f"expected a module name or .py file, got {spec!r}")
+            raise ConfigError(f"{where}[{i}]", f"expected a module name or .py file, got {show(spec)}")
         if spec.endswith(".py"):
             path = (base / spec).resolve()
             key = str(path)
             if key in _LOADED_PLUGINS:
                 continue
-            if not path.is_file():
-                raise ConfigError(f"{where}[{i}]", f"plug-in file not found: {path}")
+            problem = file_problem(path)
+            if problem:
+                raise ConfigError(f"{where}[{i}]", f"plug-in {problem}: {path}")
             # stable across processes, so a worker that loads the same file can unpickle its params
             mod_name = f"bench_plugin_{path.stem}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
             spec_obj = importlib.util.spec_from_file_location(mod_name, path)
@@ -338,8 +376,8 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
                 continue
             try:
                 _LOADED_PLUGINS[spec] = importlib.import_module(spec)
-            except ImportError as e:
-                raise ConfigError(f"{where}[{i}]", f"cannot import plug-in module {spec!r}: {e}") from None
+            except Exception as e:  # also "" and ".x" (ValueError, TypeError)
+                raise ConfigError(f"{where}[{i}]", f"cannot import plug-in module {show(spec)}: {e}") from None
 
 
 def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
@@ -354,9 +392,9 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
     elif isinstance(item, dict) and len(item) == 1:
         name, overrides = next(iter(item.items()))
         if not isinstance(name, str):
-            raise ConfigError(where, f"expected a {registry.kind} name, got {name!r}")
+            raise ConfigError(where, f"expected a {registry.kind} name, got {show(name)}")
     else:
-        raise ConfigError(where, f"expected a {registry.kind} name or {{name: {{param: value}}}}, got {item!r}")
+        raise ConfigError(where, f"expected a {registry.kind} name or {{name: {{param: value}}}}, got {show(item)}")
     try:
         entry = registry.get(name)
     except RegistryError as e:
@@ -364,16 +402,16 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
     preset_name = overrides.get("preset") if isinstance(overrides, dict) else None
     if preset_name is not None:
         presets = entry.caps.get("presets", {})
-        if preset_name not in presets:
+        if not isinstance(preset_name, str) or preset_name not in presets:
             known = ", ".join(presets) or "none"
-            raise ConfigError(f"{where}.{name}.preset", f"unknown preset {preset_name!r}; {name} has: {known}")
+            raise ConfigError(f"{where}.{name}.preset", f"unknown preset {show(preset_name)}; {name} has: {known}")
         overrides = {**P.to_plain(presets[preset_name]), **{k: v for k, v in overrides.items() if k != "preset"}}
     n_examples = None
     if registry is ATTACKS and isinstance(overrides, dict) and "n_examples" in overrides:
         overrides = dict(overrides)
         n_examples = overrides.pop("n_examples")
         if not isinstance(n_examples, int) or isinstance(n_examples, bool) or n_examples < 1:
-            raise ConfigError(f"{where}.{name}.n_examples", f"expected a positive integer, got {n_examples!r}")
+            raise ConfigError(f"{where}.{name}.n_examples", f"expected a positive integer, got {show(n_examples)}")
     params = P.build(entry.params, overrides, f"{where}.{name}")
     return PluginRef(registry.kind, name, params, entry.version, n_examples)
 
@@ -398,15 +436,15 @@ def _threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(where, "expected a mapping {norm: Linf, eps: 8/255}")
     unknown = set(raw) - {"norm", "eps"}
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key; allowed: norm, eps")
+        raise ConfigError(f"{where}.{sorted(unknown, key=str)[0]}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
     if norm != "Linf":
-        raise ConfigError(f"{where}.norm", f"only 'Linf' is supported, got {norm!r}")
+        raise ConfigError(f"{where}.norm", f"only 'Linf' is supported, got {show(norm)}")
     if "eps" not in raw:
         raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
     eps = P.parse_fraction(raw["eps"], f"{where}.eps")
     if not 0 < eps <= 1:
-        raise ConfigError(f"{where}.eps", f"must be in (0, 1] (pixel space), got {raw['eps']}")
+        raise ConfigError(f"{where}.eps", f"must be in (0, 1] (pixel space), got {show(raw['eps'])}")
     text = raw["eps"].strip() if isinstance(raw["eps"], str) else repr(raw["eps"])
     return ThreatModel("Linf", eps, text)
 
@@ -418,7 +456,7 @@ def _seeds(raw: Any, where: str) -> list[int]:
         raise ConfigError(where, "expected a non-empty list of integers")
     for i, s in enumerate(raw):
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise ConfigError(f"{where}[{i}]", f"expected a non-negative integer, got {s!r}")
+            raise ConfigError(f"{where}[{i}]", f"expected a non-negative integer, got {show(s)}")
     if len(set(raw)) != len(raw):
         raise ConfigError(where, "seeds must be unique")
     return list(raw)
@@ -437,7 +475,7 @@ def _wa(raw: Any, where: str, train: TrainSpec) -> list[WASpec | None]:
         elif isinstance(item, dict):
             spec = P.build(WASpec, item, at)
         else:
-            raise ConfigError(at, f"expected none, swa, ema or {{kind: swa, start: ..., every: ...}}, got {item!r}")
+            raise ConfigError(at, f"expected none, swa, ema or {{kind: swa, start: ..., every: ...}}, got {show(item)}")
         if spec is not None:
             start = train.schedule.milestones[0] if spec.start == "first_milestone" and train.schedule.milestones else spec.start
             if start == "first_milestone" or start >= train.epochs:
@@ -454,7 +492,7 @@ def _zoo(raw: Any, where: str) -> list[str]:
         raise ConfigError(where, "expected a list such as [robustbench:Carmon2019Unlabeled]")
     for i, entry in enumerate(raw):
         if not entry.startswith("robustbench:") or len(entry) == len("robustbench:"):
-            raise ConfigError(f"{where}[{i}]", f"expected robustbench:<model name>, got {entry!r}")
+            raise ConfigError(f"{where}[{i}]", f"expected robustbench:<model name>, got {show(entry)}")
     if len(set(raw)) != len(raw):
         raise ConfigError(where, "duplicate entries")
     return list(raw)
@@ -475,14 +513,14 @@ def load_suite(path: str | Path) -> Suite:
         if key not in raw:
             raise ConfigError(f"{path}: {key}", "missing required key")
 
-    plugins = raw.get("plugins") or []
+    plugins = [] if raw.get("plugins") is None else raw["plugins"]
     if not isinstance(plugins, list):
         raise ConfigError(at("plugins"), "expected a list of modules or .py files")
     load_plugins(plugins, Path(sources.get("plugins", path)).parent, at("plugins"))
 
     name = raw["name"]
-    if not isinstance(name, str) or not name.strip() or "/" in name or name.startswith("."):
-        raise ConfigError(at("name"), f"expected a non-empty name usable as a folder, got {name!r}")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(at("name"), f"expected a folder name (letters, digits, . _ + -; at most 100), got {show(name)}")
 
     train = P.build(TrainSpec, raw.get("train"), at("train"))
     suite = Suite(
@@ -493,13 +531,13 @@ def load_suite(path: str | Path) -> Suite:
         threat=_threat(raw["threat"], at("threat")),
         train=train,
         defences=_ref_list(DEFENCES, raw["defences"], at("defences")),
-        attacks=_ref_list(ATTACKS, raw.get("attacks") or [], at("attacks"), allow_empty=True),
+        attacks=_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
         eval=P.build(EvalSpec, raw.get("eval"), at("eval")),
         seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
         wa=_wa(raw.get("wa", ["none"]), at("wa"), train),
         plugins=list(plugins),
         zoo=_zoo(raw.get("zoo", []), at("zoo")),
-        analysis=None if raw.get("analysis") in (None, False) else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
+        analysis=None if raw.get("analysis") is None or raw["analysis"] is False else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
         sources=sources,
         paper_raw=raw.get("paper"),
         digest=hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest(),

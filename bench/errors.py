@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+_SHOW = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 2, 60, 60
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = _SHOW.maxset = 4
+
+
+def show(value: Any) -> str:
+    """A short repr for error messages, bounded whatever the value (10^9 aliased items, huge ints)."""
+    try:
+        return _SHOW.repr(value)
+    except ValueError:  # it holds an int too long to print in decimal
+        return f"<{type(value).__name__} too large to show>"
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (``\\n``, ``\\x00``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
 
 class BenchError(Exception):
     """An error the user can fix; printed as one line, no traceback."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class ConfigError(BenchError):

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, show
 from bench.params import parse_fraction
 
 MISSING = "—"
@@ -55,7 +55,19 @@ class PaperSpec:
 def _fail_unknown(where: str, what: str, value: str, known: list[str]) -> ConfigError:
     close = difflib.get_close_matches(value, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(where, f"unknown {what} {value!r}{hint}; known: {', '.join(known) or 'none'}")
+    return ConfigError(where, f"unknown {what} {show(value)}{hint}; known: {', '.join(known) or 'none'}")
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(where, f"expected a string, got {show(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a non-empty list, got {show(value)}")
+    return value
 
 
 def parse_paper(raw: Any, where: str, our_rows: list[str], our_columns: list[str], analysed: list[str]) -> PaperSpec:
@@ -71,25 +83,25 @@ def parse_paper(raw: Any, where: str, our_rows: list[str], our_columns: list[str
             raise ConfigError(f"{where}.{key}", "missing")
     layout = raw.get("layout", "leaderboard")
     if layout not in ("leaderboard", "lpf"):
-        raise ConfigError(f"{where}.layout", f"expected leaderboard or lpf, got {layout!r}")
+        raise ConfigError(f"{where}.layout", f"expected leaderboard or lpf, got {show(layout)}")
     columns = []
-    for i, col in enumerate(raw["columns"] or []):
+    for i, col in enumerate(_list(raw["columns"], f"{where}.columns")):
         at = f"{where}.columns[{i}]"
         if isinstance(col, str):
             col = {"name": col, "ours": col}
         if not isinstance(col, dict) or set(col) - {"name", "ours"} or "name" not in col:
             raise ConfigError(at, "expected {name: <paper column>, ours: <our column>} or a column name")
-        ours = str(col.get("ours", col["name"]))
+        ours = _text(col.get("ours", col["name"]), f"{at}.ours")
         if layout == "leaderboard" and ours not in ["Clean", *our_columns]:
             raise _fail_unknown(f"{at}.ours", "column", ours, ["Clean", *our_columns])
         if layout == "lpf" and not (ours[:2] in ("b=", "r=") and ours[2:].isdigit()):
-            raise ConfigError(f"{at}.ours", f"expected a low-pass mask such as b=16 or r=8, got {ours!r}")
-        columns.append(PaperColumn(str(col["name"]), ours))
+            raise ConfigError(f"{at}.ours", f"expected a low-pass mask such as b=16 or r=8, got {show(ours)}")
+        columns.append(PaperColumn(_text(col["name"], f"{at}.name"), ours))
     names = [c.name for c in columns]
-    if not columns or len(set(names)) != len(names):
+    if len(set(names)) != len(names):
         raise ConfigError(f"{where}.columns", "expected a non-empty list of distinct columns")
     rows = []
-    for i, row in enumerate(raw["rows"] or []):
+    for i, row in enumerate(_list(raw["rows"], f"{where}.rows")):
         at = f"{where}.rows[{i}]"
         if not isinstance(row, dict) or "label" not in row or set(row) - {"label", "ours", "reported", "input"}:
             raise ConfigError(at, "expected {label: ..., ours: <our row or null>, reported: {column: value}}")
@@ -98,18 +110,21 @@ def parse_paper(raw: Any, where: str, our_rows: list[str], our_columns: list[str
         if ours is not None and ours not in candidates:
             raise _fail_unknown(f"{at}.ours", "row" if layout == "leaderboard" else "analysed row", str(ours), candidates)
         reported = {}
+        if not isinstance(row.get("reported") or {}, dict):
+            raise ConfigError(f"{at}.reported", f"expected a mapping {{column: value}}, got {show(row['reported'])}")
         for col, value in (row.get("reported") or {}).items():
             if col not in names:
                 raise _fail_unknown(f"{at}.reported.{col}", "column", str(col), names)
             reported[str(col)] = None if value is None else float(parse_fraction(value, f"{at}.reported.{col}"))
         kind = row.get("input", "clean")
         if kind not in ("clean", "adversarial"):
-            raise ConfigError(f"{at}.input", f"expected clean or adversarial, got {kind!r}")
-        rows.append(PaperRow(str(row["label"]), ours, reported, kind))
-    if not rows:
-        raise ConfigError(f"{where}.rows", "must not be empty")
+            raise ConfigError(f"{at}.input", f"expected clean or adversarial, got {show(kind)}")
+        rows.append(PaperRow(_text(row["label"], f"{at}.label"), ours, reported, kind))
     tol = float(parse_fraction(raw.get("tolerance_pp", 1.0), f"{where}.tolerance_pp"))
-    return PaperSpec(str(raw["title"]), str(raw["source"]), layout, tuple(columns), tuple(rows), tol, str(raw.get("note", "")))
+    if tol < 0:
+        raise ConfigError(f"{where}.tolerance_pp", "must be >= 0")
+    text = {key: _text(raw.get(key, ""), f"{where}.{key}") for key in ("title", "source", "note")}
+    return PaperSpec(text["title"], text["source"], layout, tuple(columns), tuple(rows), tol, text["note"])
 
 
 # ------------------------------------------------------------------------------------------ cells

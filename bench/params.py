@@ -9,28 +9,38 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+import sys
 import types
 import typing
 from fractions import Fraction
 from typing import Any, Literal, Union
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, show
 
 
 def parse_fraction(value: Any, where: str) -> Fraction:
-    """An exact number from an int, a float or a string such as ``"8/255"`` or ``"5e-4"``."""
+    """An exact number from an int, a float or a string such as ``"8/255"`` or ``"5e-4"``, within float range."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Fraction)):
         raise ConfigError(where, f"expected a number such as 0.1 or 8/255, got {_show(value)}")
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(where, f"expected a finite number, got {value}")
         return Fraction(repr(value))
+    if isinstance(value, str) and _BIG_EXPONENT.search(value):  # Fraction("1e999999999") computes 10**999999999
+        raise ConfigError(where, f"out of range, got {show(value)}")
     try:
-        return Fraction(value.strip() if isinstance(value, str) else value)
+        number = Fraction(value.strip() if isinstance(value, str) else value)
     except ZeroDivisionError:
-        raise ConfigError(where, f"division by zero in {value!r}") from None
+        raise ConfigError(where, f"division by zero in {show(value)}") from None
     except ValueError:
-        raise ConfigError(where, f"expected a number such as 0.1 or 8/255, got {value!r}") from None
+        raise ConfigError(where, f"expected a number such as 0.1 or 8/255, got {show(value)}") from None
+    if abs(number) > sys.float_info.max:
+        raise ConfigError(where, f"out of range, got {show(value)}")
+    return number
+
+
+_BIG_EXPONENT = re.compile(r"[eE][+-]?0*\d{4}")  # 1e1000 and beyond
 
 
 def fraction_text(value: Fraction) -> str:
@@ -39,7 +49,7 @@ def fraction_text(value: Fraction) -> str:
 
 
 def _show(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {show(value)}"
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -61,7 +71,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if value in args and not isinstance(value, bool):
             return value
         choices = ", ".join(repr(a) for a in args)
-        raise ConfigError(where, f"expected one of {choices}, got {value!r}")
+        raise ConfigError(where, f"expected one of {choices}, got {show(value)}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(where, f"expected a list, got {_show(value)}")

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from bench import keys
 from bench.attacks import label as attack_label
 from bench.config import EvalSpec, PluginRef, Suite, WASpec
-from bench.errors import ConfigError
+from bench.errors import ConfigError, show
 from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
 from bench.sanity import SANITY_VERSION
@@ -289,7 +289,7 @@ def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
             close = difflib.get_close_matches(row, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where = f"{suite.sources.get('analysis', suite.path)}: analysis.rows[{i}]"
-            raise ConfigError(where, f"no leaderboard row {row!r}{hint}; rows: {', '.join(known)}")
+            raise ConfigError(where, f"no leaderboard row {show(row)}{hint}; rows: {', '.join(known)}")
     jobs: dict[tuple[str, int], AnalysisJob] = {}
     for e in plan.eval_jobs:
         if suite.analysis.rows and e.display not in suite.analysis.rows:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 import bench  # noqa: F401  (registers the built-in plug-ins)
 from bench.data import data_roots
@@ -16,6 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Property tests are reproducible in CI: the same examples every run, no example database on disk;
+# each test sets its own max_examples. No deadline: the 2-core CI machine is shared.
+settings.register_profile("bench", derandomize=True, database=None, deadline=None)
+settings.load_profile("bench")
 
 
 @pytest.fixture
