@@ -122,8 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.store import Store, default_cache_dir
 
     suite = load_suite(args.suite)
+    plan = expand(suite, args.limit)  # what needs the plan (rows, paper, --limit) fails here, before any work
     if args.dry_run:
-        print_plan(expand(suite, args.limit), Store(args.cache_dir or default_cache_dir()))
+        print_plan(plan, Store(args.cache_dir or default_cache_dir()))
         return 0
     device = resolve_device(args.device)
     summary = run_suite(

@@ -13,7 +13,6 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
-import json
 import re
 import sys
 from collections.abc import Hashable
@@ -498,6 +497,14 @@ def _zoo(raw: Any, where: str) -> list[str]:
     return list(raw)
 
 
+def _files_digest(paths: list[str | Path]) -> str:
+    """sha256 over the suite file and its includes: a task planned from them names this digest."""
+    h = hashlib.sha256()
+    for p in sorted({str(Path(p).resolve()) for p in paths}):
+        h.update(p.encode() + b"\0" + Path(p).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file (and its includes). Raises ConfigError (one line) on bad input."""
     path = Path(path)
@@ -540,6 +547,6 @@ def load_suite(path: str | Path) -> Suite:
         analysis=None if raw.get("analysis") is None or raw["analysis"] is False else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
         sources=sources,
         paper_raw=raw.get("paper"),
-        digest=hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest(),
+        digest=_files_digest([path, *sources.values()]),
     )
     return suite
