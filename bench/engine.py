@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,19 +195,25 @@ def plan_for(ref: SuiteRef) -> Plan:
     return expand(suite, ref.limit)
 
 
-def run_ref(ref: SuiteRef, key: str, cache_dir: str | Path, device: torch.device, data_dir: str | None = None) -> None:
-    """Run one task in this (fresh) process, given only plain data: its suite reference and its key."""
+def run_ref(ref: SuiteRef, key: str, cache_dir: str | Path, device: torch.device, data_dir: str | None = None) -> bool:
+    """Run one task in this (fresh) process, given only plain data: its suite reference and its key.
+
+    Returns whether this process computed the entry: a task claimed by another live process is
+    waited for and its entry reused (or taken over when the claim expires), never computed twice.
+    """
     plan = plan_for(ref)
     task = plan.task(key)
     if task is None:
         raise BenchError(f"{ref.path}: no task {key[:12]} in the suite's plan")
     store = Store(cache_dir)
-    if store.has(task.kind, task.key):
-        return
-    if not store.try_claim(task.kind, task.key):
-        raise BenchError(f"{task.label}: claimed by another process ({store.claim_info(task.kind, task.key).where()})")
+    while not store.try_claim(task.kind, task.key):
+        if store.has(task.kind, task.key):
+            return False
+        time.sleep(1.0)
     try:
-        if not store.has(task.kind, task.key):
-            run(task, WorkerContext(plan, store, device, data_dir))
+        if store.has(task.kind, task.key):
+            return False
+        run(task, WorkerContext(plan, store, device, data_dir))
+        return True
     finally:
         store.release(task.kind, task.key)

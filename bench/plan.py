@@ -88,6 +88,11 @@ class Task:
         return ()
 
     @property
+    def needs(self) -> tuple[tuple[str, str], ...]:
+        """(kind, key) of every entry this task reads: the scheduler runs it once they all exist."""
+        return tuple(("train", d) for d in self.deps)
+
+    @property
     def label(self) -> str:
         raise NotImplementedError
 
