@@ -168,9 +168,9 @@ def run_suite(
     if config.name == "local" and config.workers == 1:  # in this process: the device is resolved here
         ctx = WorkerContext(plan, store, device if isinstance(device, torch.device) else resolve_device(device), data, prog)
     ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
-    kinds = ("train", "analysis", "sanity", "eval") if evaluate else ("train", "analysis")
+    kinds = ("train", "analysis", "sanity", "shard", "eval") if evaluate else ("train", "analysis")
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}
-    prog.log(f"suite {suite.name}: {', '.join(f'{n} {k}' for k, n in counts.items())} tasks on {ctx.device if ctx else ex.describe()}")
+    prog.log(f"suite {suite.name}: {', '.join(f'{n} {k}' for k, n in counts.items() if n or k != 'shard')} tasks on {ctx.device if ctx else ex.describe()}")
     try:
         result = run_tasks(plan, store, ex, prog, out / "logs", kinds, debug)
     finally:

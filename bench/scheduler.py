@@ -52,7 +52,7 @@ def run_tasks(
     executor: Executor,
     progress: Progress,
     log_dir: Path,
-    kinds: tuple[str, ...] = ("train", "analysis", "sanity", "eval"),
+    kinds: tuple[str, ...] = ("train", "analysis", "sanity", "shard", "eval"),
     debug: bool = False,
 ) -> ScheduleResult:
     """Run every task of ``plan`` of the given kinds (and what they need) once across all processes.
