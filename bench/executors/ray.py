@@ -9,11 +9,24 @@ entries it needs exist, so dependencies are respected without Ray object referen
 from __future__ import annotations
 
 import os
+import socket
 from concurrent.futures import Future
 
 from bench.errors import BenchError
 from bench.executors.base import Executor, WorkerSpec, missing_extra, run_remote
 from bench.plan import Task
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A one-line error at once for ``HOST:PORT`` (or ``ray://HOST:PORT``) that does not answer
+    (``ray.init`` would retry for minutes); other forms (``auto``) are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BenchError(f"--ray-address {address}: cannot join the Ray cluster ({e.strerror or e}); check `ray status` there") from None
 
 
 class RayExecutor(Executor):
@@ -27,6 +40,8 @@ class RayExecutor(Executor):
         self.ray, self.worker = ray, worker
         self.started = not ray.is_initialized()
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU tasks keep the GPU env alone
+        if address and self.started:
+            _check_reachable(address)
         try:
             if self.started:
                 local = {} if address else {"num_cpus": num_cpus or os.cpu_count() or 1}
