@@ -217,7 +217,7 @@ def test_a_task_raising_on_a_worker_fails_the_run_cleanly(tmp_path, name) -> Non
 
 def test_a_second_run_on_another_executor_reuses_and_never_duplicates(tmp_path) -> None:
     need("slurm")
-    suite = write_suite(tmp_path / "tiny.yaml", TINY.replace("epochs: 4", "epochs: 16"))  # still training when the second starts
+    suite = write_suite(tmp_path / "tiny.yaml", TINY.replace("epochs: 4", "epochs: 40"))  # still training when the second starts
     cache = tmp_path / "cache"
     first = bench(suite, cache, tmp_path / "r1", "--executor", "slurm", wait=False)
     _worker_pid(cache)  # the first run's Slurm job is training
@@ -249,7 +249,7 @@ attacks:
 """
 
 
-def test_sharded_evaluation_merges_to_the_unsharded_per_sample_flags(tmp_path) -> None:
+def test_sharded_evaluation_merges_to_the_unsharded_per_sample_flags(tmp_path, capsys) -> None:
     suite = write_suite(tmp_path / "shards.yaml", SHARDS)
     cache = tmp_path / "cache"
     assert main(["run", str(suite), "--device", "cpu", "--quiet", "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r")]) == 0
@@ -268,6 +268,9 @@ def test_sharded_evaluation_merges_to_the_unsharded_per_sample_flags(tmp_path) -
     assert 0 < flags[1]["robust"].sum() < flags[1]["clean"].sum()  # the attacks did something
     attacks = [e.spec["attack"] for e in plan.eval_jobs]  # `shards` is keyed only when above 1
     assert [a.get("shards") for a in attacks] == [None, 3, None, 2, 2, 4]
+    capsys.readouterr()
+    assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
+    assert "autoattack shard 2/3 on" in capsys.readouterr().out
 
 
 def test_bench_status_reads_the_cache_and_the_claims(tiny_reference, tmp_path, capsys) -> None:
@@ -324,9 +327,11 @@ def test_an_unreachable_cluster_is_a_one_line_error(tiny_reference, tmp_path) ->
     need("slurm")
     need("ray")
     common = [tiny_reference["suite"], tmp_path / "c", tmp_path / "r"]
-    done = bench(*common, "--executor", "slurm", SLURM_CONF=str(tmp_path / "no-such.conf"))
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    down = write_suite(tmp_path / "slurm.conf", re.sub(r"(?m)^SlurmctldPort=.*\n", "", conf) + "SlurmctldPort=9\n")  # nobody listens
+    done = bench(*common, "--executor", "slurm", SLURM_CONF=str(down))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert "cannot reach the Slurm controller" in done.stderr
+    assert "cannot reach the Slurm controller (sinfo: " in done.stderr and "connect failure" in done.stderr
     done = bench(*common, "--executor", "ray", "--ray-address", "127.0.0.1:9")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "--ray-address 127.0.0.1:9: cannot join the Ray cluster" in done.stderr

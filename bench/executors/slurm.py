@@ -32,6 +32,7 @@ except ImportError:  # reported when the executor is created
     submitit = None
 
 POLL_S = 2.0
+PROBE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,13 @@ class SlurmExecutor(Executor):
             raise missing_extra("slurm", "submitit")
         if shutil.which("sbatch") is None:
             raise BenchError("--executor slurm: no `sbatch` on PATH; run on a Slurm login node (or start one here: scripts/slurm-up)")
-        probe = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=60)
-        if probe.returncode != 0:
-            first = (probe.stderr.strip().splitlines() or ["no answer"])[0]
-            raise BenchError(f"--executor slurm: cannot reach the Slurm controller (sinfo: {first}); check `sinfo` and slurmctld")
+        try:
+            probe = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=PROBE_S)
+            problem = None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["no answer"])[-1]
+        except subprocess.TimeoutExpired:
+            problem = f"no answer within {PROBE_S:.0f}s"
+        if problem:
+            raise BenchError(f"--executor slurm: cannot reach the Slurm controller (sinfo: {problem}); check `sinfo` and slurmctld")
         self.worker, self.options = worker, options
         self.folder = Path(options.folder or Path(worker.cache_dir) / "slurm").expanduser()
         self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster="slurm")
