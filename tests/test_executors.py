@@ -348,3 +348,5 @@ def test_an_executor_config_file_sets_the_executor_and_flags_win(tmp_path, capsy
     assert main(["run", str(SMOKE), "--executor-config", str(bad), "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "slurm: unknown keys ['partitions']" in err
+    assert main(["run", str(SMOKE), "--executor", "slurm", "--slurm-gpus", "-1", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err == "bench: error: slurm gpus: expected an integer >= 0, got -1\n"

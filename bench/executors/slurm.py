@@ -45,6 +45,15 @@ class SlurmOptions:
     folder: str | None = None  # submitit's job files and logs (default: <cache>/slurm)
     retries: int = 2  # a job that ends without a result (killed, node failure) is resubmitted this often
 
+    def __post_init__(self) -> None:
+        least = {"time_min": 1, "gpus": 0, "cpus": 1, "array_parallelism": 1, "retries": 0}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise BenchError(f"slurm {name}: expected an integer >= {low}, got {value!r}")
+        if self.partition is not None and not isinstance(self.partition, str):
+            raise BenchError(f"slurm partition: expected a name, got {self.partition!r}")
+
 
 class SlurmTask(submitit.helpers.Checkpointable if submitit else object):  # type: ignore[misc]
     """What a Slurm job runs; on timeout or pre-emption submitit requeues it with the same arguments."""
