@@ -205,7 +205,7 @@ def test_a_task_raising_on_a_worker_fails_the_run_cleanly(tmp_path, name) -> Non
     done = bench(suite, tmp_path / "cache", tmp_path / "results", *EXECUTORS[name], "--quiet")
     assert done.returncode == 1, done.stderr[-3000:]
     log = next((tmp_path / "results" / "tiny" / "logs").glob("train-*.log"))
-    assert f"FAILED: train broken_on_worker seed=0: AttributeError" in done.stderr and f"traceback: {log}" in done.stderr
+    assert "FAILED: train broken_on_worker seed=0: AttributeError" in done.stderr and f"traceback: {log}" in done.stderr
     trace = log.read_text()
     assert "ran on: " in trace and "Traceback" in trace and "broken_plugin.py" in trace and "no_such_attribute" in trace
     if name == "slurm":
