@@ -30,10 +30,11 @@ def _describe(store: Store, kind: str, key: str) -> str:
         if kind == "train":
             spec = store.read_json(kind, key, "spec.json")
             return f"{spec['defence']['name']} seed={spec['seed']} on {spec['dataset']['name']}/{spec['model']['name']}"
-        if kind == "eval":
+        if kind in ("eval", "shard"):
             spec = store.read_json(kind, key, "spec.json")
             w = spec["weights"]
-            return f"{spec['attack']['name']} on {spec['train_key'][:12]} ({(w['averaging'] or {}).get('kind', 'raw')}:{w['checkpoint']})"
+            shard = f" shard {spec['shard'] + 1}/{spec['attack']['shards']}" if kind == "shard" else ""
+            return f"{spec['attack']['name']}{shard} on {spec['train_key'][:12]} ({(w['averaging'] or {}).get('kind', 'raw')}:{w['checkpoint']})"
         return ""
     except (BenchError, KeyError, TypeError):
         return "(unreadable spec)"

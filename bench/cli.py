@@ -14,7 +14,13 @@ EXAMPLES = {
   bench run suites/quickstart.yaml
   bench run suites/smoke.yaml --device cpu --cache-dir /tmp/bench-cache
   bench run suites/fashion-mnist.yaml --limit 500        # fewer test examples (keyed in the cache)
-  bench run suites/quickstart.yaml --dry-run             # plan and cache status only""",
+  bench run suites/quickstart.yaml --dry-run             # plan and cache status only
+  bench run suites/smoke.yaml --workers 2                # two worker processes (one per GPU, or CPU threads split)
+  bench run suites/smoke.yaml --executor ray             # a local Ray cluster (--ray-address HOST:PORT joins one)
+  bench run suites/smoke.yaml --executor slurm --slurm-partition gpu --slurm-gpus 1 --slurm-time 240""",
+    "status": """examples:
+  bench status suites/smoke.yaml                        # done / running (where) / failed / left, from the cache and its claims
+  bench status suites/cifar10.yaml --cache-dir /shared/bench-cache""",
     "validate": """examples:
   bench validate suites/quickstart.yaml
   bench validate suites/cifar10.yaml --cache-dir /data/bench-cache""",
@@ -47,6 +53,19 @@ def _add_common(p: argparse.ArgumentParser, results: bool = True) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate at most N test examples (part of the eval key)")
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where tasks run (see README: Running on many GPUs or a cluster)")
+    g.add_argument("--executor", choices=["local", "ray", "slurm"], default=None, help="local (default), ray or slurm")
+    g.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="YAML with executor: and its options (the flags below win)")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="local: N worker processes (one per visible GPU, or CPU threads split)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR", help="ray: join this cluster (default: start a local one)")
+    g.add_argument("--slurm-partition", default=None, help="slurm: partition (default: the cluster's default)")
+    g.add_argument("--slurm-time", dest="slurm_time_min", type=int, default=None, metavar="MIN", help="slurm: time limit per task in minutes (requeued and resumed past it)")
+    g.add_argument("--slurm-gpus", dest="slurm_gpus", type=int, default=None, metavar="N", help="slurm: GPUs per task (default 0)")
+    g.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, default=None, metavar="N", help="slurm: CPUs per task (default 1)")
+    g.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int, default=None, metavar="N", help="slurm: at most N tasks at once")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -63,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan with cache hits and misses; compute nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--debug", action="store_true", help="re-raise a failing task's exception (full traceback) instead of going on")
+    _add_executor(p)
+
+    p = sub.add_parser("status", help="what is done, running (where), failed and left of a suite, from the cache", epilog=EXAMPLES["status"], formatter_class=fmt)
+    _add_common(p)
 
     p = sub.add_parser("validate", help="parse a suite, expand its grid, show cache hits/misses (no compute)", epilog=EXAMPLES["validate"], formatter_class=fmt)
     _add_common(p, results=False)
@@ -117,6 +140,7 @@ def print_plan(plan, store) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.env import resolve_device
+    from bench.executors import executor_config
     from bench.plan import expand
     from bench.runner import run_suite
     from bench.store import Store, default_cache_dir
@@ -126,10 +150,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(plan, Store(args.cache_dir or default_cache_dir()))
         return 0
-    device = resolve_device(args.device)
+    executor = executor_config(
+        args.executor_config, name=args.executor, workers=args.workers, ray_address=args.ray_address,
+        **{k: v for k, v in vars(args).items() if k.startswith("slurm_")},
+    )  # fmt: skip
+    local = executor.name == "local" and executor.workers == 1
+    device = resolve_device(args.device) if local else args.device  # resolved by each worker otherwise
     summary = run_suite(
         suite, args.cache_dir, args.results_dir, device, limit=args.limit, data_dir=args.data_dir,
-        progress=not args.quiet, debug=args.debug,
+        progress=not args.quiet, debug=args.debug, executor=executor,
     )  # fmt: skip
     out = summary.results_dir
     print((out / "leaderboard.md").read_text())
@@ -164,6 +193,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print((out / "README.md").read_text() if (out / "README.md").exists() else "no analysis results")
     print(f"analysis: {out}")
     return _report_failures(summary)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.config import load_suite
+    from bench.plan import expand
+    from bench.runner import results_folder
+    from bench.status import suite_status
+    from bench.store import Store, default_cache_dir
+
+    plan = expand(load_suite(args.suite), args.limit)
+    text = suite_status(plan, Store(args.cache_dir or default_cache_dir()), results_folder(args.results_dir, plan.suite) / "logs")
+    print(text)
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -279,7 +321,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "cache": cmd_cache, "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
+COMMANDS = {"analyze": cmd_analyze, "cache": cmd_cache, "run": cmd_run, "status": cmd_status, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

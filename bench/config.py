@@ -148,11 +148,14 @@ class PluginRef:
     params: Any
     version: int
     n_examples: int | None = None  # attacks only: evaluate on the first N of the suite's test examples
+    shards: int = 1  # attacks only: split the evaluation into N tasks by sample (bench/shards.py)
 
     def plain(self) -> dict[str, Any]:
         out = {"name": self.name, "version": self.version, "params": P.to_plain(self.params)}
         if self.n_examples is not None:
             out["n_examples"] = self.n_examples
+        if self.shards > 1:  # a sharded evaluation seeds each batch; the unsharded key is unchanged
+            out["shards"] = self.shards
         return out
 
 
@@ -384,7 +387,8 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
 
     ``preset: NAME`` starts from a named params bundle registered with the plug-in (e.g.
     ``trades: {preset: official}``); other keys override it. An attack entry may also carry ``n_examples: N`` (not a parameter of the attack): it is then
-    run on the first N of the suite's test examples (a nested subset), e.g. for AutoAttack on CPU.
+    run on the first N of the suite's test examples (a nested subset), e.g. for AutoAttack on CPU;
+    and ``shards: N``: its evaluations run as N tasks by sample, merged by sample id (``bench/shards.py``).
     """
     if isinstance(item, str):
         name, overrides = item, None
@@ -405,14 +409,15 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
             known = ", ".join(presets) or "none"
             raise ConfigError(f"{where}.{name}.preset", f"unknown preset {show(preset_name)}; {name} has: {known}")
         overrides = {**P.to_plain(presets[preset_name]), **{k: v for k, v in overrides.items() if k != "preset"}}
-    n_examples = None
-    if registry is ATTACKS and isinstance(overrides, dict) and "n_examples" in overrides:
-        overrides = dict(overrides)
-        n_examples = overrides.pop("n_examples")
-        if not isinstance(n_examples, int) or isinstance(n_examples, bool) or n_examples < 1:
-            raise ConfigError(f"{where}.{name}.n_examples", f"expected a positive integer, got {show(n_examples)}")
+    special: dict[str, int] = {}  # n_examples, shards: how the attack is run, not its parameters
+    for extra in ("n_examples", "shards"):
+        if registry is ATTACKS and isinstance(overrides, dict) and extra in overrides:
+            overrides = dict(overrides)
+            value = special[extra] = overrides.pop(extra)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{where}.{name}.{extra}", f"expected a positive integer, got {show(value)}")
     params = P.build(entry.params, overrides, f"{where}.{name}")
-    return PluginRef(registry.kind, name, params, entry.version, n_examples)
+    return PluginRef(registry.kind, name, params, entry.version, special.get("n_examples"), special.get("shards", 1))
 
 
 def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = False) -> list[PluginRef]:
@@ -423,7 +428,7 @@ def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = Fa
     refs = [_ref(registry, item, f"{where}[{i}]") for i, item in enumerate(items)]
     seen: set = set()
     for i, ref in enumerate(refs):
-        key = (ref.name, ref.params, ref.n_examples)
+        key = (ref.name, ref.params, ref.n_examples, ref.shards)
         if key in seen:
             raise ConfigError(f"{where}[{i}]", f"duplicate entry {ref.name!r} with the same parameters")
         seen.add(key)

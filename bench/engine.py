@@ -12,22 +12,24 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench import shards
 from bench.analysis.run import analyze
 from bench.config import load_suite
 from bench.data import load_dataset
 from bench.env import provenance
 from bench.errors import BenchError
-from bench.evaluate import robust_flags, subset_indices
+from bench.evaluate import Flags, robust_flags, subset_indices
 from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.params import to_plain
-from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, SuiteRef, Task, TrainJob, WeightsRef, expand, wa_tag
+from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, wa_tag
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import sanity_checks
@@ -95,7 +97,7 @@ class WorkerContext:
 
 def run(task: Task, ctx: WorkerContext) -> None:
     """Compute ``task`` and write its entry (the caller holds its claim)."""
-    {"train": _train, "eval": _evaluate, "sanity": _sanity, "analysis": _analyze}[task.kind](task, ctx)
+    {"train": _train, "eval": _evaluate, "shard": _shard, "sanity": _sanity, "analysis": _analyze}[task.kind](task, ctx)
 
 
 def _train(job: TrainJob, ctx: WorkerContext) -> None:
@@ -127,19 +129,49 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
         write_json(tmp / "manifest.json", manifest)
 
 
+def _attack(job: EvalJob | ShardJob, ctx: WorkerContext) -> Any:
+    entry, threat, params = ATTACKS.get(job.attack.name), ctx.plan.suite.threat, job.attack.params
+    return lambda m, xb, yb: entry.fn(m, xb, yb, threat, params)
+
+
 def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
-    suite, ev = ctx.plan.suite, ctx.plan.eval_spec
+    ev = ctx.plan.eval_spec
     ids, x, y = ctx.test_data(job.attack.n_examples)
-    model = ctx.load_model(job.weights)
-    entry = ATTACKS.get(job.attack.name)
-    threat = suite.threat
-    torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
-    flags = robust_flags(
-        model, x, y, lambda m, xb, yb: entry.fn(m, xb, yb, threat, job.attack.params),
-        threat.eps_float, ev.batch_size, f"{job.display}/{job.column}", ctx.progress,
-        state=ctx.store.partial("eval", job.key) / "progress.npz",
+    if job.shards:  # merge the shards' flags by sample id
+        parts = [ctx.store.read_npz("shard", k, "flags.npz") for k in job.shards]
+        metrics = [ctx.store.read_json("shard", k, "metrics.json") for k in job.shards]
+        flags = shards.merge(parts, ids, job.label)
+        seconds = sum(m["seconds"] for m in metrics)
+        result = Flags(flags["clean"], flags["robust"], max(m["max_dist"] for m in metrics), seconds)
+    else:
+        model = ctx.load_model(job.weights)
+        torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
+        result = robust_flags(
+            model, x, y, _attack(job, ctx), ctx.plan.suite.threat.eps_float, ev.batch_size, f"{job.display}/{job.column}",
+            ctx.progress, state=ctx.store.partial("eval", job.key) / "progress.npz",
+        )  # fmt: skip
+    _write_flags(job, ctx, ids, result, {"shards": list(job.shards)} if job.shards else {})
+    ctx.progress.log(
+        f"  {job.label}: clean {100 * result.clean_acc:.2f}%, robust {100 * result.robust_acc:.2f}% ({result.seconds:.1f}s)"
+    )
+
+
+def _shard(job: ShardJob, ctx: WorkerContext) -> None:
+    bs = ctx.plan.eval_spec.batch_size
+    ids, x, y = ctx.test_data(job.attack.n_examples)
+    batches = shards.shard_batches(len(ids), bs, job.count, job.index)
+    part = slice(batches.start * bs, batches.stop * bs)
+    result = robust_flags(
+        ctx.load_model(job.weights), x[part], y[part], _attack(job, ctx), ctx.plan.suite.threat.eps_float, bs,
+        f"{job.display}/{job.column}#{job.index}", ctx.progress, state=ctx.store.partial("shard", job.key) / "progress.npz",
+        batch_seeds=shards.batch_seeds(job.spec, batches),
     )  # fmt: skip
-    with ctx.store.writer("eval", job.key) as tmp:
+    _write_flags(job, ctx, ids[part], result)
+
+
+def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, flags: Flags, extra: dict | None = None) -> None:
+    """The entry of an evaluation or a shard: per-sample flags, spec, metrics, manifest."""
+    with ctx.store.writer(job.kind, job.key) as tmp:
         np.savez_compressed(tmp / "flags.npz", sample_id=ids.astype(np.int32), clean=flags.clean, robust=flags.robust)
         write_json(tmp / "spec.json", job.spec)
         metrics = {
@@ -150,10 +182,8 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
             "seconds": round(flags.seconds, 3),
         }
         write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "manifest.json", {"attack_source_sha": source_sha(entry.fn), "provenance": ctx.provenance})
-    ctx.progress.log(
-        f"  {job.label}: clean {100 * flags.clean_acc:.2f}%, robust {100 * flags.robust_acc:.2f}% ({flags.seconds:.1f}s)"
-    )
+        manifest = {"attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn), "provenance": ctx.provenance}
+        write_json(tmp / "manifest.json", {**manifest, **(extra or {})})
 
 
 def _sanity(job: SanityJob, ctx: WorkerContext) -> None:
@@ -194,19 +224,25 @@ def plan_for(ref: SuiteRef) -> Plan:
     return expand(suite, ref.limit)
 
 
-def run_ref(ref: SuiteRef, key: str, cache_dir: str | Path, device: torch.device, data_dir: str | None = None) -> None:
-    """Run one task in this (fresh) process, given only plain data: its suite reference and its key."""
+def run_ref(ref: SuiteRef, key: str, cache_dir: str | Path, device: torch.device, data_dir: str | None = None) -> bool:
+    """Run one task in this (fresh) process, given only plain data: its suite reference and its key.
+
+    Returns whether this process computed the entry: a task claimed by another live process is
+    waited for and its entry reused (or taken over when the claim expires), never computed twice.
+    """
     plan = plan_for(ref)
     task = plan.task(key)
     if task is None:
         raise BenchError(f"{ref.path}: no task {key[:12]} in the suite's plan")
     store = Store(cache_dir)
-    if store.has(task.kind, task.key):
-        return
-    if not store.try_claim(task.kind, task.key):
-        raise BenchError(f"{task.label}: claimed by another process ({store.claim_info(task.kind, task.key).where()})")
+    while not store.try_claim(task.kind, task.key):
+        if store.has(task.kind, task.key):
+            return False
+        time.sleep(1.0)
     try:
-        if not store.has(task.kind, task.key):
-            run(task, WorkerContext(plan, store, device, data_dir))
+        if store.has(task.kind, task.key):
+            return False
+        run(task, WorkerContext(plan, store, device, data_dir))
+        return True
     finally:
         store.release(task.kind, task.key)

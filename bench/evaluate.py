@@ -59,12 +59,14 @@ def robust_flags(
     name: str,
     progress: Progress | None = None,
     state: Path | None = None,
+    batch_seeds: list[int] | None = None,
 ) -> Flags:
     """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack``.
 
     With ``state`` (a file in the store's partial area), the per-sample flags so far and the RNG
     state are saved every ``EVAL_SAVE_S`` seconds; a killed evaluation resumes from there and gives
-    the flags an uninterrupted one gives.
+    the flags an uninterrupted one gives. With ``batch_seeds`` each batch first seeds the torch RNG
+    with its own seed (sharded evaluation: ``bench/shards.py``).
     """
     start = time.perf_counter()
     clean_parts, robust_parts = [], []
@@ -83,6 +85,8 @@ def robust_flags(
         for b, i in enumerate(it):
             if b < done:
                 continue
+            if batch_seeds is not None:
+                torch.manual_seed(batch_seeds[b])
             xb, yb = to_unit(x[i : i + batch_size]), y[i : i + batch_size]
             with torch.no_grad():
                 clean = model(xb).argmax(1) == yb

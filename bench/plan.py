@@ -8,7 +8,9 @@
   and each average are bit-identical whatever else the run recorded (``tests/test_resume.py``):
   adding an averager re-uses every existing evaluation.
 * ``EvalJob``: one per (weights, attack); ``SanityJob`` and ``AnalysisJob``: one per set of weights.
-  They depend on the ``TrainJob`` that made the weights, named by key in ``WeightsRef``.
+  They depend on the ``TrainJob`` that made the weights, named by key in ``WeightsRef``. An attack
+  with ``shards: N`` adds N ``ShardJob`` per evaluation; the ``EvalJob`` then needs them and merges
+  their per-sample flags by sample id (``bench/shards.py``).
 * Reference rows (``zoo:``) have a ``TrainJob`` with ``zoo=True``: a row source, never run.
 
 A task is self-contained: with its ``SuiteRef`` (the suite file and its digest) a fresh process
@@ -88,6 +90,11 @@ class Task:
         return ()
 
     @property
+    def needs(self) -> tuple[tuple[str, str], ...]:
+        """(kind, key) of every entry this task reads: the scheduler runs it once they all exist."""
+        return tuple(("train", d) for d in self.deps)
+
+    @property
     def label(self) -> str:
         raise NotImplementedError
 
@@ -141,10 +148,31 @@ class EvalJob(_WeightsTask):
     spec: dict
     attack: PluginRef
     column: str  # table column label, e.g. "PGD-20"
+    shards: tuple[str, ...] = ()  # keys of its shard tasks (``shards: N`` on the attack): merged, not computed
+
+    @property
+    def needs(self) -> tuple[tuple[str, str], ...]:
+        return (*super().needs, *(("shard", k) for k in self.shards))
 
     @property
     def label(self) -> str:
         return f"eval {self.display} seed={self.seed} {self.column}"
+
+
+@dataclass(frozen=True)
+class ShardJob(_WeightsTask):
+    """Shard ``index`` of ``count`` of an evaluation: the per-sample flags of a contiguous run of batches."""
+
+    kind: ClassVar[str] = "shard"
+    spec: dict
+    attack: PluginRef
+    column: str
+    index: int
+    count: int
+
+    @property
+    def label(self) -> str:
+        return f"eval {self.display} seed={self.seed} {self.column} shard {self.index + 1}/{self.count}"
 
 
 @dataclass(frozen=True)
@@ -179,12 +207,13 @@ class Plan:
     attacks: list[PluginRef]
     sanity_jobs: list[SanityJob] = dataclasses.field(default_factory=list)
     analysis_jobs: list[AnalysisJob] = dataclasses.field(default_factory=list)
+    shard_jobs: list[ShardJob] = dataclasses.field(default_factory=list)
     paper: Any = None  # bench.papers.PaperSpec when the suite has a ``paper:`` section
 
     @property
     def tasks(self) -> list[Task]:
         """Every runnable task, dependencies first (zoo rows are not tasks)."""
-        return [*(t for t in self.train_jobs if not t.zoo), *self.analysis_jobs, *self.sanity_jobs, *self.eval_jobs]
+        return [*(t for t in self.train_jobs if not t.zoo), *self.analysis_jobs, *self.sanity_jobs, *self.shard_jobs, *self.eval_jobs]
 
     def task(self, key: str) -> Task | None:
         return next((t for t in self.tasks if t.key == key), None)
@@ -242,6 +271,7 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
     train_jobs: list[TrainJob] = []
     eval_jobs: list[EvalJob] = []
     sanity_jobs: list[SanityJob] = []
+    shard_jobs: list[ShardJob] = []
 
     def add_weights(weights: WeightsRef, row: str, seed: int) -> None:
         """The sanity job and one eval job per attack for one set of weights."""
@@ -250,7 +280,12 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         sanity_jobs.append(SanityJob(keys.digest(sspec), ref, weights, row, seed))
         for attack, column in zip(attacks, columns):
             espec = keys.eval_spec(weights.eval_key, plain, attack, suite.threat, ev)
-            eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, column))
+            shards = [
+                ShardJob(keys.digest({**espec, "shard": i}), ref, weights, row, seed, {**espec, "shard": i}, attack, column, i, attack.shards)
+                for i in range(attack.shards if attack.shards > 1 else 0)
+            ]  # fmt: skip
+            shard_jobs.extend(shards)
+            eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, column, tuple(s.key for s in shards)))
 
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)
@@ -267,7 +302,7 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         job = TrainJob(keys.digest(spec), ref, spec, PluginRef("zoo", entry, None, 1), 0, entry, zoo=True)
         train_jobs.append(job)
         add_weights(WeightsRef(job.key, None, "zoo", zoo=entry), entry, 0)
-    plan = Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs)
+    plan = Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, shard_jobs=shard_jobs)
     plan.analysis_jobs = _analysis_jobs(plan, ref)
     if suite.paper_raw is not None:
         from bench.papers import parse_paper

@@ -17,9 +17,10 @@ import torch
 from bench.aggregate import collect
 from bench.analysis.run import render
 from bench.config import Suite, load_suite
-from bench.engine import WorkerContext, run
+from bench.engine import WorkerContext
 from bench.env import provenance, resolve_device
 from bench.errors import BenchError
+from bench.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.plan import Plan, expand
 from bench.progress import Progress
 from bench.render import write_results
@@ -147,24 +148,33 @@ def run_suite(
     progress: bool = True,
     evaluate: bool = True,
     debug: bool = False,
+    executor: ExecutorConfig | None = None,
 ) -> RunSummary:
     """Run (or resume) a suite and write ``<results_dir>/<suite name>/``; returns the counters.
 
     ``evaluate=False`` (``bench analyze``) trains what is missing and runs only the analyses.
-    ``debug=True`` re-raises a failing task's exception instead of reporting it.
+    ``debug=True`` re-raises a failing task's exception instead of reporting it. ``executor``
+    decides where tasks run (default: one after another in this process); see ``bench/executors``.
     """
     start = time.perf_counter()
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     plan = expand(suite, limit)
     out = results_folder(results_dir, suite)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
     prog = Progress(progress)
     store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())  # damage is reported even with --quiet
-    ctx = WorkerContext(plan, store, dev, str(Path(data_dir).expanduser()) if data_dir else None, prog)
-    kinds = ("train", "analysis", "sanity", "eval") if evaluate else ("train", "analysis")
+    data = str(Path(data_dir).expanduser()) if data_dir else None
+    config = executor or ExecutorConfig()
+    ctx = None
+    if config.name == "local" and config.workers == 1:  # in this process: the device is resolved here
+        ctx = WorkerContext(plan, store, device if isinstance(device, torch.device) else resolve_device(device), data, prog)
+    ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
+    kinds = ("train", "analysis", "sanity", "shard", "eval") if evaluate else ("train", "analysis")
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}
-    prog.log(f"suite {suite.name}: {', '.join(f'{n} {k}' for k, n in counts.items())} tasks on {dev}")
-    result = run_tasks(plan, store, lambda task: run(task, ctx), prog, out / "logs", kinds, debug)
+    prog.log(f"suite {suite.name}: {', '.join(f'{n} {k}' for k, n in counts.items() if n or k != 'shard')} tasks on {ctx.device if ctx else ex.describe()}")
+    try:
+        result = run_tasks(plan, store, ex, prog, out / "logs", kinds, debug)
+    finally:
+        ex.close()
     summary = RunSummary.of(plan, result)
     rows = collect(plan, store)
     if rows:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import BenchError, DatasetMissingError
+from bench.executors.base import Executor, WorkerResult
 from bench.plan import Plan, Task
 from bench.progress import Progress
 from bench.store import Store, atomic_write_text
@@ -48,73 +49,115 @@ class ScheduleResult:
 def run_tasks(
     plan: Plan,
     store: Store,
-    execute: Callable[[Task], None],
+    executor: Executor,
     progress: Progress,
     log_dir: Path,
-    kinds: tuple[str, ...] = ("train", "analysis", "sanity", "eval"),
+    kinds: tuple[str, ...] = ("train", "analysis", "sanity", "shard", "eval"),
     debug: bool = False,
 ) -> ScheduleResult:
-    """Run every task of ``plan`` of the given kinds (and what they need) once across all processes."""
+    """Run every task of ``plan`` of the given kinds (and what they need) once across all processes.
+
+    Ready tasks go to ``executor`` (``bench/executors``), which decides only where they run. For an
+    in-process executor this process claims each task; remote workers claim their own (``run_ref``).
+    """
     tasks = [t for t in plan.tasks if t.kind in kinds]
     result = ScheduleResult()
-    total, finished = len(tasks), 0
+    total = len(tasks)
     failed: set[str] = set()
     announced: set[str] = set()
+    running: dict[Future, tuple[Task, float]] = {}
     start = time.perf_counter()
     pending = list(tasks)
-    while pending:
+
+    def finish(outcome: Outcome, where: str = "") -> None:
+        result.outcomes.append(outcome)
+        if outcome.status == "failed":
+            failed.add(outcome.task.key)
+        if outcome.status not in ("cached", "skipped"):
+            done = len(result.outcomes)
+            at = f" on {where}" if where else ""
+            progress.log(
+                f"[done {done}/{total}, running {len(running)}, left {total - done - len(running)}] {outcome.status} "
+                f"{outcome.task.label} ({outcome.seconds:.1f}s{at}; {time.perf_counter() - start:.0f}s elapsed)"
+            )
+
+    while pending or running:
         waiting: list[Task] = []
-        progressed = False
+        ready: list[Task] = []
         for task in pending:
-            if any(d in failed for d in task.deps):
-                result.outcomes.append(Outcome(task, "skipped", error="a task it needs failed"))
-                progressed, finished = True, finished + 1
+            needs = task.needs
+            if any(k in failed for _, k in needs):
+                finish(Outcome(task, "skipped", error="a task it needs failed"))
                 continue
-            if not all(store.has("train", d) for d in task.deps):
+            if not all(store.has(kind, k) for kind, k in needs):
                 waiting.append(task)
                 continue
             if store.has(task.kind, task.key):
-                result.outcomes.append(Outcome(task, "reused" if task.key in announced else "cached"))
-                progressed, finished = True, finished + 1
+                finish(Outcome(task, "reused" if task.key in announced else "cached"))
                 continue
-            if not store.try_claim(task.kind, task.key):
+            if ready and not executor.remote:  # in-process: one task at a time, claimed just before it runs
+                waiting.append(task)
+                continue
+            if not _claim(task, store, executor.remote):
                 if task.key not in announced:
                     info = store.claim_info(task.kind, task.key)
                     progress.log(f"  {task.label}: running elsewhere ({info.where() if info else '?'}); will reuse it")
                     announced.add(task.key)
                 waiting.append(task)
                 continue
-            outcome = _run_one(task, store, execute, progress, log_dir, debug)
-            result.outcomes.append(outcome)
-            if outcome.status == "failed":
-                failed.add(task.key)
-            progressed, finished = True, finished + 1
-            if outcome.status != "cached":
-                elapsed = time.perf_counter() - start
-                progress.log(f"[{finished}/{total}] {outcome.status} {task.label} ({outcome.seconds:.1f}s; {elapsed:.0f}s elapsed)")
+            if not executor.remote and store.has(task.kind, task.key):  # finished elsewhere between look and claim
+                store.release(task.kind, task.key)
+                finish(Outcome(task, "reused"))
+                continue
+            ready.append(task)
+        for task in ready:
+            progress.log(f"[{task.kind}] {task.label} ({task.key[:12]})")
+        t0 = time.perf_counter()
+        for task, future in zip(ready, executor.submit_all(ready)):
+            running[future] = (task, t0)
         pending = waiting
-        if pending and not progressed:
+        if running:
+            finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task, t0 = running.pop(future)
+                if not executor.remote:
+                    store.release(task.kind, task.key)
+                finish(*_outcome(task, future, time.perf_counter() - t0, progress, log_dir, debug))
+        elif pending and not ready:
             time.sleep(POLL_S)
     return result
 
 
-def _run_one(task: Task, store: Store, execute: Callable[[Task], None], progress: Progress, log_dir: Path, debug: bool) -> Outcome:
-    t0 = time.perf_counter()
-    try:
-        if store.has(task.kind, task.key):  # finished by another process between our look and our claim
-            return Outcome(task, "reused")
-        progress.log(f"[{task.kind}] {task.label} ({task.key[:12]})")
-        execute(task)
-        return Outcome(task, "ran", time.perf_counter() - t0)
-    except DatasetMissingError:
-        raise
-    except Exception as e:
-        if debug:
-            raise
-        message = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
-        log = log_dir / f"{task.kind}-{task.key[:12]}.log"
-        atomic_write_text(log, f"{task.label} ({task.kind}/{task.key})\n\n{traceback.format_exc()}")
-        progress.log(f"  FAILED (not cached): {task.label}: {message}\n  traceback: {log}")
-        return Outcome(task, "failed", time.perf_counter() - t0, message, log)
-    finally:
-        store.release(task.kind, task.key)
+def _claim(task: Task, store: Store, remote: bool) -> bool:
+    """Claim ``task`` here (in-process executors), or check nobody else holds it (the worker claims)."""
+    if not remote:
+        return store.try_claim(task.kind, task.key)
+    info = store.claim_info(task.kind, task.key)
+    return info is None or not info.alive
+
+
+def _outcome(task: Task, future: Future, seconds: float, progress: Progress, log_dir: Path, debug: bool) -> tuple[Outcome, str]:
+    """The outcome of a finished future, and where the task ran; a failure writes its traceback log."""
+    error = future.exception()
+    where, trace = "", ""
+    if error is None:
+        value = future.result()
+        if not isinstance(value, WorkerResult):
+            return Outcome(task, "ran", seconds), ""
+        if not value.error:
+            return Outcome(task, "ran" if value.ran else "reused", seconds), value.where
+        if value.fatal:
+            raise DatasetMissingError(value.error)
+        message, trace, where = value.error, value.trace, value.where
+    else:
+        if isinstance(error, DatasetMissingError) or debug:
+            raise error
+        message = str(error) if isinstance(error, BenchError) else f"{type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(error))
+    if debug:
+        raise BenchError(f"{task.label}: {message}\n{trace}")
+    log = log_dir / f"{task.kind}-{task.key[:12]}.log"
+    ran_on = f"ran on: {where}\n" if where else ""
+    atomic_write_text(log, f"{task.label} ({task.kind}/{task.key})\n{ran_on}\n{trace}")
+    progress.log(f"  FAILED (not cached): {task.label}: {message}\n  traceback: {log}")
+    return Outcome(task, "failed", seconds, message, log), where

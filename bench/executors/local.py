@@ -1,0 +1,85 @@
+"""This machine: tasks one after another in this process, or in N worker processes.
+
+``--workers N`` starts N spawned processes. With GPUs visible (``--device auto|cuda``), worker i is
+pinned to one of them with ``CUDA_VISIBLE_DEVICES`` (N may not exceed the GPUs); on CPU each worker
+gets ``cpus // N`` threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import torch
+
+from bench.engine import WorkerContext, run
+from bench.errors import BenchError
+from bench.executors.base import Executor, WorkerSpec, run_remote
+from bench.plan import Task
+
+
+class Sequential(Executor):
+    """Each task in this process, at submission (the scheduler holds the claim)."""
+
+    name = "local"
+    remote = False
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+
+    def submit(self, task: Task) -> Future:
+        future: Future = Future()
+        try:
+            run(task, self.ctx)
+            future.set_result(None)
+        except Exception as e:  # noqa: BLE001 - the scheduler reports it (with its traceback)
+            future.set_exception(e)
+        return future
+
+
+def visible_gpus(device: str) -> list[str]:
+    """The GPU ids workers are pinned to: none for CPU devices or machines without CUDA."""
+    if device == "cpu" or not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [g for g in env.split(",") if g] if env else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _pin(slots: multiprocessing.Queue, threads: int) -> None:
+    """Worker initializer: take one slot (a GPU id, or "" for CPU) and the worker's thread count."""
+    gpu = slots.get()
+    if gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+class Workers(Executor):
+    """N worker processes on this machine: one per visible GPU, or CPU processes sharing the cores."""
+
+    name = "local"
+
+    def __init__(self, n: int, worker: WorkerSpec) -> None:
+        gpus = visible_gpus(worker.device)
+        if worker.device.startswith("cuda:"):
+            raise BenchError("--workers: pins one GPU per worker; use --device cuda (or auto), not a single device")
+        if gpus and n > len(gpus):
+            raise BenchError(f"--workers {n}: only {len(gpus)} GPUs are visible ({','.join(gpus)}); use at most {len(gpus)}")
+        self.worker = worker if not gpus else WorkerSpec(worker.cache_dir, "cuda", worker.data_dir)
+        context = multiprocessing.get_context("spawn")
+        slots = context.Queue()
+        for i in range(n):
+            slots.put(gpus[i] if gpus else "")
+        threads = 1 if gpus else max(1, (os.cpu_count() or 1) // n)
+        self.pool = ProcessPoolExecutor(n, mp_context=context, initializer=_pin, initargs=(slots, threads))
+        self.where = f"{n} worker processes ({'GPUs ' + ','.join(gpus[:n]) if gpus else f'CPU, {threads} threads each'})"
+
+    def submit(self, task: Task) -> Future:
+        return self.pool.submit(run_remote, task.suite, task.key, self.worker)
+
+    def describe(self) -> str:
+        return f"local: {self.where}"
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
