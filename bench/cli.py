@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.compare import add_compare_parser, cmd_compare
 from bench.errors import BenchError
 
 EXAMPLES = {
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render a suite's leaderboard (or its paper table) from the cache only", epilog=EXAMPLES["report"], formatter_class=fmt)
     _add_common(p)
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default: md)")
+    add_compare_parser(sub)
     return parser
 
 
@@ -215,7 +217,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
+COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
