@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.aggregate import collect
+from bench.aggregate import collect, collect_outcomes
 from bench.config import Suite, WASpec, load_suite
 from bench.data import load_dataset
 from bench.env import provenance, resolve_device
@@ -241,10 +241,11 @@ def paper_report(plan: Plan, store: Store, fmt: str) -> str:
 
     spec = plan.suite.paper
     if spec.layout == "leaderboard":
-        values = papers.leaderboard_values(collect(plan, store))
+        rows, outcomes = collect_outcomes(plan, store)
+        values, ties = papers.leaderboard_values(rows), papers.leaderboard_ties(spec, outcomes)
     else:
-        values = papers.lpf_values(cached_analyses(plan, store, arrays=False))
-    table = papers.build_cells(spec, values)
+        values, ties = papers.lpf_values(cached_analyses(plan, store, arrays=False)), None
+    table = papers.build_cells(spec, values, ties)
     if fmt == "csv":
         return papers.render_csv(spec, table)
     suite, prov = plan.suite, provenance(torch.device("cpu"))

@@ -7,7 +7,8 @@ reference ``fra31/auto-attack`` attacks behind a keyword-only wrapper (landscape
 * ``autoattack``: ``standard`` is exactly the reference ensemble (apgd-ce, apgd-t, fab-t, square;
   1 restart, 100 iterations, 9 target classes, 5000 queries; see :func:`configured`); ``rand`` is
   the reference version for randomised defences (apgd-ce, apgd-dlr, EOT 20); ``custom`` runs the
-  chosen subset as a cascade with the budgets given here.
+  chosen subset as a cascade with the budgets given here. Only ``standard`` is labelled
+  ``AutoAttack``; a custom cascade's label spells what ran (``APGD-CE+T·50it·2tgt``).
 * ``apgd-ce``, ``apgd-t``, ``square``: one attack each, through the same wrapper.
 
 Adapter behaviour and deviations:
@@ -162,10 +163,36 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, p: AutoA
     return x_adv.detach()
 
 
-LABELS = {"standard": "AutoAttack", "rand": "AutoAttack-rand", "custom": "AA-custom"}
+SHORT = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
+# budget -> (suffix, the attacks it applies to)
+BUDGET_SUFFIX = {
+    "n_iter": ("it", ("apgd-ce", "apgd-t", "fab-t")),
+    "n_restarts": ("rs", ("apgd-ce", "apgd-t")),
+    "n_target_classes": ("tgt", ("apgd-t", "fab-t")),
+    "n_queries": ("q", ("square",)),
+}
 
 
-@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, family="ensemble", label=lambda p: LABELS[p.version])
+def spelled_label(attacks: tuple[str, ...], p: Any) -> str:
+    """What ran, e.g. ``APGD-CE+T·50it·2tgt``: the attacks, then every budget that is not the standard one.
+
+    Only the standard ensemble is called ``AutoAttack``; a reduced cascade is never labelled as if
+    it were comparable with published AutoAttack numbers.
+    """
+    text = "+".join(SHORT[a] for a in attacks).replace("APGD-CE+APGD-T", "APGD-CE+T")
+    default = AutoAttackParams()
+    for name, (suffix, applies) in BUDGET_SUFFIX.items():
+        value = getattr(p, name, None)
+        if value is not None and value != getattr(default, name) and set(applies) & set(attacks):
+            text += f"·{value}{suffix}"
+    return text
+
+
+def autoattack_label(p: AutoAttackParams) -> str:
+    return {"standard": "AutoAttack", "rand": "AutoAttack-rand"}.get(p.version) or spelled_label(p.attacks, p)
+
+
+@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, family="ensemble", label=autoattack_label)
 def autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams
 ) -> torch.Tensor:
@@ -208,19 +235,19 @@ def _single(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threa
     return run(model, x, y, threat.eps_float, custom)
 
 
-@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: "APGD-CE")
+@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-ce",), p))
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDCEParams) -> torch.Tensor:
     """APGD on cross-entropy (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-ce", model, x, y, threat, p)
 
 
-@ATTACKS.register("apgd-t", params=APGDTParams, version=1, family="iterative", label=lambda p: "APGD-T")
+@ATTACKS.register("apgd-t", params=APGDTParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-t",), p))
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDTParams) -> torch.Tensor:
     """Targeted APGD on the DLR loss (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-t", model, x, y, threat, p)
 
 
-@ATTACKS.register("square", params=SquareParams, version=1, family="blackbox", label=lambda p: "Square")
+@ATTACKS.register("square", params=SquareParams, version=1, family="blackbox", label=lambda p: spelled_label(("square",), p))
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: SquareParams) -> torch.Tensor:
     """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049), reference code via pyautoattack 0.2.0."""
     return _single("square", model, x, y, threat, p)
