@@ -174,6 +174,13 @@ class WASpec:
 
 
 @dataclass(frozen=True)
+class LeaderboardSpec:
+    """Presentation only (never part of a cache key)."""
+
+    cost: bool = False  # a "Cost (s)" column: training + evaluation seconds per row
+
+
+@dataclass(frozen=True)
 class AnalysisSpec:
     """Spectral analyses of trained models (``bench analyze``; methods.md section 6)."""
 
@@ -212,6 +219,7 @@ class Suite:
     zoo: list[str] = field(default_factory=list)  # "robustbench:<name>" reference rows (no training)
     analysis: AnalysisSpec | None = None
     paper: Any = None  # bench.papers.PaperSpec: the published table this suite regenerates
+    leaderboard: LeaderboardSpec = field(default_factory=LeaderboardSpec)
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
 
 
@@ -233,6 +241,7 @@ TOP_LEVEL = (
     "zoo",
     "analysis",
     "paper",
+    "leaderboard",
     "description",
 )
 REQUIRED = ("name", "dataset", "model", "threat", "defences")
@@ -497,6 +506,7 @@ def load_suite(path: str | Path) -> Suite:
         zoo=_zoo(raw.get("zoo", []), at("zoo")),
         analysis=None if raw.get("analysis") in (None, False) else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
         sources=sources,
+        leaderboard=P.build(LeaderboardSpec, raw.get("leaderboard"), at("leaderboard")),
     )
     if suite.analysis and suite.analysis.rows:
         from bench.plan import expand  # the rows are the leaderboard's display names

@@ -109,7 +109,7 @@ def uncertainty_lines(plan: Plan, n: int | None) -> list[str]:
 
 def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
     suite = plan.suite
-    cost = bool(getattr(suite, "leaderboard", None) and suite.leaderboard.cost)
+    cost = suite.leaderboard.cost
     headers, body = leaderboard_rows(plan, rows, cost)
     n = rows[0]["clean_n"] if rows else plan.eval_spec.n_examples
     smaller = [f"{c}: first {a.n_examples}" for a, c in zip(plan.attacks, plan.columns) if a.n_examples and (n is None or a.n_examples < n)]
