@@ -179,6 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.plan import expand
     from bench.render import leaderboard_rows, write_results
+    from bench.report_figures import write_figures
     from bench.runner import paper_report, render_analyses
     from bench.store import Store, atomic_write_text, default_cache_dir
 
@@ -187,6 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = collect(plan, store)
     out = write_results(plan, rows, args.results_dir)
     render_analyses(plan, store, out)
+    write_figures(plan, store, out)
     ext = {"md": "md", "latex": "tex", "csv": "csv"}[args.format]
     if plan.suite.paper is not None:
         text, path = paper_report(plan, store, args.format), out / f"paper.{ext}"

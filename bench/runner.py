@@ -31,6 +31,7 @@ from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, TrainJob, expand
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.render import write_results
+from bench.report_figures import write_figures
 from bench.sanity import sanity_checks
 from bench.store import Store, default_cache_dir, write_json
 from bench.params import to_plain
@@ -336,6 +337,7 @@ def run_suite(
         summary.evaluated += attempt(f"eval {ejob.display} seed={ejob.train.seed} {ejob.column}", lambda: runner.evaluate(ejob))
     out = write_results(plan, collect(plan, store), Path(results_dir))
     render_analyses(plan, store, out)
+    write_figures(plan, store, out)
     summary.seconds = time.perf_counter() - start
     summary.results_dir = out
     write_json(out / "run.json", summary.as_json())

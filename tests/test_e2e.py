@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.report_figures import training_figure
 from bench.stats import wilson
 from tests.conftest import SUITES, write_suite
 
@@ -113,6 +114,32 @@ def test_compare_prints_the_paired_table_and_rejects_unknown_rows(smoke_run, cap
     assert "exact McNemar test:" in out and "95 % interval" in out and "pgd_at right" in out
     assert run_cli("compare", str(SUITES / "smoke.yaml"), "pgd_at", "standrd", *cache) == 2
     assert "did you mean 'standard'" in capsys.readouterr().err
+
+
+def test_training_curves_mark_the_selected_checkpoint(smoke_run) -> None:
+    out = smoke_run["results"] / "smoke"
+    df = pd.read_csv(out / "training_curves.csv")
+    assert set(df["row"]) == {"standard", "standard+wa", "pgd_at", "pgd_at+wa"}
+    assert (out / "training_curves.png").stat().st_size > 10_000
+    results = pd.read_csv(out / "results.csv")
+    for row, curve in df.groupby("row"):
+        assert curve["selected"].sum() == 1
+        best_epoch = results[results["display_name"] == row]["best_epoch"].iloc[0]
+        assert curve[curve["selected"]]["epoch"].item() == best_epoch
+    assert df[df["row"] == "pgd_at"]["val_robust"].notna().all() and df[df["row"] == "standard"]["val_robust"].isna().all()
+    assert len(df[df["row"] == "pgd_at"]) == 4  # every epoch of the raw run
+
+
+def test_training_figure_is_labelled() -> None:
+    records = [{"row": r, "seed": 0, "epoch": e, "val_clean": 90.0 - e, "val_robust": 50.0 + e, "selected": e == 1}
+               for r in ("a", "b") for e in range(3)]  # fmt: skip
+    fig = training_figure(records, "title", 3)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["a", "b"] and fig.get_suptitle() == "title"
+    assert all(ax.get_xlabel() == "epoch" and "accuracy" in ax.get_ylabel() for ax in axes)
+    labels = [line.get_label() for line in axes[0].get_lines()]
+    assert labels == ["clean (seed 0)", "robust (seed 0)", "selected (epoch 1)"]
+    assert list(axes[0].get_lines()[2].get_ydata()) == [51.0]  # the star sits on the robust curve
 
 
 def test_report_rerenders_from_cache_only(smoke_run, tmp_path: Path) -> None:
