@@ -53,7 +53,7 @@ def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Ou
     outcomes: Outcomes = {}
     for tjob in plan.train_jobs:
         for wa in suite.wa:
-            jobs = [e for e in plan.evals_of(tjob) if e.wa == wa]
+            jobs = [e for e in plan.evals_of(tjob) if e.wa == wa and e.threat is None]  # eval.eps radii: curves only
             source = ("wa", tjob.wa_key(wa)) if wa else ("train", tjob.key)
             manifest = store.read_json(*source, "manifest.json") if store.has(*source) else {}
             sjob = plan.sanity_of(tjob, wa)
@@ -122,12 +122,12 @@ def _run_rows(
         )
     if not run_rows:
         return []
-    common, ref_ids, clean = _align(results, jobs[0].display)
+    ref_ids, clean = _align(results, jobs[0].display)
     outcomes.setdefault((jobs[0].display, CLEAN), {})[tjob.seed] = (ref_ids, clean)
     compared = [{**r, "sample_id": ids, "robust": robust} for r, (ids, _, robust) in zip(run_rows, results)]
     flags = run_flags(checks, compared)
     if len(run_rows) == len(jobs):
-        worst = np.logical_and.reduce([robust[np.isin(ids, common)] for ids, _, robust in results])
+        common, worst = worst_case([(ids, robust) for ids, _, robust in results])
         outcomes.setdefault((jobs[0].display, WORST), {})[tjob.seed] = (common, worst)
         run_rows.append(
             {"attack": WORST, "attack_name": "worst", "family": "worst", "n": int(len(common)), "robust_acc": float(worst.mean()), "eval_key": None}
@@ -158,19 +158,22 @@ def _run_rows(
     return [{**base, **r} for r in run_rows]
 
 
-def _align(
-    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sample ids every attack saw, and the ids and clean flags of the largest evaluation.
+def worst_case(results: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ids every attack saw and, on them, the AND of the attacks' robust flags."""
+    common = results[0][0]
+    for ids, _ in results[1:]:
+        common = np.intersect1d(common, ids)
+    return common, np.logical_and.reduce([robust[np.isin(ids, common)] for ids, robust in results])
+
+
+def _align(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and clean flags of the largest evaluation.
 
     Attacks may run on nested subsets; where they overlap, their clean flags must agree (same
     weights, same inputs), otherwise the cache is inconsistent and aggregation stops.
     """
-    common = results[0][0]
-    for ids, _, _ in results[1:]:
-        common = np.intersect1d(common, ids)
     ref_ids, ref_clean, _ = max(results, key=lambda r: len(r[0]))
     for ids, clean, _ in results:
         if not np.array_equal(clean, ref_clean[np.isin(ref_ids, ids)]):
             raise RuntimeError(f"evaluations of {display} disagree on the clean predictions")
-    return common, ref_ids, ref_clean
+    return ref_ids, ref_clean

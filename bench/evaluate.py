@@ -67,8 +67,9 @@ def robust_flags(
     batch_size: int,
     name: str,
     progress: Progress | None = None,
+    norm: str = "Linf",
 ) -> Flags:
-    """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack``."""
+    """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack`` (checked in the ``norm`` ball)."""
     start = time.perf_counter()
     clean_parts, robust_parts = [], []
     max_dist = 0.0
@@ -85,7 +86,7 @@ def robust_flags(
                 x_adv = attack(model, xs, ys)
                 if model.training or any(m.training for m in model.modules()):
                     raise EvaluationError(f"attack {name!r} changed the model's mode (it must stay in eval mode)")
-                max_dist = max(max_dist, check_adversarial(name, xs, x_adv, eps))
+                max_dist = max(max_dist, check_adversarial(name, xs, x_adv, eps, norm=norm))
                 with torch.no_grad():
                     robust[clean] = model(x_adv.float()).argmax(1) == ys
             clean_parts.append(clean.cpu())

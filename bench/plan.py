@@ -17,6 +17,7 @@ from bench.config import EvalSpec, PluginRef, Suite, WASpec
 from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
 from bench.sanity import SANITY_VERSION
+from bench.types import ThreatModel
 
 ANALYSIS_VERSION = 1
 
@@ -44,12 +45,18 @@ class EvalJob:
     wa: WASpec | None  # None = the raw weights
     checkpoint: str  # "last" or "best_val"
     attack: PluginRef
-    column: str  # table column label, e.g. "PGD-20"
+    column: str  # table column label, e.g. "PGD-20" ("PGD-20 @ ε=4/255" at an eval.eps radius)
     display: str  # leaderboard row, e.g. "fr+wa"
+    threat: ThreatModel | None = None  # an eval.eps radius; None = the suite's threat (the leaderboard's)
 
     @property
     def weights(self) -> str:
         return f"{self.wa.kind if self.wa else 'raw'}:{self.checkpoint}"
+
+    @property
+    def attack_column(self) -> str:
+        """The attack's leaderboard column, without the radius of an eval.eps job."""
+        return self.column.split(" @ ε=")[0]
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,10 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         for attack, column in zip(attacks, columns):
             espec = keys.eval_spec(job.key, weights, attack, suite.threat, ev)
             eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, column, row))
+        for threat in suite.eval_eps:  # the same weights at other radii: keyed by their threat, kept off the leaderboard
+            for attack, column in zip(attacks, columns):
+                espec = keys.eval_spec(job.key, weights, attack, threat, ev)
+                eval_jobs.append(EvalJob(keys.digest(espec), espec, job, wa, checkpoint, attack, f"{column} @ ε={threat.eps_text}", row, threat))
 
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)

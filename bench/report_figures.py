@@ -4,6 +4,10 @@
   leaderboard row and seed, read from each run's ``log.jsonl`` (averaged rows from the averager's
   ``<kind>_val_*`` entries), with the selected checkpoint marked (the manifest's ``best_epoch`` for
   ``best_val``, the last epoch for ``last``): robust overfitting is visible at a glance.
+* ``robustness_curve.png`` / ``.csv`` (suites with ``eval.eps``): robust accuracy versus eps for
+  every row, from the per-sample flags of the suite's radius and every ``eval.eps`` radius: the
+  worst case over the suite's attacks at each radius (and each attack in the CSV), with the 95 %
+  interval of ``bench/stats.py`` (Wilson for one seed, else the two-level bootstrap) as a band.
 
 Matplotlib is imported inside the plotting functions only (``Figure`` renders with Agg).
 """
@@ -17,10 +21,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import stats
+from bench.aggregate import WORST, load_flags, worst_case
 from bench.plan import Plan
 from bench.store import Store, atomic_write_text
+from bench.types import ThreatModel
 
 CURVE_FIELDS = ["row", "seed", "epoch", "val_clean", "val_robust", "selected"]
+ROBUSTNESS_FIELDS = ["row", "norm", "eps", "eps_value", "column", "acc", "ci_low", "ci_high", "ci_method", "n", "seeds"]
 
 
 def _figure(n_panels: int, width: float = 4.0, height: float = 3.0):
@@ -91,6 +99,53 @@ def training_figure(records: list[dict[str, Any]], title: str, n_epochs: int):
     return fig
 
 
+def robustness_curve(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    """Accuracy (%) with its interval per (row, radius, attack) and the worst case, from the cache."""
+    threats = sorted([plan.suite.threat, *plan.suite.eval_eps], key=lambda t: t.eps)
+    records = []
+    for row in dict.fromkeys(e.display for e in plan.eval_jobs):
+        for threat in threats:
+            at = [e for e in plan.eval_jobs if e.display == row and (e.threat or plan.suite.threat) == threat]
+            per_attack: dict[str, stats.Runs] = {}
+            for e in at:
+                flags = load_flags(store, e)
+                if flags is not None:
+                    per_attack.setdefault(e.attack_column, {})[e.train.seed] = (flags["sample_id"], flags["robust"])
+            seeds = sorted({e.train.seed for e in at})
+            complete = [s for s in seeds if all(s in runs for runs in per_attack.values())]
+            if len(per_attack) == len({e.attack_column for e in at}) and complete:
+                per_attack[WORST] = {s: worst_case([runs[s] for runs in per_attack.values()]) for s in complete}
+            for column, runs in per_attack.items():
+                m = stats.run_matrix(runs)
+                low, high, method = stats.accuracy_interval(list(m))
+                records.append({
+                    "row": row, "norm": threat.norm, "eps": threat.eps_text, "eps_value": float(threat.eps), "column": column,
+                    "acc": 100 * float(m.mean()), "ci_low": 100 * low, "ci_high": 100 * high, "ci_method": method,
+                    "n": m.shape[1], "seeds": m.shape[0],
+                })  # fmt: skip
+    return records
+
+
+def robustness_figure(records: list[dict[str, Any]], title: str, threat: ThreatModel):
+    """Worst-case robust accuracy versus eps, one line per row, with its 95 % interval as a band."""
+    fig, (ax,) = _figure(1, width=6.5, height=4.5)
+    ax.axvline(float(threat.eps), linestyle=":", color="grey", label=f"training ε = {threat.eps_text}")
+    worst = [r for r in records if r["column"] == WORST]
+    for i, row in enumerate(dict.fromkeys(r["row"] for r in worst)):
+        mine = sorted((r for r in worst if r["row"] == row), key=lambda r: r["eps_value"])
+        x = [r["eps_value"] for r in mine]
+        ax.plot(x, [r["acc"] for r in mine], "o-", color=f"C{i % 10}", label=row)
+        ax.fill_between(x, [r["ci_low"] for r in mine], [r["ci_high"] for r in mine], color=f"C{i % 10}", alpha=0.15)
+    ticks = sorted({(r["eps_value"], r["eps"]) for r in worst})
+    ax.set_xticks([v for v, _ in ticks], [t for _, t in ticks], rotation=45)
+    ax.set_xlabel(f"ε ({'L∞' if threat.norm == 'Linf' else threat.norm}, pixel space)")
+    ax.set_ylabel("worst-case robust accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
 def _csv(records: list[dict[str, Any]], fields: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -109,4 +164,11 @@ def write_figures(plan: Plan, store: Store, out: Path) -> list[Path]:
         fig.savefig(out / "training_curves.png", dpi=100)
         atomic_write_text(out / "training_curves.csv", _csv(records, CURVE_FIELDS))
         written += [out / "training_curves.png", out / "training_curves.csv"]
+    if plan.suite.eval_eps:
+        curve = robustness_curve(plan, store)
+        if curve:
+            title = f"{plan.suite.name}: robust accuracy versus ε (band: 95 % interval)"
+            robustness_figure(curve, title, plan.suite.threat).savefig(out / "robustness_curve.png", dpi=100)
+            atomic_write_text(out / "robustness_curve.csv", _csv(curve, ROBUSTNESS_FIELDS))
+            written += [out / "robustness_curve.png", out / "robustness_curve.csv"]
     return written

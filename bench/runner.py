@@ -190,11 +190,11 @@ class Runner:
         ids, x, y = self.test_data(job.attack.n_examples)
         model = self.load_model(job.train, job.wa, job.checkpoint)
         entry = ATTACKS.get(job.attack.name)
-        threat = suite.threat
+        threat = job.threat or suite.threat
         torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
         flags = robust_flags(
             model, x, y, lambda m, xb, yb: entry.fn(m, xb, yb, threat, job.attack.params),
-            threat.eps_float, ev.batch_size, f"{job.display}/{job.column}", self.progress,
+            threat.eps_float, ev.batch_size, f"{job.display}/{job.column}", self.progress, threat.norm,
         )  # fmt: skip
         with self.store.writer("eval", job.key) as tmp:
             np.savez_compressed(tmp / "flags.npz", sample_id=ids.astype(np.int32), clean=flags.clean, robust=flags.robust)

@@ -174,7 +174,7 @@ def test_pgd_restarts_keep_per_sample_worst(model, batch, monkeypatch):
 
     def run(*order):
         queue = [starts[k] for k in order]
-        monkeypatch.setattr(pgd_mod, "random_init", lambda x0, eps, init: queue.pop(0).clone())
+        monkeypatch.setattr(pgd_mod, "random_init", lambda x0, eps, init, norm: queue.pop(0).clone())
         out = bench.attack("pgd", model, x, y, eps="8/255", steps=1, alpha=1e-4, restarts=len(order))
         assert not queue
         return predict(model, out) != y

@@ -13,7 +13,8 @@ reference ``fra31/auto-attack`` attacks behind a keyword-only wrapper (landscape
 
 Adapter behaviour and deviations:
 
-* device (the input's), eps, norm (Linf) and seed are always passed explicitly.
+* device (the input's), eps, norm (the threat model's: Linf or L2, the reference's own L2
+  versions of APGD, FAB and Square) and seed are always passed explicitly.
 * Target classes are capped at ``num_classes - 1`` when the model has fewer than 10 classes: the
   reference code indexes the ``target_class``-th largest logit and raises IndexError on such
   models (for apgd-t and fab-t, standard included). With 10 or more classes nothing changes.
@@ -90,7 +91,8 @@ def _set_apgd_iters(apgd: Any, n_iter: int) -> None:
 
 
 def configured(
-    model: nn.Module, p: AutoAttackParams, eps: float, device: torch.device | str, num_classes: int | None = None
+    model: nn.Module, p: AutoAttackParams, eps: float, device: torch.device | str, num_classes: int | None = None,
+    norm: str = "Linf",
 ) -> Any:
     """The configured ``pyautoattack.AutoAttack`` object (reference settings for standard/rand).
 
@@ -101,7 +103,7 @@ def configured(
 
     custom = p.version == "custom"
     aa = AutoAttack(
-        model, attacks=list(p.attacks) if custom else None, device=device, eps=eps, norm="Linf",
+        model, attacks=list(p.attacks) if custom else None, device=device, eps=eps, norm=norm,
         seed=p.seed, version=p.version,
     )
     if custom:
@@ -148,7 +150,7 @@ def _isolated(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
         sys.settrace(trace)  # its check_dynamic ends with sys.settrace(None) (coverage, debuggers)
 
 
-def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, p: AutoAttackParams) -> torch.Tensor:
+def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams) -> torch.Tensor:
     """x_adv from a cascade run of ``configured(...)`` on ``x`` (unfooled points come back clean)."""
     if len(x) == 0:
         return x.clone()
@@ -158,7 +160,7 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, p: AutoA
         name, least = ("apgd-dlr", 3) if p.version == "rand" else ("apgd-t", 4)
         if (p.version != "custom" or name in p.attacks) and num_classes < least:
             raise BenchError(f"AutoAttack {name} needs at least {least} classes; the model has {num_classes}")
-        aa = configured(model, p, eps, x.device, num_classes)
+        aa = configured(model, p, threat.eps_float, x.device, num_classes, threat.norm)
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=p.batch_size)
     return x_adv.detach()
 
@@ -197,7 +199,7 @@ def autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams
 ) -> torch.Tensor:
     """AutoAttack (Croce & Hein 2020) via pyautoattack 0.2.0: standard, rand or a custom cascade."""
-    return run(model, x, y, threat.eps_float, p)
+    return run(model, x, y, threat, p)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class SquareParams:
 def _single(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: Any) -> torch.Tensor:
     budgets = {f.name: getattr(p, f.name) for f in fields(p)}
     custom = AutoAttackParams("custom", (name,), **budgets)  # type: ignore[arg-type]
-    return run(model, x, y, threat.eps_float, custom)
+    return run(model, x, y, threat, custom)
 
 
 @ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-ce",), p))
