@@ -142,6 +142,42 @@ def test_training_figure_is_labelled() -> None:
     assert list(axes[0].get_lines()[2].get_ydata()) == [51.0]  # the star sits on the robust curve
 
 
+def test_eval_eps_curve_without_retraining_is_monotone(smoke_run, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    text = smoke_without_analysis().replace("eval: {n_examples: 200, batch_size: 200}", "eval: {n_examples: 200, batch_size: 200, eps: [8/255, 16/255, 48/255]}")
+    suite = write_suite(tmp_path / "smoke.yaml", text)
+    assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
+    assert summary["trained"] == 0 and summary["cached_eval"] == 8 and summary["evaluated"] == 3 * 4 * 2
+    out = tmp_path / "r" / "smoke"
+    assert (out / "leaderboard.md").read_text() == smoke_run["board_first"]  # the leaderboard stays at the suite's eps
+    curve = pd.read_csv(out / "robustness_curve.csv")
+    worst = curve[curve["column"] == "Worst case"]
+    assert set(worst["eps"]) == {"8/255", "16/255", "24/255", "48/255"} and set(curve["column"]) == {"FGSM", "PGD-10", "Worst case"}
+    for row, points in worst.groupby("row"):
+        acc = points.sort_values("eps_value")["acc"].tolist()
+        assert all(a >= b for a, b in zip(acc, acc[1:])), (row, acc)  # a fixed model only loses accuracy as eps grows
+        assert acc[0] > acc[-1]
+    assert ((worst["ci_low"] <= worst["acc"]) & (worst["acc"] <= worst["ci_high"])).all()
+    assert (out / "robustness_curve.png").stat().st_size > 10_000
+
+
+def test_l2_suite_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
+    text = smoke_without_analysis().replace("threat: {norm: Linf, eps: 24/255}", "threat: {norm: L2, eps: 1}")
+    text = text.replace("  - standard\n", "").replace("wa: [none, swa]", "wa: [none]").replace("epochs: 4", "epochs: 1")
+    text = text.replace("milestones: [3]", "milestones: []")
+    text = text.replace("  - pgd: {steps: 10}\n", "  - pgd: {steps: 10}\n  - autoattack: {version: custom, attacks: [apgd-ce], n_iter: 10}\n")
+    suite = write_suite(tmp_path / "l2.yaml", text)
+    args = ["--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--device", "cpu", "--quiet"]
+    assert run_cli("run", str(suite), *args) == 0
+    df = pd.read_csv(tmp_path / "r" / "smoke" / "results.csv")
+    assert set(df["p_threat_norm"]) == {"L2"}
+    attacks = df[df["attack"] != "Worst case"]
+    assert (attacks["max_eps_violation"] <= 1 + 1e-5).all() and (attacks["max_eps_violation"] > 8 / 255).any()
+    assert "Threat: L2, ε = 1" in (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
+
+
 def test_report_rerenders_from_cache_only(smoke_run, tmp_path: Path) -> None:
     out = tmp_path / "rendered"
     assert run_cli("report", str(SUITES / "smoke.yaml"), "--cache-dir", str(smoke_run["cache"]), "--results-dir", str(out)) == 0

@@ -150,10 +150,22 @@ def _isolated(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
         sys.settrace(trace)  # its check_dynamic ends with sys.settrace(None) (coverage, debuggers)
 
 
+def square_l2_fits(h: int, w: int) -> bool:
+    """Whether the reference Square-L2 initialisation tiles an h x w image.
+
+    It places (side // s) blocks of size s = side // 5 from offset (side - 5 s) // 2 and fails with a
+    broadcast error when the last block runs past the border (e.g. 12x12); 28x28 and 32x32 fit.
+    """
+    return all((n - 5 * (n // 5)) // 2 + (n // (n // 5)) * (n // 5) <= n for n in (h, w) if n >= 5)
+
+
 def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams) -> torch.Tensor:
     """x_adv from a cascade run of ``configured(...)`` on ``x`` (unfooled points come back clean)."""
     if len(x) == 0:
         return x.clone()
+    square = p.version == "standard" or "square" in p.attacks
+    if threat.norm == "L2" and square and not square_l2_fits(*x.shape[-2:]):
+        raise BenchError(f"Square L2 (reference code) cannot run on {x.shape[-2]}x{x.shape[-1]} images; use L-inf or drop Square")
     with _isolated(model, x):
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])
