@@ -89,7 +89,7 @@ def print_plan(plan, store) -> None:
     suite = plan.suite
     cached = {t.key: train_status(store, t) == (True, ()) for t in plan.train_jobs}
     print(f"suite {suite.name} ({suite.path})")
-    print(f"  dataset {suite.dataset.name}, model {suite.model.name}, threat Linf eps={suite.threat.eps_text}")
+    print(f"  dataset {suite.dataset.name}, model {suite.model.name}, threat {suite.threat.norm} eps={suite.threat.eps_text}")
     hits_t = sum(cached.values())
     hits_e = sum(store.has("eval", j.key) for j in plan.eval_jobs)
     print(f"  {len(plan.train_jobs)} train jobs ({hits_t} cached), {len(plan.eval_jobs)} eval jobs ({hits_e} cached)")

@@ -30,7 +30,7 @@ from bench.analysis.run import analyze, render
 from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, TrainJob, expand
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
-from bench.render import write_results
+from bench.render import NORMS, write_results
 from bench.report_figures import write_figures
 from bench.sanity import sanity_checks
 from bench.store import Store, default_cache_dir, write_json
@@ -253,7 +253,7 @@ def paper_report(plan: Plan, store: Store, fmt: str) -> str:
     n = plan.eval_spec.n_examples or "all"
     footer = [
         f"Source of the published values: {spec.source}.",
-        f"Our protocol: suite `{suite.name}` ({suite.path}): {suite.dataset.name}, {suite.model.name}, L∞ ε = "
+        f"Our protocol: suite `{suite.name}` ({suite.path}): {suite.dataset.name}, {suite.model.name}, {NORMS[suite.threat.norm]} ε = "
         f"{suite.threat.eps_text}, {suite.train.epochs} epochs, selection `{suite.train.selection}`, {n} test examples, "
         f"seeds {', '.join(map(str, suite.seeds))}.",
         *([spec.note] if spec.note else []),
