@@ -88,8 +88,12 @@ def accuracy_interval(flags: Sequence[np.ndarray]) -> tuple[float, float, str]:
 
 
 def binom_tail(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Binomial(n, 1/2), exactly."""
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    """P(X <= k) for X ~ Binomial(n, 1/2), exactly (integer sum of C(n, i), one rounding at the end)."""
+    total, term = 0, 1
+    for i in range(k + 1):
+        total += term
+        term = term * (n - i) // (i + 1)  # C(n, i + 1), exact
+    return total / 2**n
 
 
 def mcnemar_exact(b: int, c: int) -> float:
