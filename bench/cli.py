@@ -173,12 +173,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from bench.aggregate import collect
     from bench.config import load_suite
     from bench.plan import expand
-    from bench.render import leaderboard_rows, write_results
+    from bench.render import leaderboard_latex, write_results
     from bench.report_figures import write_figures
     from bench.runner import paper_report, render_analyses
     from bench.store import Store, atomic_write_text, default_cache_dir
@@ -197,8 +195,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         text, path = (out / "results.csv").read_text(), out / "results.csv"
     else:
-        headers, body = leaderboard_rows(plan, rows)
-        text, path = tabulate(body, headers=headers, tablefmt="latex_booktabs", disable_numparse=True) + "\n", out / "leaderboard.tex"
+        text, path = leaderboard_latex(plan, rows), out / "leaderboard.tex"
     atomic_write_text(path, text)
     print(text)
     print(f"written: {path}")

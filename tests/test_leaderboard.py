@@ -11,7 +11,7 @@ from bench.aggregate import CLEAN, WORST, add_cell_stats
 from bench.config import load_suite
 from bench.errors import ConfigError
 from bench.plan import expand
-from bench.render import leaderboard_markdown
+from bench.render import leaderboard_latex, leaderboard_markdown
 from bench.stats import wilson
 from tests.conftest import MINIMAL_SUITE, write_suite
 
@@ -71,6 +71,16 @@ def test_ties_rank_ranges_and_intervals_on_fabricated_results(tmp_path: Path) ->
     # Holm over {trades: 0.25, standard: ~0}: standard is adjusted by 2, trades (the largest) by 1
     assert by_key[("trades", "FGSM")]["p_vs_best"] == pytest.approx(0.25)
     assert by_key[("pgd_at", "FGSM")]["clean_p_vs_best"] > 0 and by_key[("standard", "FGSM")]["clean_is_best"]
+
+
+def test_latex_leaderboard_bolds_ties_and_escapes_names(tmp_path: Path) -> None:
+    plan, rows = fabricated(tmp_path)
+    lines = leaderboard_latex(plan, rows).splitlines()
+    assert "\\toprule" in lines and "\\bottomrule" in lines and "Rank & Defence & Clean & FGSM & Worst case \\\\" in lines
+    trades = next(line for line in lines if "trades" in line)
+    assert trades.startswith("1--2 & trades & 79.00 [") and "\\textbf{58.00} [" in trades
+    assert any(line.startswith("3 & standard & \\textbf{95.00}") for line in lines)
+    assert any(line.startswith("1--2 & pgd\\_at & ") for line in lines)
 
 
 def test_cost_column_is_optional(tmp_path: Path) -> None:
