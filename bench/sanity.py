@@ -43,8 +43,8 @@ ALPHA = stats.ALPHA  # significance level of the attack-comparison flags
 MESSAGES = {
     "flag_zero_grad": "zero input gradients on {flag_zero_grad_frac:.0%} of points (gradient masking?)",
     "flag_large_eps": "still {flag_large_eps_acc:.0%} accurate under PGD at eps = 0.5 (attack not converging?)",
-    "flag_square_beats_whitebox": "black-box Square beats every gradient attack (gradient masking?)",
-    "flag_pgd_weaker_than_fgsm": "an iterative attack is weaker than FGSM (broken attack or masking?)",
+    "flag_square_beats_whitebox": "black-box Square beats every gradient attack, p = {flag_square_beats_whitebox_p:.2g} (gradient masking?)",
+    "flag_pgd_weaker_than_fgsm": "an iterative attack is weaker than FGSM, p = {flag_pgd_weaker_than_fgsm_p:.2g} (broken attack or masking?)",
 }
 
 
