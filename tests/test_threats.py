@@ -143,3 +143,20 @@ def test_eval_eps_adds_keyed_jobs_and_leaves_the_leaderboard_jobs_alone(tmp_path
     assert len({e.key for e in plan.eval_jobs}) == 3
     assert {e.spec["threat"]["eps"] for e in extra} == {"4/255", "16/255"}
     assert all(e.train is main[0].train for e in extra)  # no retraining: the same weights
+
+
+def test_robustness_figure_is_labelled_with_bands() -> None:
+    from bench.report_figures import robustness_figure
+
+    records = [
+        {"row": row, "eps": text, "eps_value": float(Fraction(text)), "column": "Worst case", "acc": acc, "ci_low": acc - 5, "ci_high": acc + 5}
+        for row, accs in (("a", (90, 60, 10)), ("b", (80, 70, 30)))
+        for text, acc in zip(("4/255", "8/255", "16/255"), accs)
+    ]  # fmt: skip
+    fig = robustness_figure(records, "curve", ThreatModel("Linf", Fraction(8, 255), "8/255"))
+    (ax,) = fig.axes
+    assert ax.get_title() == "curve" and ax.get_xlabel().startswith("ε (L∞") and "accuracy" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["4/255", "8/255", "16/255"]
+    assert [h.get_label() for h in ax.get_legend().legend_handles] == ["training ε = 8/255", "a", "b"]
+    assert len(ax.collections) == 2  # one interval band per row
+    assert list(ax.get_lines()[1].get_ydata()) == [90, 60, 10]
