@@ -3,6 +3,12 @@
 Aggregates are computed from the stored per-sample flags only. The worst case is the AND of the
 robust flags of every attack, aligned by sample id: a sample counts as robust only if it survives
 all of them (fra31/auto-attack#45).
+
+Every tidy row also carries the statistics of its leaderboard cell (``bench/stats.py``), computed
+from the per-sample flags of every seed: ``ci_low`` / ``ci_high`` (95 %, in %), ``ci_method``,
+``p_vs_best`` (exact McNemar against the column's best row, Holm-corrected over the rows),
+``tied_with_best``, ``is_best`` and ``rank_low`` / ``rank_high``; the same with a ``clean_`` prefix
+for the Clean column.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import stats
 from bench.params import to_plain
 from bench.plan import EvalJob, Plan
 from bench.registry import ATTACKS
@@ -18,6 +25,9 @@ from bench.sanity import run_flags
 from bench.store import Store
 
 WORST = "Worst case"
+CLEAN = "Clean"
+
+Outcomes = dict[tuple[str, str], stats.Runs]  # (leaderboard row, column) -> seed -> (sample ids, correct flags)
 
 
 def load_flags(store: Store, job: EvalJob) -> dict[str, np.ndarray] | None:
@@ -32,22 +42,58 @@ def _params(prefix: str, params: Any) -> dict[str, Any]:
 
 def collect(plan: Plan, store: Store) -> list[dict[str, Any]]:
     """Tidy rows for every planned (run, weights, attack) whose evaluation is in the store."""
+    return collect_outcomes(plan, store)[0]
+
+
+def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Outcomes]:
+    """The tidy rows (with their cell statistics) and the per-sample outcomes they come from."""
     suite = plan.suite
     rows: list[dict[str, Any]] = []
+    outcomes: Outcomes = {}
     for tjob in plan.train_jobs:
         for wa in suite.wa:
-            jobs = [e for e in plan.evals_of(tjob) if e.wa == wa]
+            jobs = [e for e in plan.evals_of(tjob) if e.wa == wa and e.threat is None]  # eval.eps radii: curves only
             if not jobs:
                 continue
             manifest = store.read_json("train", tjob.key, "manifest.json") if store.has("train", tjob.key) else {}
             sjob = plan.sanity_of(tjob, wa)
             checks = store.read_json("sanity", sjob.key, "checks.json") if sjob and store.has("sanity", sjob.key) else None
-            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, store))
-    return rows
+            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, store, outcomes))
+    add_cell_stats(rows, outcomes)
+    return rows, outcomes
+
+
+def column_outcomes(outcomes: Outcomes, column: str) -> dict[str, stats.Runs]:
+    """Leaderboard row -> per-seed outcomes of one column."""
+    return {row: runs for (row, col), runs in outcomes.items() if col == column}
+
+
+def add_cell_stats(rows: list[dict[str, Any]], outcomes: Outcomes) -> None:
+    """Annotate each tidy row with the statistics of its cell and of its row's Clean cell."""
+    columns = dict.fromkeys(col for _, col in outcomes)
+    cells = {col: stats.column_stats(column_outcomes(outcomes, col)) for col in columns}
+    for r in rows:
+        for prefix, col in (("", r["attack"]), ("clean_", CLEAN)):
+            cell = cells.get(col, {}).get(r["display_name"])
+            if cell is not None:
+                r.update({f"{prefix}{k}": v for k, v in cell_fields(cell).items()})
+
+
+def cell_fields(cell: stats.CellStats) -> dict[str, Any]:
+    return {
+        "ci_low": 100 * cell.ci_low,
+        "ci_high": 100 * cell.ci_high,
+        "ci_method": cell.method,
+        "p_vs_best": cell.p_vs_best,
+        "tied_with_best": cell.tied_with_best,
+        "is_best": cell.is_best,
+        "rank_low": cell.rank_low,
+        "rank_high": cell.rank_high,
+    }
 
 
 def _run_rows(
-    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, store: Store
+    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, store: Store, outcomes: Outcomes
 ) -> list[dict[str, Any]]:
     run_rows = []
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
@@ -56,7 +102,9 @@ def _run_rows(
         if flags is None:
             continue
         metrics = store.read_json("eval", ejob.key, "metrics.json")
+        eval_manifest = store.read_json("eval", ejob.key, "manifest.json")
         results.append((flags["sample_id"], flags["clean"], flags["robust"]))
+        outcomes.setdefault((ejob.display, ejob.column), {})[tjob.seed] = (flags["sample_id"], flags["robust"])
         run_rows.append(
             {
                 "attack": ejob.column,
@@ -67,16 +115,20 @@ def _run_rows(
                 "eval_key": ejob.key,
                 "attack_version": ejob.attack.version,
                 "eval_seconds": metrics.get("seconds"),
+                "eval_device": eval_manifest.get("provenance", {}).get("device"),
                 "max_eps_violation": metrics.get("max_dist"),
                 **_params("attack", ejob.attack.params),
             }
         )
     if not run_rows:
         return []
-    common, clean = _align(results, jobs[0].display)
-    flags = run_flags(checks, run_rows)
+    ref_ids, clean = _align(results, jobs[0].display)
+    outcomes.setdefault((jobs[0].display, CLEAN), {})[tjob.seed] = (ref_ids, clean)
+    compared = [{**r, "sample_id": ids, "robust": robust} for r, (ids, _, robust) in zip(run_rows, results)]
+    flags = run_flags(checks, compared)
     if len(run_rows) == len(jobs):
-        worst = np.logical_and.reduce([robust[np.isin(ids, common)] for ids, _, robust in results])
+        common, worst = worst_case([(ids, robust) for ids, _, robust in results])
+        outcomes.setdefault((jobs[0].display, WORST), {})[tjob.seed] = (common, worst)
         run_rows.append(
             {"attack": WORST, "attack_name": "worst", "family": "worst", "n": int(len(common)), "robust_acc": float(worst.mean()), "eval_key": None}
         )
@@ -121,17 +173,22 @@ def health_flags(health: dict[str, Any], flags: str) -> dict[str, Any]:
     return out
 
 
+def worst_case(results: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ids every attack saw and, on them, the AND of the attacks' robust flags."""
+    common = results[0][0]
+    for ids, _ in results[1:]:
+        common = np.intersect1d(common, ids)
+    return common, np.logical_and.reduce([robust[np.isin(ids, common)] for ids, robust in results])
+
+
 def _align(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sample ids every attack saw, and the clean flags of the largest evaluation.
+    """The ids and clean flags of the largest evaluation.
 
     Attacks may run on nested subsets; where they overlap, their clean flags must agree (same
     weights, same inputs), otherwise the cache is inconsistent and aggregation stops.
     """
-    common = results[0][0]
-    for ids, _, _ in results[1:]:
-        common = np.intersect1d(common, ids)
     ref_ids, ref_clean, _ = max(results, key=lambda r: len(r[0]))
     for ids, clean, _ in results:
         if not np.array_equal(clean, ref_clean[np.isin(ref_ids, ids)]):
             raise RuntimeError(f"evaluations of {display} disagree on the clean predictions")
-    return common, ref_clean
+    return ref_ids, ref_clean

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.compare import add_compare_parser, cmd_compare
 from bench.errors import BenchError
 
 EXAMPLES = {
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["ls", "verify", "gc", "show"])
     p.add_argument("key", nargs="?", help="show: an entry key or a unique prefix of one")
     p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
+    add_compare_parser(sub)
     return parser
 
 
@@ -122,7 +124,7 @@ def print_plan(plan, store) -> None:
     suite = plan.suite
     cached = {t.key: t.zoo or store.has("train", t.key) for t in plan.train_jobs}
     print(f"suite {suite.name} ({suite.path})")
-    print(f"  dataset {suite.dataset.name}, model {suite.model.name}, threat Linf eps={suite.threat.eps_text}")
+    print(f"  dataset {suite.dataset.name}, model {suite.model.name}, threat {suite.threat.norm} eps={suite.threat.eps_text}")
     hits_t = sum(cached.values())
     hits_e = sum(store.has("eval", j.key) for j in plan.eval_jobs)
     print(f"  {len(plan.train_jobs)} train jobs ({hits_t} cached), {len(plan.eval_jobs)} eval jobs ({hits_e} cached)")
@@ -232,12 +234,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from bench.aggregate import collect
     from bench.config import load_suite
     from bench.plan import expand
-    from bench.render import leaderboard_rows, write_results
+    from bench.render import leaderboard_latex, write_results
+    from bench.report_figures import write_figures
     from bench.runner import paper_report, render_analyses, results_folder
     from bench.store import Store, atomic_write_text, default_cache_dir
 
@@ -257,6 +258,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     write_results(plan, rows, out.parent)
     render_analyses(plan, store, out)
+    write_figures(plan, store, out)
     ext = {"md": "md", "latex": "tex", "csv": "csv"}[args.format]
     if plan.paper is not None:
         text, path = paper_report(plan, store, args.format), out / f"paper.{ext}"
@@ -265,8 +267,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         text, path = (out / "results.csv").read_text(), out / "results.csv"
     else:
-        headers, body = leaderboard_rows(plan, rows)
-        text, path = tabulate(body, headers=headers, tablefmt="latex_booktabs", disable_numparse=True) + "\n", out / "leaderboard.tex"
+        text, path = leaderboard_latex(plan, rows), out / "leaderboard.tex"
     atomic_write_text(path, text)
     print(text)
     print(f"written: {path}")
@@ -321,7 +322,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "cache": cmd_cache, "run": cmd_run, "status": cmd_status, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "data": cmd_data}
+COMMANDS = {
+    "analyze": cmd_analyze, "cache": cmd_cache, "compare": cmd_compare, "data": cmd_data, "ls": cmd_ls,
+    "report": cmd_report, "run": cmd_run, "status": cmd_status, "validate": cmd_validate,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

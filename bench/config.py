@@ -180,6 +180,13 @@ class WASpec:
 
 
 @dataclass(frozen=True)
+class LeaderboardSpec:
+    """Presentation only (never part of a cache key)."""
+
+    cost: bool = False  # a "Cost (s)" column: training + evaluation seconds per row
+
+
+@dataclass(frozen=True)
 class AnalysisSpec:
     """Spectral analyses of trained models (``bench analyze``; methods.md section 6)."""
 
@@ -218,6 +225,8 @@ class Suite:
     zoo: list[str] = field(default_factory=list)  # "robustbench:<name>" reference rows (no training)
     analysis: AnalysisSpec | None = None
     paper_raw: Any = None  # the ``paper:`` section, parsed by the planner against the plan's rows
+    leaderboard: LeaderboardSpec = field(default_factory=LeaderboardSpec)
+    eval_eps: tuple[ThreatModel, ...] = ()  # eval.eps: extra evaluation radii (the trained models, no retraining)
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
     digest: str = ""  # sha256 of the resolved suite (includes merged): a task names the suite it came from
 
@@ -240,6 +249,7 @@ TOP_LEVEL = (
     "zoo",
     "analysis",
     "paper",
+    "leaderboard",
     "description",
 )
 REQUIRED = ("name", "dataset", "model", "threat", "defences")
@@ -435,6 +445,17 @@ def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = Fa
     return refs
 
 
+NORMS = ("Linf", "L2")
+
+
+def _eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
+    """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 (pixel space)."""
+    eps = P.parse_fraction(raw, where)
+    if not (0 < eps <= 1 if norm == "Linf" else eps > 0):
+        raise ConfigError(where, f"must be in {'(0, 1]' if norm == 'Linf' else '(0, inf)'} for {norm} (pixel space), got {raw}")
+    return eps, raw.strip() if isinstance(raw, str) else repr(raw)
+
+
 def _threat(raw: Any, where: str) -> ThreatModel:
     if not isinstance(raw, dict):
         raise ConfigError(where, "expected a mapping {norm: Linf, eps: 8/255}")
@@ -442,15 +463,26 @@ def _threat(raw: Any, where: str) -> ThreatModel:
     if unknown:
         raise ConfigError(f"{where}.{sorted(unknown, key=str)[0]}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
-    if norm != "Linf":
-        raise ConfigError(f"{where}.norm", f"only 'Linf' is supported, got {show(norm)}")
+    if norm not in NORMS:
+        raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}")
     if "eps" not in raw:
         raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
-    eps = P.parse_fraction(raw["eps"], f"{where}.eps")
-    if not 0 < eps <= 1:
-        raise ConfigError(f"{where}.eps", f"must be in (0, 1] (pixel space), got {show(raw['eps'])}")
-    text = raw["eps"].strip() if isinstance(raw["eps"], str) else repr(raw["eps"])
-    return ThreatModel("Linf", eps, text)
+    return ThreatModel(norm, *_eps(raw["eps"], f"{where}.eps", norm))
+
+
+def _eval_eps(raw: Any, where: str, threat: ThreatModel) -> tuple[ThreatModel, ...]:
+    """``eval.eps``: radii to evaluate at besides the suite's (which stays the training and leaderboard eps)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(where, "expected a non-empty list of radii such as [2/255, 4/255, 16/255]")
+    out = []
+    for i, item in enumerate(raw):
+        eps, text = _eps(item, f"{where}[{i}]", threat.norm)
+        if eps in [t.eps for t in out]:
+            raise ConfigError(f"{where}[{i}]", f"duplicate radius {text}")
+        out.append(ThreatModel(threat.norm, eps, text))
+    return tuple(t for t in out if t.eps != threat.eps)
 
 
 def _seeds(raw: Any, where: str) -> list[int]:
@@ -535,6 +567,10 @@ def load_suite(path: str | Path) -> Suite:
         raise ConfigError(at("name"), f"expected a folder name (letters, digits, . _ + -; at most 100), got {show(name)}")
 
     train = P.build(TrainSpec, raw.get("train"), at("train"))
+    raw_eval, eval_eps = raw.get("eval"), None
+    if isinstance(raw_eval, dict):  # eval.eps is not part of the eval spec (nor of its cache key): each radius is its own job
+        eval_eps = raw_eval.get("eps")
+        raw_eval = {k: v for k, v in raw_eval.items() if k != "eps"}
     suite = Suite(
         name=name,
         path=path,
@@ -544,7 +580,7 @@ def load_suite(path: str | Path) -> Suite:
         train=train,
         defences=_ref_list(DEFENCES, raw["defences"], at("defences")),
         attacks=_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
-        eval=P.build(EvalSpec, raw.get("eval"), at("eval")),
+        eval=P.build(EvalSpec, raw_eval, at("eval")),
         seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
         wa=_wa(raw.get("wa", ["none"]), at("wa"), train),
         plugins=list(plugins),
@@ -553,5 +589,7 @@ def load_suite(path: str | Path) -> Suite:
         sources=sources,
         paper_raw=raw.get("paper"),
         digest=_files_digest([path, *sources.values()]),
+        leaderboard=P.build(LeaderboardSpec, raw.get("leaderboard"), at("leaderboard")),
     )
+    suite.eval_eps = _eval_eps(eval_eps, f"{at('eval')}.eps", suite.threat)
     return suite

@@ -35,7 +35,7 @@ from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import sanity_checks
 from bench.store import Store, write_json
 from bench.train import Selection, TrainData, prepare_data, train_model
-from bench.types import DatasetSplits
+from bench.types import DatasetSplits, ThreatModel
 
 
 def source_sha(fn: Any) -> str | None:
@@ -129,8 +129,13 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
         write_json(tmp / "manifest.json", manifest)
 
 
+def _threat(job: EvalJob | ShardJob, ctx: WorkerContext) -> ThreatModel:
+    """The job's radius: the suite's (the leaderboard's) or an ``eval.eps`` one."""
+    return job.threat or ctx.plan.suite.threat
+
+
 def _attack(job: EvalJob | ShardJob, ctx: WorkerContext) -> Any:
-    entry, threat, params = ATTACKS.get(job.attack.name), ctx.plan.suite.threat, job.attack.params
+    entry, threat, params = ATTACKS.get(job.attack.name), _threat(job, ctx), job.attack.params
     return lambda m, xb, yb: entry.fn(m, xb, yb, threat, params)
 
 
@@ -147,8 +152,8 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
         model = ctx.load_model(job.weights)
         torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
         result = robust_flags(
-            model, x, y, _attack(job, ctx), ctx.plan.suite.threat.eps_float, ev.batch_size, f"{job.display}/{job.column}",
-            ctx.progress, state=ctx.store.partial("eval", job.key) / "progress.npz",
+            model, x, y, _attack(job, ctx), _threat(job, ctx).eps_float, ev.batch_size, f"{job.display}/{job.column}",
+            ctx.progress, state=ctx.store.partial("eval", job.key) / "progress.npz", norm=_threat(job, ctx).norm,
         )  # fmt: skip
     _write_flags(job, ctx, ids, result, {"shards": list(job.shards)} if job.shards else {})
     ctx.progress.log(
@@ -162,9 +167,9 @@ def _shard(job: ShardJob, ctx: WorkerContext) -> None:
     batches = shards.shard_batches(len(ids), bs, job.count, job.index)
     part = slice(batches.start * bs, batches.stop * bs)
     result = robust_flags(
-        ctx.load_model(job.weights), x[part], y[part], _attack(job, ctx), ctx.plan.suite.threat.eps_float, bs,
+        ctx.load_model(job.weights), x[part], y[part], _attack(job, ctx), _threat(job, ctx).eps_float, bs,
         f"{job.display}/{job.column}#{job.index}", ctx.progress, state=ctx.store.partial("shard", job.key) / "progress.npz",
-        batch_seeds=shards.batch_seeds(job.spec, batches),
+        batch_seeds=shards.batch_seeds(job.spec, batches), norm=_threat(job, ctx).norm,
     )  # fmt: skip
     _write_flags(job, ctx, ids[part], result)
 

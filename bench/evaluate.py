@@ -60,8 +60,9 @@ def robust_flags(
     progress: Progress | None = None,
     state: Path | None = None,
     batch_seeds: list[int] | None = None,
+    norm: str = "Linf",
 ) -> Flags:
-    """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack``.
+    """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack`` (checked in the ``norm`` ball).
 
     With ``state`` (a file in the store's partial area), the per-sample flags so far and the RNG
     state are saved every ``EVAL_SAVE_S`` seconds; a killed evaluation resumes from there and gives
@@ -96,7 +97,7 @@ def robust_flags(
                 x_adv = attack(model, xs, ys)
                 if model.training or any(m.training for m in model.modules()):
                     raise EvaluationError(f"attack {name!r} changed the model's mode (it must stay in eval mode)")
-                max_dist = max(max_dist, check_adversarial(name, xs, x_adv, eps))
+                max_dist = max(max_dist, check_adversarial(name, xs, x_adv, eps, norm=norm))
                 with torch.no_grad():
                     robust[clean] = model(x_adv.float()).argmax(1) == ys
             clean_parts.append(clean.cpu())

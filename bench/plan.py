@@ -32,6 +32,7 @@ from bench.errors import ConfigError, show
 from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
 from bench.sanity import SANITY_VERSION
+from bench.types import ThreatModel
 
 ANALYSIS_VERSION = 1
 
@@ -147,12 +148,18 @@ class EvalJob(_WeightsTask):
     kind: ClassVar[str] = "eval"
     spec: dict
     attack: PluginRef
-    column: str  # table column label, e.g. "PGD-20"
+    column: str  # table column label, e.g. "PGD-20" ("PGD-20 @ ε=4/255" at an eval.eps radius)
     shards: tuple[str, ...] = ()  # keys of its shard tasks (``shards: N`` on the attack): merged, not computed
+    threat: ThreatModel | None = None  # an eval.eps radius; None = the suite's threat (the leaderboard's)
 
     @property
     def needs(self) -> tuple[tuple[str, str], ...]:
         return (*super().needs, *(("shard", k) for k in self.shards))
+
+    @property
+    def attack_column(self) -> str:
+        """The attack's leaderboard column, without the radius of an eval.eps job."""
+        return self.column.split(" @ ε=")[0]
 
     @property
     def label(self) -> str:
@@ -169,6 +176,7 @@ class ShardJob(_WeightsTask):
     column: str
     index: int
     count: int
+    threat: ThreatModel | None = None  # as its EvalJob's
 
     @property
     def label(self) -> str:
@@ -278,14 +286,17 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         plain = weights.plain()
         sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": to_plain(ev)}
         sanity_jobs.append(SanityJob(keys.digest(sspec), ref, weights, row, seed))
-        for attack, column in zip(attacks, columns):
-            espec = keys.eval_spec(weights.eval_key, plain, attack, suite.threat, ev)
-            shards = [
-                ShardJob(keys.digest({**espec, "shard": i}), ref, weights, row, seed, {**espec, "shard": i}, attack, column, i, attack.shards)
-                for i in range(attack.shards if attack.shards > 1 else 0)
-            ]  # fmt: skip
-            shard_jobs.extend(shards)
-            eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, column, tuple(s.key for s in shards)))
+        # the suite's radius (the leaderboard), then each eval.eps radius (curves only; keyed by its threat)
+        for threat in (None, *suite.eval_eps):
+            for attack, column in zip(attacks, columns):
+                label = column if threat is None else f"{column} @ ε={threat.eps_text}"
+                espec = keys.eval_spec(weights.eval_key, plain, attack, threat or suite.threat, ev)
+                shards = [
+                    ShardJob(keys.digest({**espec, "shard": i}), ref, weights, row, seed, {**espec, "shard": i}, attack, label, i, attack.shards, threat)
+                    for i in range(attack.shards if attack.shards > 1 else 0)
+                ]  # fmt: skip
+                shard_jobs.extend(shards)
+                eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, label, tuple(s.key for s in shards), threat))
 
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)

@@ -10,62 +10,132 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.aggregate import WORST
+from bench.aggregate import CLEAN, WORST
+from bench.papers import latex_escape
 from bench.plan import Plan
+from bench.stats import ALPHA, BOOT_SEED, N_BOOT, detectable_difference, min_discordant
 from bench.store import atomic_write_text
 
 MISSING = "—"
 
 
-def _cell(values: list[float]) -> str:
+Bold = tuple[str, str]
+MARKDOWN_BOLD: Bold = ("**", "**")
+
+
+def _cell(values: list[float], stats: dict[str, Any] | None = None, bold: Bold = MARKDOWN_BOLD) -> str:
+    """``mean [ci_low, ci_high]`` (mean over seeds, in %), bold when best or tied with the best."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return MISSING
-    mean = 100 * sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    std = 100 * pd.Series(values).std(ddof=1)
-    return f"{mean:.2f} ± {std:.2f}"
+    text = f"{100 * sum(values) / len(values):.2f}"
+    if stats is None or not _known(stats.get("ci_low")):
+        return text
+    if _known(stats.get("tied_with_best")) and bool(stats["tied_with_best"]):
+        text = f"{bold[0]}{text}{bold[1]}"
+    return f"{text} [{stats['ci_low']:.1f}, {stats['ci_high']:.1f}]"
 
 
-def leaderboard_rows(plan: Plan, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and body: one row per defence (mean ± std over seeds), sorted by worst case."""
-    headers = ["Defence", "Clean", *plan.columns, WORST]
+def _stats(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    return {k: row.get(prefix + k) for k in ("ci_low", "ci_high", "tied_with_best", "rank_low", "rank_high")}
+
+
+def _known(value: Any) -> bool:
+    """Not None and not NaN (pandas fills missing cells with NaN)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _rank(stats: dict[str, Any]) -> str:
+    lo, hi = stats.get("rank_low"), stats.get("rank_high")
+    if not _known(lo) or not _known(hi):
+        return MISSING
+    return f"{int(lo)}" if lo == hi else f"{int(lo)}–{int(hi)}"
+
+
+def _cost(sub: pd.DataFrame) -> str:
+    """Mean over seeds of training seconds + evaluation seconds (all attacks of the row)."""
+    per_seed = sub.groupby("seed").agg(train=("train_seconds", "first"), evaluation=("eval_seconds", "sum"))
+    if per_seed["train"].isna().all() and per_seed["evaluation"].isna().all():
+        return MISSING
+    return f"{per_seed['train'].fillna(0).mean():.0f} + {per_seed['evaluation'].mean():.0f}"
+
+
+def leaderboard_rows(
+    plan: Plan, rows: list[dict[str, Any]], cost: bool = False, bold: Bold = MARKDOWN_BOLD
+) -> tuple[list[str], list[list[str]]]:
+    """Header and body: one row per defence (mean over seeds with its interval), sorted by worst case."""
+    headers = ["Rank", "Defence", CLEAN, *plan.columns, WORST] + (["Cost (s)"] if cost else [])
     df = pd.DataFrame(rows)
     body = []
     for display in dict.fromkeys(j.display for j in plan.eval_jobs):
         sub = df[df["display_name"] == display] if len(df) else df
         if len(sub) == 0:
-            body.append(([display, MISSING] + [MISSING] * (len(plan.columns) + 1), -1.0))
+            body.append(([MISSING, display, MISSING] + [MISSING] * (len(plan.columns) + 1) + ([MISSING] if cost else []), -1.0))
             continue
+        first = sub.iloc[0].to_dict()
         per_seed_clean = sub.drop_duplicates("seed")["clean_acc"].tolist()
-        cells = [display, _cell(per_seed_clean)]
+        cells = [display, _cell(per_seed_clean, _stats(first, "clean_"), bold)]
         for col in [*plan.columns, WORST]:
-            cells.append(_cell(sub[sub["attack"] == col]["robust_acc"].tolist()))
-        worst = sub[sub["attack"] == WORST]["robust_acc"]
-        body.append((cells, float(worst.mean()) if len(worst) else -1.0))
+            at = sub[sub["attack"] == col]
+            cells.append(_cell(at["robust_acc"].tolist(), _stats(at.iloc[0].to_dict()) if len(at) else None, bold))
+        worst = sub[sub["attack"] == WORST]
+        cells.insert(0, _rank(_stats(worst.iloc[0].to_dict())) if len(worst) else MISSING)
+        if cost:
+            cells.append(_cost(sub[sub["attack"] != WORST]))
+        body.append((cells, float(worst["robust_acc"].mean()) if len(worst) else -1.0))
     body.sort(key=lambda item: -item[1])
     return headers, [cells for cells, _ in body]
 
 
+NORMS = {"Linf": "L∞", "L2": "L2"}
+
+
+def uncertainty_lines(plan: Plan, n: int | None) -> list[str]:
+    """Header lines stating the interval method, the paired test and the smallest detectable difference."""
+    seeds = len(plan.suite.seeds)
+    method = (
+        "Wilson score interval over the test examples (one seed)"
+        if seeds == 1
+        else f"two-level bootstrap over seeds and test examples ({N_BOOT} replicates, seed {BOOT_SEED}, percentile)"
+    )
+    lines = [
+        f"- Each cell: accuracy [95 % interval: {method}].",
+        f"- **Bold**: the column's best row and every row not significantly different from it (exact McNemar "
+        f"test on per-sample flags over the common examples, seeds paired, Holm-corrected over the rows, "
+        f"α = {ALPHA:g}); Rank: the ranks by worst case compatible with all pairwise tests (Holm).",
+    ]
+    if n:
+        k = min_discordant(ALPHA)
+        lines.append(
+            f"- Smallest detectable difference: with {n} test examples × {seeds} seed(s), an exact McNemar test "
+            f"needs at least {k} discordant examples, all one way, for p < {ALPHA:g}: differences below "
+            f"{100 * detectable_difference(n * seeds, ALPHA):.2f} pp can never be significant here."
+        )
+    return lines
+
+
 def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
     suite = plan.suite
-    headers, body = leaderboard_rows(plan, rows)
+    cost = suite.leaderboard.cost
+    headers, body = leaderboard_rows(plan, rows, cost)
     n = rows[0]["clean_n"] if rows else plan.eval_spec.n_examples
     smaller = [f"{c}: first {a.n_examples}" for a, c in zip(plan.attacks, plan.columns) if a.n_examples and (n is None or a.n_examples < n)]
     subset_note = f"; {', '.join(smaller)} of them (Worst case over the examples every attack saw)" if smaller else ""
     seeds = ", ".join(str(s) for s in suite.seeds)
+    devices = sorted({str(r.get("device")) for r in rows if r.get("device")})
     lines = [
         f"# Leaderboard: {suite.name}",
         "",
         f"- Dataset: `{suite.dataset.name}`; model: `{suite.model.name}`",
-        f"- Threat: L∞, ε = {suite.threat.eps_text}",
+        f"- Threat: {NORMS.get(suite.threat.norm, suite.threat.norm)}, ε = {suite.threat.eps_text}",
         f"- Test examples: {n if n is not None else 'all'} (subset seed {plan.eval_spec.subset_seed}){subset_note}",
         f"- Checkpoint selection: `{suite.train.selection}`; epochs: {suite.train.epochs}; seeds: {seeds}",
         "- Accuracy in %; Worst case = a sample counts as robust only if it survives every attack."
-        + (" Mean ± std over seeds." if len(suite.seeds) > 1 else ""),
+        + (" Mean over seeds." if len(suite.seeds) > 1 else ""),
+        *uncertainty_lines(plan, n),
+        *([f"- Cost: training + evaluation seconds (mean over seeds) on {', '.join(devices) or 'unknown device'}."] if cost else []),
         "",
-        tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=("left",) + ("right",) * (len(headers) - 1)),
+        tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=("right", "left") + ("right",) * (len(headers) - 2)),
         "",
     ]
     flagged = {}
@@ -80,6 +150,23 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
     if missing:
         lines.append(f"{MISSING} = not evaluated yet ({missing} row(s) incomplete).\n")
     return "\n".join(lines)
+
+
+def leaderboard_latex(plan: Plan, rows: list[dict[str, Any]]) -> str:
+    """The leaderboard table as LaTeX (booktabs rules, ``\\textbf`` for the best and the rows tied with it)."""
+    headers, body = leaderboard_rows(plan, rows, plan.suite.leaderboard.cost, bold=("\\textbf{", "}"))
+    lines = [
+        "% generated by `bench report --format latex`; needs \\usepackage{booktabs}",
+        f"\\begin{{tabular}}{{rl{'r' * (len(headers) - 2)}}}",
+        "\\toprule",
+        " & ".join(latex_escape(h) for h in headers) + " \\\\",
+        "\\midrule",
+        # only the Defence column holds free text; the others are numbers, ranges and the bold markup
+        *(" & ".join([rank, latex_escape(name), *numbers]).replace("–", "--").replace(MISSING, "---") + " \\\\" for rank, name, *numbers in body),
+        "\\bottomrule",
+        "\\end{tabular}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def write_results(plan: Plan, rows: list[dict[str, Any]], results_dir: Path) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bench.aggregate import collect
+from bench.aggregate import collect, collect_outcomes
 from bench.analysis.run import render
 from bench.config import Suite, load_suite
 from bench.engine import WorkerContext
@@ -23,7 +23,8 @@ from bench.errors import BenchError
 from bench.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.plan import Plan, expand
 from bench.progress import Progress
-from bench.render import write_results
+from bench.render import NORMS, write_results
+from bench.report_figures import write_figures
 from bench.scheduler import ScheduleResult, run_tasks
 from bench.store import Store, default_cache_dir, write_json
 
@@ -107,17 +108,18 @@ def paper_report(plan: Plan, store: Store, fmt: str) -> str:
 
     spec = plan.paper
     if spec.layout == "leaderboard":
-        values = papers.leaderboard_values(collect(plan, store))
+        rows, outcomes = collect_outcomes(plan, store)
+        values, ties = papers.leaderboard_values(rows), papers.leaderboard_ties(spec, outcomes)
     else:
-        values = papers.lpf_values(cached_analyses(plan, store, arrays=False))
-    table = papers.build_cells(spec, values)
+        values, ties = papers.lpf_values(cached_analyses(plan, store, arrays=False)), None
+    table = papers.build_cells(spec, values, ties)
     if fmt == "csv":
         return papers.render_csv(spec, table)
     suite, prov = plan.suite, provenance(torch.device("cpu"))
     n = plan.eval_spec.n_examples or "all"
     footer = [
         f"Source of the published values: {spec.source}.",
-        f"Our protocol: suite `{suite.name}` ({suite.path}): {suite.dataset.name}, {suite.model.name}, L∞ ε = "
+        f"Our protocol: suite `{suite.name}` ({suite.path}): {suite.dataset.name}, {suite.model.name}, {NORMS[suite.threat.norm]} ε = "
         f"{suite.threat.eps_text}, {suite.train.epochs} epochs, selection `{suite.train.selection}`, {n} test examples, "
         f"seeds {', '.join(map(str, suite.seeds))}.",
         *([spec.note] if spec.note else []),
@@ -182,6 +184,7 @@ def run_suite(
     else:
         prog.log(f"nothing evaluated for {suite.name}: {out} left as it was")
     render_analyses(plan, store, out)
+    write_figures(plan, store, out)
     summary.seconds = time.perf_counter() - start
     summary.results_dir = out
     write_json(out / "run.json", summary.as_json())

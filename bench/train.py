@@ -126,11 +126,11 @@ def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> d
     eps = suite.threat.eps_float
     va = suite.train.val_attack
     if robust:
-        attack = partial(pgd, eps=eps, alpha=step_size(va.alpha, eps), steps=va.steps)
+        attack = partial(pgd, eps=eps, alpha=step_size(va.alpha, eps), steps=va.steps, norm=suite.threat.norm)
     else:
         attack = lambda m, x, y: x  # noqa: E731
     with forked_rng(data.val_x.device):
-        flags = robust_flags(model, data.val_x, data.val_y, attack, eps, 512, "val")
+        flags = robust_flags(model, data.val_x, data.val_y, attack, eps, 512, "val", norm=suite.threat.norm)
     out = {"val_clean": flags.clean_acc}
     if robust:
         out["val_robust"] = flags.robust_acc
@@ -149,7 +149,7 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
     eps = suite.threat.eps_float
     va = suite.train.val_attack
     with forked_rng(x.device), frozen_eval(model):
-        x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps)
+        x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps, norm=suite.threat.norm)
         with torch.no_grad():
             return float(frequency_regularizer(model(x_adv), model(x)))
 

@@ -22,7 +22,7 @@ def pgd_adversary(
     loss: LossFn = ce_loss,
     init: str = "uniform",
 ) -> torch.Tensor:
-    """Craft training adversarial examples at the suite's eps, in the given BN mode."""
+    """Craft training adversarial examples in the suite's threat model (eps and norm), in the given BN mode."""
     eps = ctx.threat.eps_float
     with bn_mode(model, attack_bn):
-        return pgd(model, x, y, eps, step_size(alpha, eps), steps, loss, init)
+        return pgd(model, x, y, eps, step_size(alpha, eps), steps, loss, init, norm=ctx.threat.norm)

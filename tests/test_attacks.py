@@ -110,7 +110,13 @@ def test_labels():
     assert label("cw", ATTACKS.get("cw").default_params()) == "CW-30"
     assert label("autoattack", AutoAttackParams()) == "AutoAttack"
     assert label("autoattack", AutoAttackParams("rand")) == "AutoAttack-rand"
-    assert label("autoattack", AutoAttackParams("custom", ("square",))) == "AA-custom"
+    assert label("autoattack", AutoAttackParams("custom", ("square",))) == "Square"
+    quick = AutoAttackParams("custom", ("apgd-ce", "apgd-t"), n_iter=50, n_target_classes=2)
+    assert label("autoattack", quick) == "APGD-CE+T·50it·2tgt"  # the quickstart's reduced cascade
+    every = AutoAttackParams("custom", ("apgd-ce", "apgd-t", "fab-t", "square"), n_restarts=2, n_queries=100)
+    assert label("autoattack", every) == "APGD-CE+T+FAB-T+Square·2rs·100q"
+    assert label("autoattack", AutoAttackParams("custom", ("square",), n_iter=10)) == "Square"  # budget not used by Square
+    assert label("apgd-ce", ATTACKS.get("apgd-ce").params(n_iter=50)) == "APGD-CE·50it"
     assert [label(n, ATTACKS.get(n).default_params()) for n in ("apgd-ce", "apgd-t", "square")] == [
         "APGD-CE", "APGD-T", "Square",
     ]
@@ -168,7 +174,7 @@ def test_pgd_restarts_keep_per_sample_worst(model, batch, monkeypatch):
 
     def run(*order):
         queue = [starts[k] for k in order]
-        monkeypatch.setattr(pgd_mod, "random_init", lambda x0, eps, init: queue.pop(0).clone())
+        monkeypatch.setattr(pgd_mod, "random_init", lambda x0, eps, init, norm: queue.pop(0).clone())
         out = bench.attack("pgd", model, x, y, eps="8/255", steps=1, alpha=1e-4, restarts=len(order))
         assert not queue
         return predict(model, out) != y

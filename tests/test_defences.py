@@ -318,3 +318,31 @@ def test_awp_perturbs_each_weight_by_gamma_times_its_norm_and_restores():
     no_awp = call("awp", make_model().train(), AWPParams(gamma=0.0)).loss
     at_train_bn = call("pgd_at", make_model().train(), PGDATParams(attack_bn="train")).loss
     assert torch.equal(no_awp, at_train_bn)
+
+
+def _bn_stats(model: nn.Module) -> list[torch.Tensor]:
+    return [b.detach().clone() for n, b in model.named_buffers() if "running" in n]
+
+
+@pytest.mark.parametrize("gamma", [0.01, 0.0])
+def test_awp_reference_clean_forward_updates_batchnorm_after_the_restore(gamma):
+    from defenses.awp import AWPParams
+
+    x, y = make_batch()
+    ref = make_model().train()
+    out = call("awp", ref, AWPParams(gamma=gamma, clean_forward=False))
+    if out.after_step is not None:
+        out.after_step()
+    without = _bn_stats(ref)  # only the adversarial forwards moved the statistics
+    with torch.no_grad():
+        ref(x)  # what the reference does next: a train-mode forward on the clean batch
+    expected = _bn_stats(ref)
+    assert any(not torch.equal(a, b) for a, b in zip(without, expected))
+
+    model = make_model().train()
+    out = call("awp", model, AWPParams(gamma=gamma))
+    model.eval()  # the hook runs the clean forward in train mode whatever mode it finds, and restores it
+    out.after_step()
+    assert not model.training
+    assert all(torch.allclose(a, b) for a, b in zip(_bn_stats(model), expected))
+    assert all(p.grad is None for p in model.parameters())

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.report_figures import training_figure
+from bench.stats import wilson
 from tests.conftest import SUITES, write_suite
 
 
@@ -53,16 +55,16 @@ def test_second_run_trains_and_evaluates_nothing(smoke_run) -> None:
 def test_leaderboard_lists_every_row_and_column(smoke_run) -> None:
     board = (smoke_run["results"] / "smoke" / "leaderboard.md").read_text()
     assert board == smoke_run["board_first"]  # re-rendered identically from the cache
-    header = next(line for line in board.splitlines() if line.startswith("| Defence"))
-    assert [c.strip() for c in header.strip("|").split("|")] == ["Defence", "Clean", "FGSM", "PGD-5", "Worst case"]
+    header = next(line for line in board.splitlines() if "| Defence" in line)
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Rank", "Defence", "Clean", "FGSM", "PGD-10", "Worst case"]
     for row in ("standard", "pgd_at", "standard+wa", "pgd_at+wa"):
-        assert any(line.startswith(f"| {row} ") for line in board.splitlines()), row
+        assert any(f"| {row} " in line for line in board.splitlines()), row
     assert "ε = 24/255" in board
 
 
 def test_results_csv_is_tidy_and_worst_case_is_the_per_sample_and(smoke_run) -> None:
     df = pd.read_csv(smoke_run["results"] / "smoke" / "results.csv")
-    assert set(df["attack"]) == {"FGSM", "PGD-5", "Worst case"}
+    assert set(df["attack"]) == {"FGSM", "PGD-10", "Worst case"}
     assert len(df) == 4 * 3  # 4 (run, weights) x (2 attacks + worst)
     for col in ("train_key", "eval_key", "defence_version", "attack_version", "torch", "device", "eval_seconds"):
         assert col in df.columns
@@ -70,6 +72,111 @@ def test_results_csv_is_tidy_and_worst_case_is_the_per_sample_and(smoke_run) -> 
         worst = run[run["attack"] == "Worst case"]["robust_acc"].item()
         assert worst <= run[run["attack"] != "Worst case"]["robust_acc"].min() + 1e-12
         assert (run["robust_acc"] <= run["clean_acc"] + 1e-12).all()
+
+
+def test_results_carry_intervals_and_paired_comparisons(smoke_run) -> None:
+    df = pd.read_csv(smoke_run["results"] / "smoke" / "results.csv")
+    for col in ("ci_low", "ci_high", "ci_method", "p_vs_best", "tied_with_best", "rank_low", "rank_high", "clean_ci_low", "clean_tied_with_best"):
+        assert col in df.columns, col
+    for _, r in df.iterrows():  # one seed: Wilson over the n examples, in %
+        lo, hi = wilson(round(r["robust_acc"] * r["n"]), r["n"])
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((100 * lo, 100 * hi))
+        assert r["ci_method"] == "wilson" and r["ci_low"] <= 100 * r["robust_acc"] <= r["ci_high"]
+    for _, col in df.groupby("attack"):
+        best = col[col["robust_acc"] == col["robust_acc"].max()]
+        assert best["tied_with_best"].all() and best["p_vs_best"].isna().sum() >= 1
+        assert (col["tied_with_best"] == (col["p_vs_best"].isna() | (col["p_vs_best"] >= 0.05))).all()
+    board = (smoke_run["results"] / "smoke" / "leaderboard.md").read_text()
+    assert "Wilson score interval" in board and "differences below 3.00 pp can never be significant" in board
+
+
+def test_smoke_suite_raises_no_sanity_flag_but_a_weakened_pgd_is_flagged(smoke_run, tmp_path: Path) -> None:
+    df = pd.read_csv(smoke_run["results"] / "smoke" / "results.csv")
+    assert df["flags"].isna().all() and not df["flag_pgd_weaker_than_fgsm"].any()
+    assert "Sanity flags" not in (smoke_run["results"] / "smoke" / "leaderboard.md").read_text()
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    weak = smoke_without_analysis().replace("  - pgd: {steps: 10}\n", "  - pgd: {steps: 1, alpha: 0.0001}\n")
+    suite = write_suite(tmp_path / "smoke.yaml", weak)
+    assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
+    weak_df = pd.read_csv(tmp_path / "r" / "smoke" / "results.csv")
+    flagged = set(weak_df[weak_df["flag_pgd_weaker_than_fgsm"]]["display_name"])
+    assert {"standard", "standard+wa", "pgd_at"} <= flagged  # the rows where FGSM fools anything
+    assert "an iterative attack is weaker than FGSM" in (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
+
+
+def test_compare_prints_the_paired_table_and_rejects_unknown_rows(smoke_run, capsys: pytest.CaptureFixture) -> None:
+    cache = ["--cache-dir", str(smoke_run["cache"])]
+    assert run_cli("compare", str(SUITES / "smoke.yaml"), "pgd_at", "standard", "--column", "FGSM", *cache) == 0
+    out = capsys.readouterr().out
+    df = pd.read_csv(smoke_run["results"] / "smoke" / "results.csv")
+    acc = {r["display_name"]: r["robust_acc"] for _, r in df[df["attack"] == "FGSM"].iterrows()}
+    assert f"pgd_at {100 * acc['pgd_at']:.2f} %, standard {100 * acc['standard']:.2f} %" in out
+    assert "exact McNemar test:" in out and "95 % interval" in out and "pgd_at right" in out
+    assert run_cli("compare", str(SUITES / "smoke.yaml"), "pgd_at", "standrd", *cache) == 2
+    assert "did you mean 'standard'" in capsys.readouterr().err
+
+
+def test_training_curves_mark_the_selected_checkpoint(smoke_run) -> None:
+    out = smoke_run["results"] / "smoke"
+    df = pd.read_csv(out / "training_curves.csv")
+    assert set(df["row"]) == {"standard", "standard+wa", "pgd_at", "pgd_at+wa"}
+    assert (out / "training_curves.png").stat().st_size > 10_000
+    results = pd.read_csv(out / "results.csv")
+    for row, curve in df.groupby("row"):
+        assert curve["selected"].sum() == 1
+        best_epoch = results[results["display_name"] == row]["best_epoch"].iloc[0]
+        assert curve[curve["selected"]]["epoch"].item() == best_epoch
+    assert df[df["row"] == "pgd_at"]["val_robust"].notna().all() and df[df["row"] == "standard"]["val_robust"].isna().all()
+    assert len(df[df["row"] == "pgd_at"]) == 4  # every epoch of the raw run
+
+
+def test_training_figure_is_labelled() -> None:
+    records = [{"row": r, "seed": 0, "epoch": e, "val_clean": 90.0 - e, "val_robust": 50.0 + e, "selected": e == 1}
+               for r in ("a", "b") for e in range(3)]  # fmt: skip
+    fig = training_figure(records, "title", 3)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["a", "b"] and fig.get_suptitle() == "title"
+    assert all(ax.get_xlabel() == "epoch" and "accuracy" in ax.get_ylabel() for ax in axes)
+    labels = [line.get_label() for line in axes[0].get_lines()]
+    assert labels == ["clean (seed 0)", "robust (seed 0)", "selected (epoch 1)"]
+    assert list(axes[0].get_lines()[2].get_ydata()) == [51.0]  # the star sits on the robust curve
+
+
+def test_eval_eps_curve_without_retraining_is_monotone(smoke_run, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_run["cache"], cache)
+    text = smoke_without_analysis().replace("eval: {n_examples: 200, batch_size: 200}", "eval: {n_examples: 200, batch_size: 200, eps: [8/255, 16/255, 48/255]}")
+    suite = write_suite(tmp_path / "smoke.yaml", text)
+    assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
+    assert summary["trained"] == 0 and summary["cached_eval"] == 8 and summary["evaluated"] == 3 * 4 * 2
+    out = tmp_path / "r" / "smoke"
+    assert (out / "leaderboard.md").read_text() == smoke_run["board_first"]  # the leaderboard stays at the suite's eps
+    curve = pd.read_csv(out / "robustness_curve.csv")
+    worst = curve[curve["column"] == "Worst case"]
+    assert set(worst["eps"]) == {"8/255", "16/255", "24/255", "48/255"} and set(curve["column"]) == {"FGSM", "PGD-10", "Worst case"}
+    for row, points in worst.groupby("row"):
+        acc = points.sort_values("eps_value")["acc"].tolist()
+        assert all(a >= b for a, b in zip(acc, acc[1:])), (row, acc)  # a fixed model only loses accuracy as eps grows
+        assert acc[0] > acc[-1]
+    assert ((worst["ci_low"] <= worst["acc"]) & (worst["acc"] <= worst["ci_high"])).all()
+    assert (out / "robustness_curve.png").stat().st_size > 10_000
+
+
+def test_l2_suite_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
+    text = smoke_without_analysis().replace("threat: {norm: Linf, eps: 24/255}", "threat: {norm: L2, eps: 1}")
+    text = text.replace("  - standard\n", "").replace("wa: [none, swa]", "wa: [none]").replace("epochs: 4", "epochs: 1")
+    text = text.replace("milestones: [3]", "milestones: []")
+    text = text.replace("  - pgd: {steps: 10}\n", "  - pgd: {steps: 10}\n  - autoattack: {version: custom, attacks: [apgd-ce], n_iter: 10}\n")
+    suite = write_suite(tmp_path / "l2.yaml", text)
+    args = ["--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--device", "cpu", "--quiet"]
+    assert run_cli("run", str(suite), *args) == 0
+    df = pd.read_csv(tmp_path / "r" / "smoke" / "results.csv")
+    assert set(df["p_threat_norm"]) == {"L2"}
+    attacks = df[df["attack"] != "Worst case"]
+    assert (attacks["max_eps_violation"] <= 1 + 1e-5).all() and (attacks["max_eps_violation"] > 8 / 255).any()
+    assert "Threat: L2, ε = 1" in (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
 
 
 def test_report_rerenders_from_cache_only(smoke_run, tmp_path: Path) -> None:
@@ -81,8 +188,8 @@ def test_report_rerenders_from_cache_only(smoke_run, tmp_path: Path) -> None:
 def test_adding_an_attack_on_a_nested_subset_only_evaluates_the_new_one(smoke_run, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     shutil.copytree(smoke_run["cache"], cache)
-    new = "  - pgd: {steps: 5}\n  - pgd: {steps: 2, n_examples: 50}\n"
-    suite = write_suite(tmp_path / "smoke.yaml", (SUITES / "smoke.yaml").read_text().replace("  - pgd: {steps: 5}\n", new))
+    new = "  - pgd: {steps: 10}\n  - pgd: {steps: 2, n_examples: 50}\n"
+    suite = write_suite(tmp_path / "smoke.yaml", (SUITES / "smoke.yaml").read_text().replace("  - pgd: {steps: 10}\n", new))
     assert run_cli("run", str(suite), "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r"), "--quiet") == 0
     summary = json.loads((tmp_path / "r" / "smoke" / "run.json").read_text())
     assert summary["trained"] == 0 and summary["evaluated"] == 4 and summary["cached_eval"] == 8
@@ -238,8 +345,8 @@ def test_zoo_row_without_the_extra_fails_alone_with_one_clear_line(
 def test_analysis_writes_figures_tables_and_index(smoke_run) -> None:
     out = smoke_run["results"] / "smoke" / "analysis"
     assert smoke_run["first"]["analyzed"] == 2 and smoke_run["second"]["analyzed"] == 0
-    pngs = ["heatmap_standard.png", "amplitude_diff_standard.png", "radial_profiles_PGD-5.png", "radial_profiles_FGSM.png"]
-    pngs += [f"perturbation_spectrum_{m}_{a}.png" for m in ("standard", "pgd_at_wa") for a in ("PGD-5", "FGSM")]
+    pngs = ["heatmap_standard.png", "amplitude_diff_standard.png", "radial_profiles_PGD-10.png", "radial_profiles_FGSM.png"]
+    pngs += [f"perturbation_spectrum_{m}_{a}.png" for m in ("standard", "pgd_at_wa") for a in ("PGD-10", "FGSM")]
     for name in pngs:
         assert (out / name).stat().st_size > 1000, name
     index = (out / "README.md").read_text()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.config import load_suite
 from bench.errors import ConfigError
-from bench.papers import build_cells, latex_escape, leaderboard_values, lpf_values, parse_paper, render_csv, render_latex, render_markdown
+from bench.papers import build_cells, latex_escape, leaderboard_ties, leaderboard_values, lpf_values, parse_paper, render_csv, render_latex, render_markdown
 from bench.plan import expand
 from tests.conftest import MINIMAL_SUITE, SUITES, write_suite
 
@@ -55,11 +56,30 @@ def test_markdown(table) -> None:
     text = render_markdown(spec, cells, ["footer line"])
     lines = text.splitlines()
     assert lines[0] == "# Table 2 (100% & more)"
-    assert "| Method | Clean | PGD-20 | C&W_x |" in lines
+    assert "| Method | Clean | PGD-20 | C&W_x (FGSM) |" in lines  # filled from our FGSM column
     assert "| PGD-AT | **84.50** ± 0.71 / 84.62 (-0.12) | 55.60 ± 0.42 / 55.01 (+0.59) | 60.50 ± 0.71 / — |" in lines
     assert "| AT-FR | 80.00 / — | **61.00** / 59.49 (+1.51 ⚠) | **62.00** / — |" in lines
     assert "| AWP | — / 85.57 | — / — | — / — |" in lines
     assert lines[-1] == "footer line"
+
+
+def test_bold_marks_every_row_tied_with_the_best_on_per_sample_flags() -> None:
+    spec = parse_paper(PAPER, "s.yaml: paper", ROWS, COLUMNS, [])
+    ids = np.arange(200)
+    fr_pgd, at_pgd = ids < 119, ids < 116  # the fr vs pgd_at: 119 vs 116, p = 0.25
+    fr_fgsm, at_fgsm = ids < 150, ids < 100  # 50 discordant pairs, all one way
+    outcomes = {
+        ("fr", "PGD-20"): {0: (ids, fr_pgd)}, ("pgd_at", "PGD-20"): {0: (ids, at_pgd)},
+        ("fr", "FGSM"): {0: (ids, fr_fgsm)}, ("pgd_at", "FGSM"): {0: (ids, at_fgsm)},
+    }  # fmt: skip
+    ties = leaderboard_ties(spec, outcomes)
+    assert ties == {("fr", "PGD-20"): True, ("pgd_at", "PGD-20"): True, ("fr", "FGSM"): True, ("pgd_at", "FGSM"): False}
+    values = {(row, col): [100 * flags.mean()] for (row, col), runs in outcomes.items() for flags in [runs[0][1]]}
+    cells = build_cells(spec, values, ties)
+    assert cells[0][1].bold and cells[1][1].bold  # PGD-20: 58.00 vs 59.50, tied
+    assert cells[1][2].bold and not cells[0][2].bold  # C&W_x (our FGSM): fr significantly better
+    assert not any(c.bold for c in (cells[0][0], cells[1][0]))  # Clean: no outcomes, nothing is bold
+    assert "every row not significantly different" in render_markdown(spec, cells, [])
 
 
 def test_latex_structure_and_escaping(table) -> None:

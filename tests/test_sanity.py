@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -45,13 +49,37 @@ def test_masked_model_is_flagged_and_honest_model_is_not() -> None:
     assert "zero input gradients" in masked["flags"]
 
 
-def test_attack_comparison_flags() -> None:
-    rows = [
-        {"family": "fgsm", "robust_acc": 0.40},
-        {"family": "iterative", "robust_acc": 0.45},
-        {"family": "blackbox", "robust_acc": 0.30},
-    ]
-    flags = run_flags(None, rows)
-    assert flags["flag_square_beats_whitebox"] and flags["flag_pgd_weaker_than_fgsm"]
-    fine = run_flags(None, [{"family": "fgsm", "robust_acc": 0.5}, {"family": "iterative", "robust_acc": 0.3}])
-    assert not fine["flag_pgd_weaker_than_fgsm"] and "flag_square_beats_whitebox" not in fine and fine["flags"] == ""
+def attack_row(family: str, robust: np.ndarray) -> dict:
+    return {"family": family, "sample_id": np.arange(len(robust)), "robust": robust, "robust_acc": robust.mean()}
+
+
+def robust_first(k: int, n: int = 200) -> np.ndarray:
+    return np.arange(n) < k
+
+
+def binomial_p(b: int, c: int) -> float:
+    return min(1.0, 2 * sum(math.comb(b + c, i) for i in range(min(b, c) + 1)) / 2 ** (b + c))
+
+
+def test_attack_comparison_flags_use_a_paired_test() -> None:
+    fgsm = attack_row("fgsm", robust_first(80))
+    # one example in 200 is noise: the raw comparison 80.5 > 80 is not a broken attack
+    noise = run_flags(None, [fgsm, attack_row("iterative", robust_first(81))])
+    assert not noise["flag_pgd_weaker_than_fgsm"] and noise["flags"] == ""
+    assert noise["flag_pgd_weaker_than_fgsm_p"] == pytest.approx(1.0)
+    # 20 more survivors, all one way: a broken attack
+    broken = run_flags(None, [fgsm, attack_row("iterative", robust_first(100))])
+    assert broken["flag_pgd_weaker_than_fgsm"] and "weaker than FGSM" in broken["flags"]
+    assert broken["flag_pgd_weaker_than_fgsm_p"] == pytest.approx(binomial_p(20, 0))
+    # two iterative attacks: Holm over both comparisons
+    two = run_flags(None, [fgsm, attack_row("iterative", robust_first(86)), attack_row("iterative", robust_first(79))])
+    assert two["flag_pgd_weaker_than_fgsm_p"] == pytest.approx(2 * binomial_p(6, 0)) and not two["flag_pgd_weaker_than_fgsm"]
+
+
+def test_square_flag_needs_significance_against_every_gradient_attack() -> None:
+    gradient = [attack_row("fgsm", robust_first(90)), attack_row("iterative", robust_first(80))]
+    masked = run_flags(None, [*gradient, attack_row("blackbox", robust_first(60))])
+    assert masked["flag_square_beats_whitebox"] and "Square" in masked["flags"]
+    assert masked["flag_square_beats_whitebox_p"] == pytest.approx(binomial_p(20, 0))  # Holm: max(2 * p30, p20)
+    honest = run_flags(None, [*gradient, attack_row("blackbox", robust_first(78))])
+    assert not honest["flag_square_beats_whitebox"] and not honest["flag_pgd_weaker_than_fgsm"] and honest["flags"] == ""

@@ -56,7 +56,7 @@ def analyze(
     torch.manual_seed(seed)
 
     def attack(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return pgd(m, xb, yb, eps, alpha, spec.attack_steps)
+        return pgd(m, xb, yb, eps, alpha, spec.attack_steps, norm=threat.norm)
 
     label = f"PGD-{spec.attack_steps}"
     with frozen_eval(model):

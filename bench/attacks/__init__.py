@@ -19,10 +19,12 @@ from bench.types import ThreatModel
 TOLERANCE = 1e-6
 
 
-def check_adversarial(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = TOLERANCE) -> float:
-    """Raise EvaluationError unless ``x_adv`` is inside the eps-ball around ``x`` and inside [0,1].
+def check_adversarial(
+    name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = TOLERANCE, norm: str = "Linf"
+) -> float:
+    """Raise EvaluationError unless ``x_adv`` is inside the eps-ball (of ``norm``) around ``x`` and inside [0,1].
 
-    Returns the largest L-inf distance seen (recorded with the results).
+    Returns the largest distance seen in that norm (recorded with the results).
     """
     if x_adv.shape != x.shape:
         raise EvaluationError(f"attack {name!r} returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
@@ -33,9 +35,13 @@ def check_adversarial(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: floa
     lo, hi = float(x_adv.min()), float(x_adv.max())
     if lo < -tol or hi > 1 + tol:
         raise EvaluationError(f"attack {name!r} left [0,1] (values in [{lo:.6g}, {hi:.6g}])")
-    dist = float((x_adv - x).abs().amax())
+    delta = (x_adv - x).flatten(1)
+    if norm == "L2":
+        dist, shown, tol = float(delta.double().norm(dim=1).amax()), "L2", max(tol, 1e-5 * eps)
+    else:
+        dist, shown = float(delta.abs().amax()), "L-inf"
     if dist > eps + tol:
-        raise EvaluationError(f"attack {name!r} left the eps-ball: L-inf distance {dist:.6g} > eps {eps:.6g}")
+        raise EvaluationError(f"attack {name!r} left the eps-ball: {shown} distance {dist:.6g} > eps {eps:.6g}")
     return dist
 
 
@@ -47,24 +53,24 @@ def label(name: str, p: Any) -> str:
 
 
 def attack(
-    name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | str, **params: Any
+    name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | str, norm: str = "Linf", **params: Any
 ) -> torch.Tensor:
     """Library API: run a registered attack on a batch in [0,1]; returns checked ``x_adv``.
 
-    ``eps`` may be a float or a fraction string such as ``"8/255"``. The model is put in eval mode
-    for the attack and its previous mode is restored.
+    ``eps`` may be a float or a fraction string such as ``"8/255"``; ``norm`` is ``Linf`` or ``L2``.
+    The model is put in eval mode for the attack and its previous mode is restored.
     """
     entry = ATTACKS.get(name)
     p = params_mod.build(entry.params, params, f"attack {name}")
     eps_exact = params_mod.parse_fraction(eps, "eps")
-    threat = ThreatModel("Linf", eps_exact, str(eps))
+    threat = ThreatModel(norm, eps_exact, str(eps))  # type: ignore[arg-type]
     was_training = model.training
     model.eval()
     try:
         x_adv = entry.fn(model, x, y, threat, p)
     finally:
         model.train(was_training)
-    check_adversarial(name, x, x_adv, float(eps_exact))
+    check_adversarial(name, x, x_adv, float(eps_exact), norm=norm)
     return x_adv.detach()
 
 

@@ -7,12 +7,14 @@ reference ``fra31/auto-attack`` attacks behind a keyword-only wrapper (landscape
 * ``autoattack``: ``standard`` is exactly the reference ensemble (apgd-ce, apgd-t, fab-t, square;
   1 restart, 100 iterations, 9 target classes, 5000 queries; see :func:`configured`); ``rand`` is
   the reference version for randomised defences (apgd-ce, apgd-dlr, EOT 20); ``custom`` runs the
-  chosen subset as a cascade with the budgets given here.
+  chosen subset as a cascade with the budgets given here. Only ``standard`` is labelled
+  ``AutoAttack``; a custom cascade's label spells what ran (``APGD-CE+T·50it·2tgt``).
 * ``apgd-ce``, ``apgd-t``, ``square``: one attack each, through the same wrapper.
 
 Adapter behaviour and deviations:
 
-* device (the input's), eps, norm (Linf) and seed are always passed explicitly.
+* device (the input's), eps, norm (the threat model's: Linf or L2, the reference's own L2
+  versions of APGD, FAB and Square) and seed are always passed explicitly.
 * Target classes are capped at ``num_classes - 1`` when the model has fewer than 10 classes: the
   reference code indexes the ``target_class``-th largest logit and raises IndexError on such
   models (for apgd-t and fab-t, standard included). With 10 or more classes nothing changes.
@@ -90,7 +92,8 @@ def _set_apgd_iters(apgd: Any, n_iter: int) -> None:
 
 
 def configured(
-    model: nn.Module, p: AutoAttackParams, eps: float, device: torch.device | str, num_classes: int | None = None
+    model: nn.Module, p: AutoAttackParams, eps: float, device: torch.device | str, num_classes: int | None = None,
+    norm: str = "Linf",
 ) -> Any:
     """The configured ``pyautoattack.AutoAttack`` object (reference settings for standard/rand).
 
@@ -101,7 +104,7 @@ def configured(
 
     custom = p.version == "custom"
     aa = AutoAttack(
-        model, attacks=list(p.attacks) if custom else None, device=device, eps=eps, norm="Linf",
+        model, attacks=list(p.attacks) if custom else None, device=device, eps=eps, norm=norm,
         seed=p.seed, version=p.version,
     )
     if custom:
@@ -147,30 +150,68 @@ def _isolated(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
         sys.settrace(trace)  # its check_dynamic ends with sys.settrace(None) (coverage, debuggers)
 
 
-def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, p: AutoAttackParams) -> torch.Tensor:
+def square_l2_fits(h: int, w: int) -> bool:
+    """Whether the reference Square-L2 initialisation tiles an h x w image.
+
+    It places (side // s) blocks of size s = side // 5 from offset (side - 5 s) // 2 and fails with a
+    broadcast error when the last block runs past the border (e.g. 12x12); 28x28 and 32x32 fit.
+    """
+    return all((n - 5 * (n // 5)) // 2 + (n // (n // 5)) * (n // 5) <= n for n in (h, w) if n >= 5)
+
+
+def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams) -> torch.Tensor:
     """x_adv from a cascade run of ``configured(...)`` on ``x`` (unfooled points come back clean)."""
     if len(x) == 0:
         return x.clone()
+    square = p.version == "standard" or "square" in p.attacks
+    if threat.norm == "L2" and square and not square_l2_fits(*x.shape[-2:]):
+        raise BenchError(f"Square L2 (reference code) cannot run on {x.shape[-2]}x{x.shape[-1]} images; use L-inf or drop Square")
     with _isolated(model, x):
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])
         name, least = ("apgd-dlr", 3) if p.version == "rand" else ("apgd-t", 4)
         if (p.version != "custom" or name in p.attacks) and num_classes < least:
             raise BenchError(f"AutoAttack {name} needs at least {least} classes; the model has {num_classes}")
-        aa = configured(model, p, eps, x.device, num_classes)
+        aa = configured(model, p, threat.eps_float, x.device, num_classes, threat.norm)
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=p.batch_size)
     return x_adv.detach()
 
 
-LABELS = {"standard": "AutoAttack", "rand": "AutoAttack-rand", "custom": "AA-custom"}
+SHORT = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
+# budget -> (suffix, the attacks it applies to)
+BUDGET_SUFFIX = {
+    "n_iter": ("it", ("apgd-ce", "apgd-t", "fab-t")),
+    "n_restarts": ("rs", ("apgd-ce", "apgd-t")),
+    "n_target_classes": ("tgt", ("apgd-t", "fab-t")),
+    "n_queries": ("q", ("square",)),
+}
 
 
-@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, family="ensemble", label=lambda p: LABELS[p.version])
+def spelled_label(attacks: tuple[str, ...], p: Any) -> str:
+    """What ran, e.g. ``APGD-CE+T·50it·2tgt``: the attacks, then every budget that is not the standard one.
+
+    Only the standard ensemble is called ``AutoAttack``; a reduced cascade is never labelled as if
+    it were comparable with published AutoAttack numbers.
+    """
+    text = "+".join(SHORT[a] for a in attacks).replace("APGD-CE+APGD-T", "APGD-CE+T")
+    default = AutoAttackParams()
+    for name, (suffix, applies) in BUDGET_SUFFIX.items():
+        value = getattr(p, name, None)
+        if value is not None and value != getattr(default, name) and set(applies) & set(attacks):
+            text += f"·{value}{suffix}"
+    return text
+
+
+def autoattack_label(p: AutoAttackParams) -> str:
+    return {"standard": "AutoAttack", "rand": "AutoAttack-rand"}.get(p.version) or spelled_label(p.attacks, p)
+
+
+@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, family="ensemble", label=autoattack_label)
 def autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams
 ) -> torch.Tensor:
     """AutoAttack (Croce & Hein 2020) via pyautoattack 0.2.0: standard, rand or a custom cascade."""
-    return run(model, x, y, threat.eps_float, p)
+    return run(model, x, y, threat, p)
 
 
 @dataclass(frozen=True)
@@ -205,22 +246,22 @@ class SquareParams:
 def _single(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: Any) -> torch.Tensor:
     budgets = {f.name: getattr(p, f.name) for f in fields(p)}
     custom = AutoAttackParams("custom", (name,), **budgets)  # type: ignore[arg-type]
-    return run(model, x, y, threat.eps_float, custom)
+    return run(model, x, y, threat, custom)
 
 
-@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: "APGD-CE")
+@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-ce",), p))
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDCEParams) -> torch.Tensor:
     """APGD on cross-entropy (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-ce", model, x, y, threat, p)
 
 
-@ATTACKS.register("apgd-t", params=APGDTParams, version=1, family="iterative", label=lambda p: "APGD-T")
+@ATTACKS.register("apgd-t", params=APGDTParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-t",), p))
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDTParams) -> torch.Tensor:
     """Targeted APGD on the DLR loss (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-t", model, x, y, threat, p)
 
 
-@ATTACKS.register("square", params=SquareParams, version=1, family="blackbox", label=lambda p: "Square")
+@ATTACKS.register("square", params=SquareParams, version=1, family="blackbox", label=lambda p: spelled_label(("square",), p))
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: SquareParams) -> torch.Tensor:
     """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049), reference code via pyautoattack 0.2.0."""
     return _single("square", model, x, y, threat, p)

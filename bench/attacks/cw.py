@@ -36,4 +36,4 @@ class CWParams:
 def cw_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: CWParams) -> torch.Tensor:
     """CW-k: PGD on the CW margin loss (no kappa clamp), uniform random start; FR ``attack/cw.py``."""
     eps = threat.eps_float
-    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, margin_loss, "uniform", p.restarts)
+    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, margin_loss, "uniform", p.restarts, threat.norm)

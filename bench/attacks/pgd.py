@@ -1,10 +1,16 @@
-"""PGD family (methods.md section 4): one core, parameterised into FGSM and PGD-k.
+"""PGD family (methods.md section 4): one core, parameterised into FGSM and PGD-k, L-inf or L2.
 
 * ``pgd``: PGD-k on cross-entropy, uniform random start, sign steps, projection onto the eps-ball
   and [0,1] (Madry et al. 2018; FR ``attack/pgd.py``). With ``restarts > 1`` the per-sample worst
   restart is kept (a misclassifying restart beats any other; ties broken by higher loss), unlike
   FR's ``pgd_whitebox``, which returns the last restart.
 * ``fgsm``: one step of size eps from the clean input, no random start (Goodfellow et al. 2015).
+
+The threat model's norm picks the geometry. L2 (Madry et al. 2018; Rice et al. 2020
+``locuslab/robust_overfitting`` ``train_cifar.py`` for the start): steps along the per-sample
+L2-normalised gradient, projection by rescaling delta onto the L2 ball, then clipping to [0,1]
+(which only shrinks delta); the uniform start draws a Gaussian direction scaled to radius
+eps * U(0, 1), as the reference does; FGSM becomes the fast gradient method (one step of length eps).
 
 Gradients are taken with respect to the input only (``torch.autograd.grad(loss, x)``), so no
 parameter gradients are computed or accumulated.
@@ -41,12 +47,38 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, LossFn] = {"ce": ce_loss, "cw": margin_loss}
 
 
-def project(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
-    """Clip to the L-inf ball around x0, then to [0,1]."""
+Norm = Literal["Linf", "L2"]
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def l2_norms(delta: torch.Tensor) -> torch.Tensor:
+    return delta.flatten(1).norm(dim=1)
+
+
+def project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: Norm = "Linf") -> torch.Tensor:
+    """Project onto the eps-ball around x0 (L-inf: clip; L2: rescale), then clip to [0,1]."""
+    if norm == "L2":
+        delta = x - x0
+        factor = (eps / l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0)
+        return (x0 + delta * _per_sample(factor, delta)).clamp_(0.0, 1.0)
     return torch.min(torch.max(x, x0 - eps), x0 + eps).clamp_(0.0, 1.0)
 
 
-def random_init(x0: torch.Tensor, eps: float, init: str) -> torch.Tensor:
+def direction(grad: torch.Tensor, norm: Norm = "Linf") -> torch.Tensor:
+    """The steepest-ascent direction of unit norm: sign (L-inf) or the L2-normalised gradient."""
+    if norm == "L2":
+        return grad / _per_sample(l2_norms(grad).clamp_min(1e-12), grad)
+    return grad.sign()
+
+
+def random_init(x0: torch.Tensor, eps: float, init: str, norm: Norm = "Linf") -> torch.Tensor:
+    if init == "uniform" and norm == "L2":  # Rice et al.: Gaussian direction, radius eps * U(0, 1)
+        delta = torch.randn_like(x0)
+        radius = torch.rand(len(x0), device=x0.device, dtype=x0.dtype) * eps
+        return (x0 + delta * _per_sample(radius / l2_norms(delta).clamp_min(1e-12), delta)).clamp_(0.0, 1.0)
     if init == "uniform":
         return (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp_(0.0, 1.0)
     if init == "normal":  # TRADES: x + 0.001 N(0, I), no clamp at init
@@ -66,19 +98,20 @@ def pgd(
     loss: LossFn = ce_loss,
     init: str = "uniform",
     restarts: int = 1,
+    norm: Norm = "Linf",
 ) -> torch.Tensor:
-    """Sign-gradient ascent on ``loss`` inside the eps-ball; see the module docstring."""
+    """Steepest ascent on ``loss`` inside the eps-ball of ``norm``; see the module docstring."""
     x0 = x0.detach()
     best = x0.clone()
     best_fooled = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
     best_loss = torch.full((len(x0),), float("-inf"), device=x0.device)
     for _ in range(restarts):
-        x = random_init(x0, eps, init)
+        x = random_init(x0, eps, init, norm)
         for _ in range(steps):
             x.requires_grad_(True)
             value = loss(model(x), y).sum()
             (grad,) = torch.autograd.grad(value, x)
-            x = project(x.detach() + alpha * grad.sign(), x0, eps)
+            x = project(x.detach() + alpha * direction(grad, norm), x0, eps, norm)
         if restarts == 1:
             return x.detach()
         with torch.no_grad():
@@ -110,9 +143,9 @@ def step_size(alpha: float | None, eps: float) -> float:
 
 @ATTACKS.register("pgd", params=PGDParams, version=1, family="iterative", label=lambda p: f"PGD-{p.steps}")
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: PGDParams) -> torch.Tensor:
-    """PGD-k, L-inf, uniform random start, CE loss; restarts keep the per-sample worst."""
+    """PGD-k (L-inf or L2, the threat's norm), uniform random start, CE loss; restarts keep the per-sample worst."""
     eps = threat.eps_float
-    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, LOSSES[p.loss], p.init, p.restarts)
+    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, LOSSES[p.loss], p.init, p.restarts, threat.norm)
 
 
 @dataclass(frozen=True)
@@ -122,9 +155,9 @@ class FGSMParams:
 
 @ATTACKS.register("fgsm", params=FGSMParams, version=1, family="fgsm", label=lambda p: "FGSM")
 def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: FGSMParams) -> torch.Tensor:
-    """FGSM: one signed-gradient step of size eps on CE, no random start."""
+    """FGSM: one signed-gradient step of size eps on CE, no random start (L2: the normalised gradient)."""
     eps = threat.eps_float
-    return pgd(model, x, y, eps, eps, 1, ce_loss, "none", 1)
+    return pgd(model, x, y, eps, eps, 1, ce_loss, "none", 1, threat.norm)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,153 @@
+"""Statistics against values computed independently: closed forms, direct binomial sums, scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from bench import stats
+
+Z = sps.norm.ppf(0.975)
+
+
+def wilson_by_roots(k: int, n: int) -> tuple[float, float]:
+    """Wilson bounds as the roots of (p_hat - p)^2 = z^2 p (1 - p) / n, a quadratic in p."""
+    ph, z2 = k / n, Z * Z
+    lo, hi = sorted(np.roots([1 + z2 / n, -(2 * ph + z2 / n), ph * ph]).real)
+    return lo, hi
+
+
+@pytest.mark.parametrize(("k", "n"), [(120, 200), (0, 50), (50, 50), (7, 13), (1, 1000)])
+def test_wilson_matches_its_closed_form_and_scipy(k: int, n: int) -> None:
+    lo, hi = stats.wilson(k, n)
+    assert (lo, hi) == pytest.approx(wilson_by_roots(k, n), abs=1e-9)
+    ci = sps.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_wilson_half_width_of_a_60_percent_cell_on_200_examples() -> None:
+    lo, hi = stats.wilson(120, 200)
+    wald = 100 * Z * math.sqrt(0.6 * 0.4 / 200)  # 6.79 pp: the issue's "about ±6.8 pp"
+    assert wald - 0.1 < 100 * (hi - lo) / 2 < wald  # Wilson is slightly narrower at p = 0.6
+    assert all(math.isnan(v) for v in stats.wilson(0, 0))
+
+
+def binomial_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value by a direct binomial sum."""
+    n = b + c
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+@pytest.mark.parametrize(("b", "c"), [(6, 0), (5, 0), (0, 6), (3, 0), (52, 5), (26, 17), (10, 10), (1, 0), (119, 116), (2500, 2600)])
+def test_mcnemar_matches_a_direct_binomial_sum(b: int, c: int) -> None:
+    p = stats.mcnemar_exact(b, c)
+    assert p == pytest.approx(binomial_p(b, c), rel=1e-12)
+    assert p == pytest.approx(sps.binomtest(b, b + c, 0.5).pvalue, rel=1e-9)
+
+
+def test_mcnemar_threshold_and_detectable_difference() -> None:
+    assert stats.mcnemar_exact(0, 0) == 1.0
+    assert stats.mcnemar_exact(6, 0) == pytest.approx(2 / 64)  # 0.031 < 0.05
+    assert stats.mcnemar_exact(5, 0) == pytest.approx(2 / 32)  # 0.0625: not significant
+    assert stats.mcnemar_exact(3, 0) == pytest.approx(0.25)  # a 3-example lead can never reach p < 0.25
+    assert stats.min_discordant(0.05) == 6 and stats.min_discordant(0.01) == 8
+    assert stats.detectable_difference(200) == pytest.approx(0.03)
+    assert stats.detectable_difference(200 * 3) == pytest.approx(0.01)
+
+
+def test_holm_on_hand_made_cases() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005, 3*0.01, 2*0.03, max(0.06, 1*0.04)
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    out = stats.holm([0.02, math.nan, 0.01])
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+    assert stats.holm([0.04]) == [0.04]
+
+
+def test_bootstrap_one_seed_converges_to_the_binomial_quantiles() -> None:
+    # with one seed the bootstrap mean is Binomial(n, k/n) / n exactly; its percentiles are known
+    n, k = 50, 30
+    flags = np.r_[np.ones(k), np.zeros(n - k)]
+    lo, hi = stats.bootstrap_interval(flags, n_boot=40000, seed=1)
+    assert lo == pytest.approx(sps.binom.ppf(0.025, n, k / n) / n, abs=1 / n)
+    assert hi == pytest.approx(sps.binom.ppf(0.975, n, k / n) / n, abs=1 / n)
+
+
+def test_bootstrap_two_levels_on_fixed_flags() -> None:
+    # seeds all-right and all-wrong: level 1 alone gives {0, 0.5, 1} with probabilities 1/4, 1/2, 1/4
+    assert stats.bootstrap_interval([np.ones(30), np.zeros(30)], seed=3) == (0.0, 1.0)
+    draws = stats.bootstrap_draws([np.ones(30), np.zeros(30)], n_boot=4000, seed=3)
+    assert set(np.unique(draws)) == {0.0, 0.5, 1.0} and np.mean(draws == 0.5) == pytest.approx(0.5, abs=0.03)
+    assert stats.bootstrap_interval(np.ones(10)) == (1.0, 1.0)
+    # seeded: the same flags and seed give the same interval
+    rng = np.random.default_rng(0)
+    flags = rng.random((3, 200)) < 0.6
+    assert stats.bootstrap_interval(flags, seed=5) == stats.bootstrap_interval(flags, seed=5)
+
+
+def test_bootstrap_agrees_with_naive_index_resampling() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(300) < 0.6
+    flags = np.stack([base ^ (rng.random(300) < p) for p in (0.05, 0.1, 0.2)])  # correlated seeds
+    naive_rng = np.random.default_rng(123)
+    draws = []
+    for _ in range(4000):  # level 1: seeds with replacement; level 2: one example draw shared by the seeds
+        seeds = naive_rng.integers(0, 3, size=3)
+        examples = naive_rng.integers(0, 300, size=300)
+        draws.append(flags[seeds][:, examples].mean())
+    naive = np.quantile(draws, [0.025, 0.975])
+    assert stats.bootstrap_interval(flags, seed=9) == pytest.approx(tuple(naive), abs=0.01)
+
+
+def runs(*flags: np.ndarray, ids: np.ndarray | None = None) -> stats.Runs:
+    ids = np.arange(len(flags[0])) if ids is None else ids
+    return {seed: (ids, np.asarray(f, dtype=bool)) for seed, f in enumerate(flags)}
+
+
+def test_paired_pools_discordant_pairs_over_seeds_and_aligns_ids() -> None:
+    a = runs(np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1]))
+    # b lists the same examples in another order, and one extra example a never saw
+    ids_b = np.array([3, 2, 1, 0, 9])
+    b = runs(np.array([0, 0, 1, 1, 1]), np.array([1, 1, 0, 0, 1]), ids=ids_b)
+    r = stats.paired(a, b)
+    # b aligned to ids 0..3: seed 0 [1, 1, 0, 0], seed 1 [0, 0, 1, 1]
+    # seed 0: a_only {3}, both right {0, 1}, both wrong {2}; seed 1: a_only {0}, b_only {2}, right {3}, wrong {1}
+    assert (r.n, r.seeds) == (4, [0, 1])
+    assert (r.a_only, r.b_only, r.both_right, r.both_wrong) == (2, 1, 3, 2)
+    assert r.p == pytest.approx(binomial_p(2, 1)) and r.delta == pytest.approx(5 / 8 - 4 / 8)
+    assert r.delta_low <= r.delta <= r.delta_high
+
+
+def test_column_stats_marks_ties_with_holm_and_rank_ranges() -> None:
+    n = 200
+    best = np.zeros(n, bool)
+    best[:120] = True
+    close = best.copy()
+    close[:3] = False  # 3 discordant, all one way: p = 0.25
+    far = np.zeros(n, bool)
+    far[:80] = True  # 40 discordant, all one way
+    cells = {"close": runs(close), "best": runs(best), "far": runs(far)}
+    out = stats.column_stats(cells)
+    assert out["best"].is_best and out["best"].tied_with_best and math.isnan(out["best"].p_vs_best)
+    p_close, p_far = binomial_p(3, 0), binomial_p(40, 0)
+    assert out["close"].p_vs_best == pytest.approx(max(2 * min(p_close, p_far), max(p_close, p_far)))
+    assert out["far"].p_vs_best == pytest.approx(2 * p_far)
+    assert out["close"].tied_with_best and not out["far"].tied_with_best
+    assert (out["best"].rank_low, out["best"].rank_high) == (1, 2)
+    assert (out["close"].rank_low, out["close"].rank_high) == (1, 2)
+    assert (out["far"].rank_low, out["far"].rank_high) == (3, 3)
+    lo, hi = stats.wilson(120, n)
+    assert (out["best"].ci_low, out["best"].ci_high, out["best"].method) == (lo, hi, "wilson")
+    assert out["best"].mean == pytest.approx(0.6) and out["best"].n == n
+
+
+def test_column_stats_uses_the_bootstrap_with_several_seeds() -> None:
+    rng = np.random.default_rng(1)
+    flags = [rng.random(100) < 0.5 for _ in range(3)]
+    out = stats.column_stats({"a": runs(*flags)})
+    assert out["a"].method == "bootstrap" and out["a"].n_seeds == 3
+    assert (out["a"].ci_low, out["a"].ci_high) == stats.bootstrap_interval(np.stack(flags).astype(float))
