@@ -452,7 +452,7 @@ def _eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
     """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 (pixel space)."""
     eps = P.parse_fraction(raw, where)
     if not (0 < eps <= 1 if norm == "Linf" else eps > 0):
-        raise ConfigError(where, f"must be in {'(0, 1]' if norm == 'Linf' else '(0, inf)'} for {norm} (pixel space), got {raw}")
+        raise ConfigError(where, f"must be in {'(0, 1]' if norm == 'Linf' else '(0, inf)'} for {norm} (pixel space), got {show(raw)}")
     return eps, raw.strip() if isinstance(raw, str) else repr(raw)
 
 

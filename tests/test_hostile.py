@@ -146,7 +146,7 @@ def dump(suite: dict[str, Any]) -> str:
 # (key path in the smoke suite, hostile YAML there, the error after "FILE: ")
 REGRESSIONS = [
     # error messages: one line, and short whatever the value
-    (("threat", "eps"), b'"2\\n"', "threat.eps: must be in (0, 1] (pixel space), got '2\\n'"),
+    (("threat", "eps"), b'"2\\n"', "threat.eps: must be in (0, 1] for Linf (pixel space), got '2\\n'"),
     (("train",), b'{"ep\\nochs": 4}', "train.ep\\nochs: unknown key"),
     (("defences", 0), LAUGHS, "defences[0]: expected a defence name or {name: {param: value}}, got [['lol', 'lol',"),
     # reading the file: UTF-8, nesting, integers, mapping keys

@@ -142,7 +142,7 @@ def test_eval_eps_adds_keyed_jobs_and_leaves_the_leaderboard_jobs_alone(tmp_path
     assert [e.attack_column for e in extra] == ["FGSM", "FGSM"] and plan.columns == base.columns
     assert len({e.key for e in plan.eval_jobs}) == 3
     assert {e.spec["threat"]["eps"] for e in extra} == {"4/255", "16/255"}
-    assert all(e.train is main[0].train for e in extra)  # no retraining: the same weights
+    assert all(e.weights == main[0].weights for e in extra)  # no retraining: the same weights
 
 
 def test_robustness_figure_is_labelled_with_bands() -> None:
