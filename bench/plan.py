@@ -126,6 +126,10 @@ class _WeightsTask(Task):
         return () if self.weights.zoo else (self.weights.train_key,)
 
     @property
+    def label(self) -> str:
+        return f"{self.kind} {self.display} seed={self.seed}"
+
+    @property
     def train_key(self) -> str:
         return self.weights.train_key
 
@@ -189,20 +193,12 @@ class SanityJob(_WeightsTask):
 
     kind: ClassVar[str] = "sanity"
 
-    @property
-    def label(self) -> str:
-        return f"sanity {self.display} seed={self.seed}"
-
 
 @dataclass(frozen=True)
 class AnalysisJob(_WeightsTask):
     """Spectral analyses (``bench/analysis``) of one set of weights."""
 
     kind: ClassVar[str] = "analysis"
-
-    @property
-    def label(self) -> str:
-        return f"analysis {self.display} seed={self.seed}"
 
 
 @dataclass
