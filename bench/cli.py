@@ -16,6 +16,7 @@ EXAMPLES = {
   bench run suites/smoke.yaml --device cpu --cache-dir /tmp/bench-cache
   bench run suites/fashion-mnist.yaml --limit 500        # fewer test examples (keyed in the cache)
   bench run suites/quickstart.yaml --dry-run             # plan and cache status only
+  bench run suites/smoke.yaml --set train.epochs=2 --set 'wa=[none, swa]'   # override suite keys (YAML values)
   bench run suites/smoke.yaml --workers 2                # two worker processes (one per GPU, or CPU threads split)
   bench run suites/smoke.yaml --executor ray             # a local Ray cluster (--ray-address HOST:PORT joins one)
   bench run suites/smoke.yaml --executor slurm --slurm-partition gpu --slurm-gpus 1 --slurm-time 240""",
@@ -24,12 +25,14 @@ EXAMPLES = {
   bench status suites/cifar10.yaml --cache-dir /shared/bench-cache""",
     "validate": """examples:
   bench validate suites/quickstart.yaml
-  bench validate suites/cifar10.yaml --cache-dir /data/bench-cache""",
+  bench validate suites/cifar10.yaml --cache-dir /data/bench-cache
+  bench validate suites/smoke.yaml --set eval.n_examples=100 --set threat.eps=4/255""",
     "ls": """examples:
   bench ls defences
   bench ls attacks""",
     "data": """examples:
   bench data status
+  bench data status cifar10                 # one dataset
   bench data fetch cifar10                  # downloads with the `vision` extra, else prints manual steps
   bench data fetch svhn --data-dir /data""",
     "analyze": """examples:
@@ -52,6 +55,10 @@ def _add_common(p: argparse.ArgumentParser, results: bool = True) -> None:
     if results:
         p.add_argument("--results-dir", type=Path, default=Path("results"), help="where <suite>/leaderboard.md goes (default: ./results)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate at most N test examples (part of the eval key)")
+    p.add_argument(
+        "--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a suite key (YAML value; repeatable): train.epochs=2, 'wa=[none, swa]', defences.1.pgd_at.steps=3",
+    )  # fmt: skip
 
 
 def _add_executor(p: argparse.ArgumentParser) -> None:
@@ -103,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="re-raise a failing task's exception (full traceback) instead of going on")
 
     p = sub.add_parser("data", help="dataset status and downloads", epilog=EXAMPLES["data"], formatter_class=fmt)
-    p.add_argument("action", choices=["status", "fetch"])
-    p.add_argument("name", nargs="?", help="dataset to fetch")
-    p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, summary, name_help in (
+        ("status", "where each dataset is found (or what is missing)", "only this dataset (default: all)"),
+        ("fetch", "download a dataset (needs the `vision` extra), else print the manual steps", "dataset to fetch"),
+    ):
+        a = actions.add_parser(action, help=summary, description=summary, epilog=EXAMPLES["data"], formatter_class=fmt)
+        a.add_argument("name", nargs="?", help=name_help)
+        a.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
 
     p = sub.add_parser("report", help="re-render a suite's leaderboard (or its paper table) from the cache only", epilog=EXAMPLES["report"], formatter_class=fmt)
     _add_common(p)
@@ -147,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import run_suite
     from bench.store import Store, default_cache_dir
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.set)
     plan = expand(suite, args.limit)  # what needs the plan (rows, paper, --limit) fails here, before any work
     if args.dry_run:
         print_plan(plan, Store(args.cache_dir or default_cache_dir()))
@@ -184,7 +196,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from bench.env import resolve_device
     from bench.runner import run_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.set)
     if suite.analysis is None:
         raise BenchError(f"{args.suite}: analysis: missing (add `analysis: {{rows: [...]}}` or `analysis: true`)")
     summary = run_suite(
@@ -204,7 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.status import suite_status
     from bench.store import Store, default_cache_dir
 
-    plan = expand(load_suite(args.suite), args.limit)
+    plan = expand(load_suite(args.suite, args.set), args.limit)
     text = suite_status(plan, Store(args.cache_dir or default_cache_dir()), results_folder(args.results_dir, plan.suite) / "logs")
     print(text)
     return 0
@@ -215,7 +227,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from bench.plan import expand
     from bench.store import Store, default_cache_dir
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.set)
     print_plan(expand(suite, args.limit), Store(args.cache_dir or default_cache_dir()))
     print("ok")
     return 0
@@ -242,7 +254,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.runner import paper_report, render_analyses, results_folder
     from bench.store import Store, atomic_write_text, default_cache_dir
 
-    plan = expand(load_suite(args.suite), args.limit)
+    plan = expand(load_suite(args.suite, args.set), args.limit)
     store = Store(args.cache_dir or default_cache_dir())
     out = results_folder(args.results_dir, plan.suite)
     rows = collect(plan, store)
@@ -291,7 +303,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     data_dir = str(args.data_dir) if args.data_dir else None
     if args.action == "status":
-        for name, line in status(data_dir):
+        for name, line in status(data_dir, args.name):
             print(f"{name:<14} {line}")
         return 0
     if not args.name:

@@ -9,16 +9,17 @@
 
 from __future__ import annotations
 
-import difflib
+import copy
 import hashlib
 import importlib
 import importlib.util
+import json
 import re
 import sys
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -229,6 +230,7 @@ class Suite:
     eval_eps: tuple[ThreatModel, ...] = ()  # eval.eps: extra evaluation radii (the trained models, no retraining)
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
     digest: str = ""  # sha256 of the resolved suite (includes merged): a task names the suite it came from
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given (part of the digest; recorded in run.json)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -417,7 +419,8 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
         presets = entry.caps.get("presets", {})
         if not isinstance(preset_name, str) or preset_name not in presets:
             known = ", ".join(presets) or "none"
-            raise ConfigError(f"{where}.{name}.preset", f"unknown preset {show(preset_name)}; {name} has: {known}")
+            hint = P.did_you_mean(preset_name, presets)
+            raise ConfigError(f"{where}.{name}.preset", f"unknown preset {show(preset_name)}{hint}; {name} has: {known}")
         overrides = {**P.to_plain(presets[preset_name]), **{k: v for k, v in overrides.items() if k != "preset"}}
     special: dict[str, int] = {}  # n_examples, shards: how the attack is run, not its parameters
     for extra in ("n_examples", "shards"):
@@ -464,7 +467,7 @@ def _threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(f"{where}.{sorted(unknown, key=str)[0]}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
     if norm not in NORMS:
-        raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}")
+        raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}{P.did_you_mean(norm, NORMS)}")
     if "eps" not in raw:
         raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
     return ThreatModel(norm, *_eps(raw["eps"], f"{where}.eps", norm))
@@ -511,7 +514,8 @@ def _wa(raw: Any, where: str, train: TrainSpec) -> list[WASpec | None]:
         elif isinstance(item, dict):
             spec = P.build(WASpec, item, at)
         else:
-            raise ConfigError(at, f"expected none, swa, ema or {{kind: swa, start: ..., every: ...}}, got {show(item)}")
+            hint = P.did_you_mean(item, ("none", "swa", "ema"))
+            raise ConfigError(at, f"expected none, swa, ema or {{kind: swa, start: ..., every: ...}}, got {show(item)}{hint}")
         if spec is not None:
             start = train.schedule.milestones[0] if spec.start == "first_milestone" and train.schedule.milestones else spec.start
             if start == "first_milestone" or start >= train.epochs:
@@ -534,24 +538,114 @@ def _zoo(raw: Any, where: str) -> list[str]:
     return list(raw)
 
 
-def _files_digest(paths: list[str | Path]) -> str:
-    """sha256 over the suite file and its includes: a task planned from them names this digest."""
+def _files_digest(paths: list[str | Path], overrides: tuple[str, ...] = ()) -> str:
+    """sha256 over the suite file, its includes and the ``--set`` overrides: a task planned from them names this digest."""
     h = hashlib.sha256()
     for p in sorted({str(Path(p).resolve()) for p in paths}):
         h.update(p.encode() + b"\0" + Path(p).read_bytes() + b"\0")
+    for item in overrides:  # none: the digest of the files alone, as before
+        h.update(b"--set\0" + item.encode() + b"\0")
     return h.hexdigest()
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Parse and validate a suite file (and its includes). Raises ConfigError (one line) on bad input."""
-    path = Path(path)
+# -------------------------------------------------------------------------------------- overrides
+
+Overrides = Union[Mapping[str, Any], Iterable[str], None]
+
+
+def normalize_overrides(overrides: Overrides) -> tuple[str, ...]:
+    """``{"train.epochs": 2}`` or ``["train.epochs=2"]`` -> ``("train.epochs=2",)``: plain text that a
+    task's ``SuiteRef`` carries to other processes. Mapping values are written as JSON (a YAML subset)."""
+    if not overrides:
+        return ()
+    if isinstance(overrides, Mapping):
+        items = []
+        for key, value in overrides.items():
+            try:
+                items.append(f"{key}={json.dumps(value)}")
+            except TypeError:
+                raise ConfigError(f"--set {key}", f"expected plain YAML data (numbers, strings, lists, mappings), got {show(value)}") from None
+        return tuple(items)
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    out = []
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError("--set", f"expected KEY=VALUE such as train.epochs=2, got {show(item)}")
+        out.append(item)
+    return tuple(out)
+
+
+def _override_value(item: str, where: str) -> tuple[list[str], Any]:
+    text = item.split("=", 1)[1]
+    try:
+        value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(where, f"invalid YAML value {show(text)}: {problem}") from None
+    parts = item.split("=", 1)[0].strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError(where, "expected a dotted key such as train.epochs or defences.1.pgd_at.steps")
+    return parts, value
+
+
+def _child(node: Any, part: str, nxt: str, where: str) -> Any:
+    """The container at ``node[part]`` for a path going on with ``nxt``; a missing or empty mapping is
+    created, and a plug-in written by name (``- pgd_at``) becomes ``{pgd_at: {}}`` to take a parameter."""
+    if isinstance(node, list):
+        if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+            raise ConfigError(where, f"{part} is not an index of a list of {len(node)}")
+        index = int(part)
+        if isinstance(node[index], str) and node[index] == nxt:
+            node[index] = {nxt: {}}
+        return node[index]
+    if node.get(part) is None:
+        node[part] = {}
+    elif isinstance(node[part], str) and node[part] == nxt:  # dataset: cifar10 -> {cifar10: {...}}
+        node[part] = {nxt: {}}
+    return node[part]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: tuple[str, ...], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged suite mapping with each ``KEY=VALUE`` set (YAML value, dotted key, list indexes),
+    and for each top-level key the overrides that touched it (named in error messages)."""
+    raw = copy.deepcopy(raw)  # YAML aliases share objects: set one place only
+    touched: dict[str, str] = {}
+    for item in overrides:
+        where = f"{path}: --set {item.split('=', 1)[0].strip()}"
+        parts, value = _override_value(item, where)
+        if parts[0] == "include":
+            raise ConfigError(where, "include cannot be overridden (includes are merged before --set applies)")
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            node = _child(node, part, parts[i + 1], where)
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(where, f"{'.'.join(parts[: i + 1])} is {show(node)}, not a mapping or list")
+        last = parts[-1]
+        if isinstance(node, list):
+            _child(node, last, "", where)  # checks the index
+            node[int(last)] = value
+        else:
+            node[last] = value
+        touched[parts[0]] = f"{touched.get(parts[0], '')} --set {item}"
+    return raw, touched
+
+
+def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
+    """Parse and validate a suite file (and its includes). Raises ConfigError (one line) on bad input.
+
+    ``overrides`` (``bench run --set``): ``{"train.epochs": 2}`` or ``["train.epochs=2", "wa=[none, swa]"]``
+    set keys of the merged suite (after includes) before it is validated, exactly as if written in it.
+    """
+    path = Path(path).expanduser()
     raw, sources = load_raw(path)
-    at = lambda key: f"{sources.get(key, path)}: {key}"  # noqa: E731
+    sets = normalize_overrides(overrides)
+    raw, touched = apply_overrides(raw, sets, path)
+    at = lambda key: f"{sources.get(key, path)}{f' (with{touched[key]})' if key in touched else ''}: {key}"  # noqa: E731
 
     for key in raw:
         if key not in TOP_LEVEL:
-            close = difflib.get_close_matches(str(key), TOP_LEVEL, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = P.did_you_mean(key, TOP_LEVEL)
             raise ConfigError(at(key), f"unknown key{hint}; allowed: {', '.join(TOP_LEVEL)}")
     for key in REQUIRED:
         if key not in raw:
@@ -588,8 +682,9 @@ def load_suite(path: str | Path) -> Suite:
         analysis=None if raw.get("analysis") is None or raw["analysis"] is False else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
         sources=sources,
         paper_raw=raw.get("paper"),
-        digest=_files_digest([path, *sources.values()]),
+        digest=_files_digest([path, *sources.values()], sets),
         leaderboard=P.build(LeaderboardSpec, raw.get("leaderboard"), at("leaderboard")),
+        overrides=sets,
     )
     suite.eval_eps = _eval_eps(eval_eps, f"{at('eval')}.eps", suite.threat)
     return suite

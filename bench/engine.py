@@ -223,7 +223,7 @@ def _analyze(job: AnalysisJob, ctx: WorkerContext) -> None:
 
 def plan_for(ref: SuiteRef) -> Plan:
     """Re-plan a task's suite in this process; refuses a suite file changed since the task was planned."""
-    suite = load_suite(ref.path)
+    suite = load_suite(ref.path, ref.overrides)
     if suite.digest != ref.digest:
         raise BenchError(f"{ref.path}: the suite changed since its tasks were planned; plan it again")
     return expand(suite, ref.limit)

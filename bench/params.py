@@ -19,6 +19,15 @@ from typing import Any, Literal, Union
 from bench.errors import ConfigError, show
 
 
+def did_you_mean(value: Any, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a misspelt ``value``, else ``""``."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1) if isinstance(value, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+EPS_HINT = "the radius comes from the suite's threat.eps (and eval.eps for extra radii), never from a defence or attack"
+
+
 def parse_fraction(value: Any, where: str) -> Fraction:
     """An exact number from an int, a float or a string such as ``"8/255"`` or ``"5e-4"``, within float range."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Fraction)):
@@ -71,7 +80,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if value in args and not isinstance(value, bool):
             return value
         choices = ", ".join(repr(a) for a in args)
-        raise ConfigError(where, f"expected one of {choices}, got {show(value)}")
+        raise ConfigError(where, f"expected one of {choices}, got {show(value)}{did_you_mean(value, args)}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(where, f"expected a list, got {_show(value)}")
@@ -114,10 +123,10 @@ def build(cls: type, mapping: Any, where: str) -> Any:
     for key, value in mapping.items():
         sub = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if key == "eps":
+                raise ConfigError(sub, f"not a parameter: {EPS_HINT}")
             known = ", ".join(fields) or "none"
-            raise ConfigError(sub, f"unknown key{hint}; allowed: {known}")
+            raise ConfigError(sub, f"unknown key{did_you_mean(key, fields)}; allowed: {known}")
         kwargs[key] = _coerce(value, hints[key], sub)
     try:
         obj = cls(**kwargs)

@@ -39,11 +39,12 @@ ANALYSIS_VERSION = 1
 
 @dataclass(frozen=True)
 class SuiteRef:
-    """Where a task's suite comes from: the file, the digest of its resolved content, the --limit."""
+    """Where a task's suite comes from: the file, the digest of its resolved content, the --limit and --set."""
 
     path: str
     digest: str
     limit: int | None = None
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE: a worker re-plans the suite with them
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
     if limit is not None:
         n = limit if ev.n_examples is None else min(limit, ev.n_examples)
         ev = dataclasses.replace(ev, n_examples=n)
-    ref = SuiteRef(str(suite.path.resolve()), suite.digest, limit)
+    ref = SuiteRef(str(suite.path.resolve()), suite.digest, limit, suite.overrides)
     none = ATTACKS.get("none")
     attacks = suite.attacks or [PluginRef("attack", "none", none.params(), none.version)]
     labels = [attack_label(a.name, a.params) for a in attacks]

@@ -45,6 +45,7 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)  # tracebacks of the failed tasks
     results_dir: Path | None = None
+    overrides: list[str] = field(default_factory=list)  # the suite's --set KEY=VALUE
 
     @classmethod
     def of(cls, plan: Plan, result: ScheduleResult) -> RunSummary:
@@ -78,6 +79,7 @@ class RunSummary:
             "reused": self.reused,
             "failed": len(self.failures),
             "seconds": round(self.seconds, 2),
+            "overrides": self.overrides,
         }
 
 
@@ -151,15 +153,17 @@ def run_suite(
     evaluate: bool = True,
     debug: bool = False,
     executor: ExecutorConfig | None = None,
+    overrides: Any = None,
 ) -> RunSummary:
     """Run (or resume) a suite and write ``<results_dir>/<suite name>/``; returns the counters.
 
     ``evaluate=False`` (``bench analyze``) trains what is missing and runs only the analyses.
     ``debug=True`` re-raises a failing task's exception instead of reporting it. ``executor``
     decides where tasks run (default: one after another in this process); see ``bench/executors``.
+    ``overrides`` (a suite given by path): ``{"train.epochs": 2}`` as in ``load_suite``.
     """
     start = time.perf_counter()
-    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    suite = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
     plan = expand(suite, limit)
     out = results_folder(results_dir, suite)
     prog = Progress(progress)
@@ -187,5 +191,6 @@ def run_suite(
     write_figures(plan, store, out)
     summary.seconds = time.perf_counter() - start
     summary.results_dir = out
+    summary.overrides = list(suite.overrides)
     write_json(out / "run.json", summary.as_json())
     return summary

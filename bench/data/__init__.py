@@ -19,16 +19,16 @@ SYSTEM_DATA_DIRS = (Path("/usr/share/datasets"),)
 
 def user_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "bench"
+    return Path(base).expanduser() / "bench"
 
 
 def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Directories searched for datasets, most specific first."""
     roots: list[Path] = []
     if data_dir:
-        roots.append(Path(data_dir))
+        roots.append(Path(data_dir).expanduser())
     if os.environ.get("BENCH_DATA"):
-        roots.append(Path(os.environ["BENCH_DATA"]))
+        roots.append(Path(os.environ["BENCH_DATA"]).expanduser())
     roots.append(user_data_dir())
     roots.extend(SYSTEM_DATA_DIRS)
     return list(dict.fromkeys(roots))

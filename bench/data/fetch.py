@@ -52,11 +52,12 @@ TORCHVISION = {
 }
 
 
-def status(data_dir: str | None = None) -> list[tuple[str, str]]:
-    """(dataset, one-line status) for every registered file-based dataset."""
+def status(data_dir: str | None = None, name: str | None = None) -> list[tuple[str, str]]:
+    """(dataset, one-line status) for every registered file-based dataset, or for ``name`` only."""
     out = []
-    for entry in DATASETS.entries():
-        if entry.name == "synthetic":
+    entries = [DATASETS.get(name)] if name else DATASETS.entries()  # unknown names fail with a did-you-mean
+    for entry in entries:
+        if entry.name == "synthetic" and not name:
             continue
         try:
             splits = load_dataset(entry.name, entry.params(), data_dir)
