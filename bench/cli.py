@@ -153,12 +153,13 @@ def print_plan(plan, store) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_suite
-    from bench.env import resolve_device
+    from bench.env import check_device, resolve_device
     from bench.executors import executor_config
     from bench.plan import expand
     from bench.runner import run_suite
     from bench.store import Store, default_cache_dir
 
+    check_device(args.device)  # `--device gpu`: one line, before anything else
     suite = load_suite(args.suite, args.set)
     plan = expand(suite, args.limit)  # what needs the plan (rows, paper, --limit) fails here, before any work
     if args.dry_run:

@@ -687,4 +687,11 @@ def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
         overrides=sets,
     )
     suite.eval_eps = _eval_eps(eval_eps, f"{at('eval')}.eps", suite.threat)
+    if suite.zoo:  # a misspelt or mismatched reference row fails here, not at run time
+        from bench.models.zoo import zoo_problem
+
+        for i, entry in enumerate(suite.zoo):
+            problem = zoo_problem(entry, suite.dataset.name, suite.threat.norm)
+            if problem:
+                raise ConfigError(f"{at('zoo')}[{i}]", problem)
     return suite

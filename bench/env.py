@@ -13,15 +13,43 @@ import numpy as np
 import torch
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU. Called once, by the CLI or ``run_suite``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from bench.errors import BenchError
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
-        raise BenchError(f"--device {name}: CUDA is not available on this machine (use auto or cpu)")
-    return torch.device(name)
+
+def check_device(name: str) -> torch.device | None:
+    """The device ``name`` means (None for ``auto``), without checking this machine has it; a name torch
+    does not know (``gpu``) is a one-line error, never a traceback."""
+    from bench.errors import BenchError
+
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise BenchError(f"--device {name}: unknown device (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU. Called once, by the CLI or ``run_suite``.
+    A device this machine lacks (``cuda`` without a GPU, ``cuda:3`` with two) is a one-line error."""
+    from bench.errors import BenchError
+
+    if isinstance(name, torch.device):
+        name = str(name)
+    device = check_device(name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {name}: CUDA is not available on this machine (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BenchError(f"--device {name}: MPS is not available on this machine (use auto or cpu)")
+    return device
 
 
 def seed_everything(seed: int) -> None:

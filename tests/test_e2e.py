@@ -312,6 +312,7 @@ def test_zoo_rows_are_evaluated_without_training(smoke_run, tmp_path: Path, monk
     monkeypatch.setitem(sys.modules, "robustbench", types.ModuleType("robustbench"))
     monkeypatch.setitem(sys.modules, "robustbench.utils", fake)
     monkeypatch.setitem(zoo.DATASETS, "synthetic", "synthetic")
+    monkeypatch.setitem(zoo.KNOWN_LINF, "synthetic", ("Fake2024",))  # validated like a real row
     cache = tmp_path / "cache"
     shutil.copytree(smoke_run["cache"], cache)
     suite = write_suite(tmp_path / "s.yaml", (SUITES / "smoke.yaml").read_text() + "zoo: [robustbench:Fake2024]\n")
@@ -332,6 +333,7 @@ def test_zoo_row_without_the_extra_fails_alone_with_one_clear_line(
     monkeypatch.setitem(sys.modules, "robustbench", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "robustbench.utils", None)
     monkeypatch.setitem(zoo.DATASETS, "synthetic", "synthetic")
+    monkeypatch.setitem(zoo.KNOWN_LINF, "synthetic", ("Fake2024",))  # validated like a real row
     cache = tmp_path / "cache"
     shutil.copytree(smoke_run["cache"], cache)
     suite = write_suite(tmp_path / "s.yaml", (SUITES / "smoke.yaml").read_text() + "zoo: [robustbench:Fake2024]\n")
