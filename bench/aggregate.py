@@ -116,7 +116,7 @@ def _run_rows(
                 "attack_version": ejob.attack.version,
                 "eval_seconds": metrics.get("seconds"),
                 "eval_device": eval_manifest.get("provenance", {}).get("device"),
-                "max_eps_violation": metrics.get("max_dist"),
+                "max_perturbation": metrics.get("max_dist"),  # largest distance of x_adv from x (in the threat's norm); > eps is an error
                 **_params("attack", ejob.attack.params),
             }
         )
@@ -151,12 +151,18 @@ def _run_rows(
         "train_key": tjob.key,
         "defence_version": tjob.defence.version,
         "train_seconds": manifest.get("seconds"),
-        "best_epoch": manifest.get("weights", {}).get(first.weights.tag, {}).get("best_epoch"),
+        "best_epoch": _one_based(manifest.get("weights", {}).get(first.weights.tag, {}).get("best_epoch")),
         **flags,
         **health_flags(manifest.get("health", {}), flags.get("flags", "")),
         **manifest.get("provenance", {}),
     }
     return [{**base, **r} for r in run_rows]
+
+
+def _one_based(epoch: int | None) -> int | None:
+    """Epochs are shown counted from 1, as the console prints them (``epoch 3/4``); the manifest and
+    ``log.jsonl`` store them from 0 (unchanged, so every cached run stays readable)."""
+    return None if epoch is None else epoch + 1
 
 
 HEALTH = {

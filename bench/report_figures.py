@@ -66,7 +66,7 @@ def training_curves(plan: Plan, store: Store) -> list[dict[str, Any]]:
             for r in entries:
                 robust = r.get(f"{prefix}val_robust")
                 records.append({
-                    "row": row, "seed": tjob.seed, "epoch": r["epoch"], "val_clean": 100 * r[f"{prefix}val_clean"],
+                    "row": row, "seed": tjob.seed, "epoch": r["epoch"] + 1, "val_clean": 100 * r[f"{prefix}val_clean"],
                     "val_robust": None if robust is None else 100 * robust, "selected": r["epoch"] == selected,
                 })  # fmt: skip
     return records
@@ -91,7 +91,7 @@ def training_figure(records: list[dict[str, Any]], title: str, n_epochs: int):
                     value = r["val_robust"] if has_robust else r["val_clean"]
                     ax.plot([r["epoch"]], [value], "*", color=colour, markersize=12, label=f"selected (epoch {r['epoch']})")
         ax.set_title(row)
-        ax.set_xlim(-0.5, n_epochs - 0.5)
+        ax.set_xlim(0.5, n_epochs + 0.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)

@@ -175,7 +175,7 @@ def test_l2_suite_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
     df = pd.read_csv(tmp_path / "r" / "smoke" / "results.csv")
     assert set(df["p_threat_norm"]) == {"L2"}
     attacks = df[df["attack"] != "Worst case"]
-    assert (attacks["max_eps_violation"] <= 1 + 1e-5).all() and (attacks["max_eps_violation"] > 8 / 255).any()
+    assert (attacks["max_perturbation"] <= 1 + 1e-5).all() and (attacks["max_perturbation"] > 8 / 255).any()
     assert "Threat: L2, ε = 1" in (tmp_path / "r" / "smoke" / "leaderboard.md").read_text()
 
 

@@ -14,7 +14,6 @@ from torch import nn
 from bench import params as params_mod
 from bench.errors import EvaluationError
 from bench.registry import ATTACKS
-from bench.types import ThreatModel
 
 TOLERANCE = 1e-6
 
@@ -57,13 +56,16 @@ def attack(
 ) -> torch.Tensor:
     """Library API: run a registered attack on a batch in [0,1]; returns checked ``x_adv``.
 
-    ``eps`` may be a float or a fraction string such as ``"8/255"``; ``norm`` is ``Linf`` or ``L2``.
+    ``eps`` may be a float or a fraction string such as ``"8/255"``; ``norm`` is ``Linf`` or ``L2``;
+    both are checked as a suite's ``threat`` is (``eps=300`` for L-inf raises ConfigError).
     The model is put in eval mode for the attack and its previous mode is restored.
     """
     entry = ATTACKS.get(name)
     p = params_mod.build(entry.params, params, f"attack {name}")
-    eps_exact = params_mod.parse_fraction(eps, "eps")
-    threat = ThreatModel(norm, eps_exact, str(eps))  # type: ignore[arg-type]
+    from bench.config import parse_threat  # the suite's rules and messages for norm and eps
+
+    threat = parse_threat({"norm": norm, "eps": eps}, f"bench.attack({name!r})")
+    eps_exact = threat.eps
     was_training = model.training
     model.eval()
     try:
