@@ -166,20 +166,22 @@ def run_suite(
     suite = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
     plan = expand(suite, limit)
     out = results_folder(results_dir, suite)
-    prog = Progress(progress)
+    config = executor or ExecutorConfig()
+    prog = Progress(progress, slots=config.workers if config.name == "local" else None)
     store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())  # damage is reported even with --quiet
     data = str(Path(data_dir).expanduser()) if data_dir else None
-    config = executor or ExecutorConfig()
     ctx = None
     if config.name == "local" and config.workers == 1:  # in this process: the device is resolved here
         ctx = WorkerContext(plan, store, device if isinstance(device, torch.device) else resolve_device(device), data, prog)
     ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
     kinds = ("train", "analysis", "sanity", "shard", "eval") if evaluate else ("train", "analysis")
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}
-    prog.log(f"suite {suite.name}: {', '.join(f'{n} {k}' for k, n in counts.items() if n or k != 'shard')} tasks on {ctx.device if ctx else ex.describe()}")
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "shard")
+    prog.log(f"suite {suite.name}: {sum(counts.values())} tasks ({shown}) on {ctx.device if ctx else ex.describe()}")
     try:
         result = run_tasks(plan, store, ex, prog, out / "logs", kinds, debug)
     finally:
+        prog.close()
         ex.close()
     summary = RunSummary.of(plan, result)
     rows = collect(plan, store)

@@ -62,24 +62,18 @@ def run_tasks(
     """
     tasks = [t for t in plan.tasks if t.kind in kinds]
     result = ScheduleResult()
-    total = len(tasks)
     failed: set[str] = set()
     announced: set[str] = set()
     running: dict[Future, tuple[Task, float]] = {}
-    start = time.perf_counter()
     pending = list(tasks)
+
+    progress.start_plan(tasks)  # done / total and the ETA over every kind of task
 
     def finish(outcome: Outcome, where: str = "") -> None:
         result.outcomes.append(outcome)
         if outcome.status == "failed":
             failed.add(outcome.task.key)
-        if outcome.status not in ("cached", "skipped"):
-            done = len(result.outcomes)
-            at = f" on {where}" if where else ""
-            progress.log(
-                f"[done {done}/{total}, running {len(running)}, left {total - done - len(running)}] {outcome.status} "
-                f"{outcome.task.label} ({outcome.seconds:.1f}s{at}; {time.perf_counter() - start:.0f}s elapsed)"
-            )
+        progress.finished(outcome.task, outcome.status, outcome.seconds, where)
 
     while pending or running:
         waiting: list[Task] = []
@@ -112,6 +106,7 @@ def run_tasks(
             ready.append(task)
         for task in ready:
             progress.log(f"[{task.kind}] {task.label} ({task.key[:12]})")
+            progress.started(task)
         t0 = time.perf_counter()
         for task, future in zip(ready, executor.submit_all(ready)):
             running[future] = (task, t0)

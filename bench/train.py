@@ -337,6 +337,7 @@ def train_model(
         saver.save(epoch, step, model, optimizer, g, avgs, result)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "_" in k)
         progress.log(f"  {desc}: {shown} ({record['seconds']:.1f}s)")
+        progress.epoch_done(job, epoch + 1, spec.epochs, record["seconds"])
     result.raw.finish(model)
     for a in avgs:
         result.averaged[a.spec].finish(a.model)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench import params as params_mod
+from bench.errors import ConfigError
 from bench.registry import MODELS
 
 
@@ -62,16 +63,29 @@ def build(
 
 def build_model(
     name: str,
-    num_classes: int = 10,
-    shape: tuple[int, int, int] = (1, 28, 28),
+    num_classes: int | None = None,
+    shape: tuple[int, int, int] | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     **params: Any,
 ) -> Classifier:
-    """Library API: ``bench.build_model("small_cnn", num_classes=10)``."""
+    """Library API: ``bench.build_model("resnet18", num_classes=10, shape=(3, 32, 32))``.
+
+    ``num_classes`` and ``shape`` (channels, height, width) are required: there is no default
+    dataset, so a CIFAR model is never silently built for 28x28 grey images. Common values:
+    Fashion-MNIST/MNIST ``(1, 28, 28)``, 10; CIFAR-10 ``(3, 32, 32)``, 10; CIFAR-100 ``(3, 32, 32)``,
+    100; SVHN ``(3, 32, 32)``, 10; Tiny ImageNet ``(3, 64, 64)``, 200.
+    """
     entry = MODELS.get(name)
+    if num_classes is None or shape is None:
+        missing = " and ".join(n for n, v in (("num_classes", num_classes), ("shape", shape)) if v is None)
+        raise ConfigError(
+            f"build_model({name!r})", f"give {missing} (e.g. num_classes=10, shape=(3, 32, 32) for CIFAR-10; (1, 28, 28) for Fashion-MNIST)"
+        )
+    if len(tuple(shape)) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ConfigError(f"build_model({name!r}).shape", f"expected (channels, height, width), got {shape!r}")
     p = params_mod.build(entry.params, params, f"model {name}")
-    return build(name, p, num_classes, shape, mean, std)
+    return build(name, p, num_classes, tuple(shape), mean, std)
 
 
 def flat_features(features: nn.Module, shape: tuple[int, int, int]) -> int:
