@@ -67,7 +67,7 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
     g.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="YAML with executor: and its options (the flags below win)")
     g.add_argument("--workers", type=int, default=None, metavar="N", help="local: N worker processes (one per visible GPU, or CPU threads split)")
     g.add_argument("--ray-address", default=None, metavar="ADDR", help="ray: join this cluster (default: start a local one)")
-    g.add_argument("--slurm-partition", default=None, help="slurm: partition (default: the cluster's default)")
+    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition (default: the cluster's default)")
     g.add_argument("--slurm-time", dest="slurm_time_min", type=int, default=None, metavar="MIN", help="slurm: time limit per task in minutes (requeued and resumed past it)")
     g.add_argument("--slurm-gpus", dest="slurm_gpus", type=int, default=None, metavar="N", help="slurm: GPUs per task (default 0)")
     g.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, default=None, metavar="N", help="slurm: CPUs per task (default 1)")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ls", help="list registered plug-ins with versions and parameters", epilog=EXAMPLES["ls"], formatter_class=fmt)
     p.add_argument("kind", choices=["defences", "attacks", "datasets", "models"])
-    p.add_argument("--plugins", nargs="*", default=[], help="extra plug-in modules or .py files to load first")
+    p.add_argument("--plugins", nargs="*", default=[], metavar="MODULE", help="extra plug-in modules or .py files to load first")
 
     p = sub.add_parser("analyze", help="spectral analyses of a suite's models (trains what is missing; no attacks)", epilog=EXAMPLES["analyze"], formatter_class=fmt)
     _add_common(p)
