@@ -81,10 +81,10 @@ def slurm_up() -> bool:
 def need(executor: str) -> None:
     """Skip (or fail, in CI) when the platform cannot run ``executor``."""
     if executor == "ray" and importlib.util.find_spec("ray") is None:
-        _unavailable("Ray", "install the extra: pip install 'bench[ray]'")
+        _unavailable("Ray", "install the extra: pip install 'robustness-bench[ray]'")
     if executor == "slurm":
         if importlib.util.find_spec("submitit") is None:
-            _unavailable("submitit", "install the extra: pip install 'bench[slurm]'")
+            _unavailable("submitit", "install the extra: pip install 'robustness-bench[slurm]'")
         if not slurm_up():
             _unavailable("a Slurm cluster", "no sbatch or no idle node; start one with scripts/slurm-up")
 
@@ -302,12 +302,12 @@ def test_a_missing_extra_or_unreachable_cluster_is_a_one_line_error(tiny_referen
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     assert main([*args, "--executor", "ray"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pip install 'bench[ray]'" in err
+    assert err.count("\n") == 1 and "pip install 'robustness-bench[ray]'" in err
     monkeypatch.setitem(sys.modules, "submitit", None)
     monkeypatch.delitem(sys.modules, "bench.executors.slurm", raising=False)
     assert main([*args, "--executor", "slurm"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pip install 'bench[slurm]'" in err
+    assert err.count("\n") == 1 and "pip install 'robustness-bench[slurm]'" in err
     monkeypatch.delitem(sys.modules, "submitit")
     monkeypatch.delitem(sys.modules, "bench.executors.slurm", raising=False)
     if importlib.util.find_spec("submitit") is not None:

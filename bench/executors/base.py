@@ -84,4 +84,4 @@ class Executor:
 
 
 def missing_extra(extra: str, module: str) -> BenchError:
-    return BenchError(f"--executor {extra}: the `{module}` package is missing; install the extra: pip install 'bench[{extra}]'")
+    return BenchError(f"--executor {extra}: the `{module}` package is missing; install the extra: pip install 'robustness-bench[{extra}]' (from a clone: pip install -e '.[{extra}]')")
