@@ -21,8 +21,11 @@ from bench.errors import ConfigError, show
 
 def did_you_mean(value: Any, choices: Any) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` to a misspelt ``value``, else ``""``."""
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1) if isinstance(value, str) else []
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if not isinstance(value, str):
+        return ""
+    lower = {str(c).lower(): str(c) for c in choices}  # `linf` -> 'Linf'
+    close = difflib.get_close_matches(value.lower(), list(lower), n=1)
+    return f" (did you mean {lower[close[0]]!r}?)" if close else ""
 
 
 EPS_HINT = "the radius comes from the suite's threat.eps (and eval.eps for extra radii), never from a defence or attack"

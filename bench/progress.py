@@ -145,7 +145,7 @@ class Progress:
 
     def timing(self) -> str:
         eta, unknown = self.eta()
-        if unknown and not eta:
+        if unknown and eta < 1:
             shown = "?"
         elif unknown:
             shown = f">{duration(eta)} ({', '.join(unknown)} not timed yet)"
