@@ -19,7 +19,7 @@ import sys
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
@@ -553,7 +553,7 @@ def _files_digest(paths: list[str | Path], overrides: tuple[str, ...] = ()) -> s
 
 # -------------------------------------------------------------------------------------- overrides
 
-Overrides = Union[Mapping[str, Any], Iterable[str], None]
+Overrides = Mapping[str, Any] | Iterable[str] | None
 
 
 def normalize_overrides(overrides: Overrides) -> tuple[str, ...]:
@@ -582,7 +582,7 @@ def normalize_overrides(overrides: Overrides) -> tuple[str, ...]:
 def _override_value(item: str, where: str) -> tuple[list[str], Any]:
     text = item.split("=", 1)[1]
     try:
-        value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
+        value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None
     except (yaml.YAMLError, RecursionError, ValueError) as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(where, f"invalid YAML value {show(text)}: {problem}") from None

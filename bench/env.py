@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 

@@ -32,7 +32,7 @@ HEARTBEAT_S = 30.0
 
 def duration(seconds: float) -> str:
     """``42s``, ``3m05s``, ``2h07m``."""
-    s = int(round(max(seconds, 0)))
+    s = round(max(seconds, 0))
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -59,7 +59,11 @@ class Progress:
     """
 
     def __init__(
-        self, enabled: bool = True, estimates: dict[str, float] | None = None, heartbeat_s: float = HEARTBEAT_S, slots: int | None = None
+        self,
+        enabled: bool = True,
+        estimates: dict[str, float] | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        slots: int | None = None,
     ) -> None:
         self.enabled = enabled
         self.tty = enabled and sys.stderr.isatty()
@@ -197,7 +201,9 @@ class Progress:
         while not self._stop.wait(step):
             if time.perf_counter() - self.last_line < self.heartbeat_s or not (self.running or self.current):
                 continue
-            what = self.current or ", ".join(self.tasks[k].label if k in self.tasks else k[:12] for k in list(self.running))
+            what = self.current or ", ".join(
+                self.tasks[k].label if k in self.tasks else k[:12] for k in list(self.running)
+            )
             plan = f" · {self.counts()} {self.timing()}" if self.tasks else ""
             self.log(f"  ... {what}{plan}")
 

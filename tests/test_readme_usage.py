@@ -40,7 +40,9 @@ def documented() -> dict[str, str]:
 
 
 def test_readme_usage_block_is_the_generated_one() -> None:
-    assert readme_block(README) == usage_block(), "README usage block is stale: run scripts/readme-usage --write README.md"
+    assert readme_block(README) == usage_block(), (
+        "README usage block is stale: run scripts/readme-usage --write README.md"
+    )
 
 
 def test_every_command_and_option_is_in_the_readme_and_nothing_else() -> None:
@@ -48,10 +50,16 @@ def test_every_command_and_option_is_in_the_readme_and_nothing_else() -> None:
     parsers = commands(build_parser())
     assert set(docs) == set(parsers)
     for name, parser in parsers.items():
-        options = {max(a.option_strings, key=len) for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)}
+        options = {
+            max(a.option_strings, key=len)
+            for a in parser._actions
+            if a.option_strings and not isinstance(a, argparse._HelpAction)
+        }
         written = set(re.findall(r"\[(--[a-z][a-z-]*)", docs[name]))
         assert written == options, name
-        positionals = [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+        positionals = [
+            a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)
+        ]
         assert len(docs[name].split()) >= len(name.split()) + len(positionals)
 
 

@@ -37,7 +37,14 @@ def error_of(capsys: pytest.CaptureFixture, *argv: str) -> str:
 
 
 def test_overrides_set_keys_as_yaml_values_before_validation() -> None:
-    sets = ["train.epochs=5", "eval.n_examples=100", "wa=[none, ema]", "threat.eps=8/255", "eval.eps=[0.05]", "defences.1.pgd_at.steps=5"]
+    sets = [
+        "train.epochs=5",
+        "eval.n_examples=100",
+        "wa=[none, ema]",
+        "threat.eps=8/255",
+        "eval.eps=[0.05]",
+        "defences.1.pgd_at.steps=5",
+    ]
     suite = load_suite(SMOKE, sets)
     assert suite.train.epochs == 5 and suite.eval.n_examples == 100
     assert [w and w.kind for w in suite.wa] == [None, "ema"]
@@ -52,7 +59,9 @@ def test_overrides_set_keys_as_yaml_values_before_validation() -> None:
 
 def test_overrides_are_part_of_the_digest_and_workers_replan_with_them() -> None:
     plain, two = load_suite(SMOKE), load_suite(SMOKE, ["train.epochs=2", "wa=none", "analysis=null"])
-    assert plain.digest != two.digest != load_suite(SMOKE, {"train.epochs": 2, "wa": "none", "analysis": None}).digest  # the text is hashed
+    assert (
+        plain.digest != two.digest != load_suite(SMOKE, {"train.epochs": 2, "wa": "none", "analysis": None}).digest
+    )  # the text is hashed
     plan = expand(two)
     task = plan.train_jobs[0]
     assert task.suite.overrides == ("train.epochs=2", "wa=none", "analysis=null")
@@ -68,7 +77,10 @@ def test_overrides_are_part_of_the_digest_and_workers_replan_with_them() -> None
         ("train.epochs=0", "smoke.yaml (with --set train.epochs=0): train.epochs: must be at least 1"),
         ("trian.epochs=2", "trian: unknown key (did you mean 'train'?)"),
         ("train.epoch=2", "train.epoch: unknown key (did you mean 'epochs'?)"),
-        ("wa=[none, swaa]", "wa[1]: expected none, swa, ema or {kind: swa, start: ..., every: ...}, got 'swaa' (did you mean 'swa'?)"),
+        (
+            "wa=[none, swaa]",
+            "wa[1]: expected none, swa, ema or {kind: swa, start: ..., every: ...}, got 'swaa' (did you mean 'swa'?)",
+        ),
         ("threat.eps=300", "threat.eps: must be in (0, 1] for Linf (pixel space), got 300"),
         ("wa=[", "smoke.yaml: --set wa: invalid YAML value '['"),
         ("defences.9.x=1", "smoke.yaml: --set defences.9.x: 9 is not an index of a list of 2"),
@@ -77,7 +89,9 @@ def test_overrides_are_part_of_the_digest_and_workers_replan_with_them() -> None
         ("epochs", "--set: expected KEY=VALUE such as train.epochs=2, got 'epochs'"),
     ],
 )
-def test_bad_overrides_give_the_suite_one_line_errors(capsys: pytest.CaptureFixture, setting: str, expected: str) -> None:
+def test_bad_overrides_give_the_suite_one_line_errors(
+    capsys: pytest.CaptureFixture, setting: str, expected: str
+) -> None:
     assert expected in error_of(capsys, "validate", str(SMOKE), "--set", setting)
 
 
@@ -87,12 +101,24 @@ def test_bad_overrides_give_the_suite_one_line_errors(capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"defences": [{"trades": {"preset": "offical"}}]}, "unknown preset 'offical' (did you mean 'official'?); trades has: official"),
-        ({"train.selection": "bestval"}, "expected one of 'last', 'best_val', got 'bestval' (did you mean 'best_val'?)"),
+        (
+            {"defences": [{"trades": {"preset": "offical"}}]},
+            "unknown preset 'offical' (did you mean 'official'?); trades has: official",
+        ),
+        (
+            {"train.selection": "bestval"},
+            "expected one of 'last', 'best_val', got 'bestval' (did you mean 'best_val'?)",
+        ),
         ({"train.optimizer.name": "adm"}, "got 'adm' (did you mean 'adam'?)"),
         ({"threat.norm": "linf"}, "expected Linf or L2, got 'linf' (did you mean 'Linf'?)"),
-        ({"defences.1.pgd_at.eps": "4/255"}, "defences[1].pgd_at.eps: not a parameter: the radius comes from the suite's threat.eps"),
-        ({"attacks.1.pgd.eps": 0.1}, "attacks[1].pgd.eps: not a parameter: the radius comes from the suite's threat.eps"),
+        (
+            {"defences.1.pgd_at.eps": "4/255"},
+            "defences[1].pgd_at.eps: not a parameter: the radius comes from the suite's threat.eps",
+        ),
+        (
+            {"attacks.1.pgd.eps": 0.1},
+            "attacks[1].pgd.eps: not a parameter: the radius comes from the suite's threat.eps",
+        ),
     ],
 )
 def test_enum_like_fields_suggest_and_eps_points_at_the_threat(overrides: dict, expected: str) -> None:
@@ -133,7 +159,9 @@ def test_tilde_is_expanded_in_every_path(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_unknown_or_missing_device_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     out = ["--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r")]
-    assert "--device gpu: unknown device (use auto, cpu, cuda or cuda:N)" in error_of(capsys, "run", str(SMOKE), "--device", "gpu", *out)
+    assert "--device gpu: unknown device (use auto, cpu, cuda or cuda:N)" in error_of(
+        capsys, "run", str(SMOKE), "--device", "gpu", *out
+    )
     if not torch.cuda.is_available():
         assert "CUDA is not available on this machine" in error_of(capsys, "run", str(SMOKE), "--device", "cuda", *out)
         assert "CUDA is not available" in error_of(capsys, "analyze", str(SMOKE), "--device", "cuda:1", *out)
@@ -146,8 +174,16 @@ def test_unknown_or_missing_device_is_one_line(capsys: pytest.CaptureFixture, tm
 @pytest.mark.parametrize(
     ("suite", "row", "expected"),
     [
-        ("cifar10.yaml", "Carmon2019Unlabled", "zoo[0]: unknown cifar10 Linf model 'Carmon2019Unlabled' (did you mean 'Carmon2019Unlabeled'?)"),
-        ("cifar100.yaml", "Carmon2019Unlabeled", "zoo[0]: Carmon2019Unlabeled is a cifar10 model; this suite's dataset is cifar100"),
+        (
+            "cifar10.yaml",
+            "Carmon2019Unlabled",
+            "zoo[0]: unknown cifar10 Linf model 'Carmon2019Unlabled' (did you mean 'Carmon2019Unlabeled'?)",
+        ),
+        (
+            "cifar100.yaml",
+            "Carmon2019Unlabeled",
+            "zoo[0]: Carmon2019Unlabeled is a cifar10 model; this suite's dataset is cifar100",
+        ),
         ("smoke.yaml", "Carmon2019Unlabeled", "zoo[0]: RobustBench reference rows need dataset cifar10 or cifar100"),
     ],
 )
@@ -155,7 +191,9 @@ def test_zoo_rows_are_checked_at_validation(suite: str, row: str, expected: str)
     with pytest.raises(ConfigError) as e:
         load_suite(SUITES / suite, [f"zoo=[robustbench:{row}]"])
     assert expected in str(e.value)
-    assert load_suite(SUITES / "cifar10.yaml", ["zoo=[robustbench:Carmon2019Unlabeled]"]).zoo == ["robustbench:Carmon2019Unlabeled"]
+    assert load_suite(SUITES / "cifar10.yaml", ["zoo=[robustbench:Carmon2019Unlabeled]"]).zoo == [
+        "robustbench:Carmon2019Unlabeled"
+    ]
 
 
 def test_build_model_needs_the_input_shape() -> None:
@@ -205,7 +243,9 @@ def fake_plan() -> list[FakeTask]:
 
 def test_progress_counts_every_kind_and_estimates_from_priors_then_measurements(capsys: pytest.CaptureFixture) -> None:
     tasks = fake_plan()
-    prog = Progress(True, estimates={"t0": 100.0, "t1": 100.0, "s0": 10.0, "a0": 20.0, "e0": 5.0, "e1": 5.0}, heartbeat_s=3600)
+    prog = Progress(
+        True, estimates={"t0": 100.0, "t1": 100.0, "s0": 10.0, "a0": 20.0, "e0": 5.0, "e1": 5.0}, heartbeat_s=3600
+    )
     prog.start_plan(tasks)
     assert prog.eta() == (240.0, [])  # before any measurement: the priors
     prog.started(tasks[0])
@@ -215,7 +255,9 @@ def test_progress_counts_every_kind_and_estimates_from_priors_then_measurements(
     assert prog.estimate(tasks[2]) == 10.0
     prog.finished(tasks[4], "cached")
     line = capsys.readouterr().err.strip()  # printed before the cached one was counted
-    assert line.startswith("[done 1/6, running 0, left 5] ran train d0 (50.0s)") and "elapsed 0s, ETA 1m00s" in line  # 20 + 10 + 20 + 5 + 5
+    assert (
+        line.startswith("[done 1/6, running 0, left 5] ran train d0 (50.0s)") and "elapsed 0s, ETA 1m00s" in line
+    )  # 20 + 10 + 20 + 5 + 5
     prog.close()
 
 
@@ -237,7 +279,9 @@ def test_outside_a_terminal_a_line_comes_at_least_every_heartbeat(capsys: pytest
         time.sleep(0.5)
     prog.close()
     beats = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  ... ")]
-    assert len(beats) >= 3 and "train d0 epoch 1/10: batch 1/3" in beats[0] and "[done 0/6, running 0, left 6]" in beats[0]
+    assert (
+        len(beats) >= 3 and "train d0 epoch 1/10: batch 1/3" in beats[0] and "[done 0/6, running 0, left 6]" in beats[0]
+    )
     quiet = Progress(False, heartbeat_s=0.05)
     quiet.start_plan(fake_plan())
     list(quiet.bar(iter(range(2)), 2, "x"))
@@ -246,8 +290,23 @@ def test_outside_a_terminal_a_line_comes_at_least_every_heartbeat(capsys: pytest
 
 
 def test_a_run_with_overrides_records_them_and_counts_every_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    sets = ["train.epochs=2", "wa=[none]", "analysis={rows: [standard], n_images: 8, heatmap: false}", "attacks=[fgsm]", "eval.n_examples=64"]
-    args = ["run", str(SMOKE), "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
+    sets = [
+        "train.epochs=2",
+        "wa=[none]",
+        "analysis={rows: [standard], n_images: 8, heatmap: false}",
+        "attacks=[fgsm]",
+        "eval.n_examples=64",
+    ]
+    args = [
+        "run",
+        str(SMOKE),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+    ]
     assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0
     err = capsys.readouterr().err
     assert "suite smoke: 7 tasks (2 train, 1 analysis, 2 sanity, 2 eval) on cpu" in err

@@ -33,6 +33,7 @@ DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100"}  # ours -> RobustBench
 # github.com/RobustBench/robustbench commit 78fcc9e (2025-03-31): a snapshot, so that `bench
 # validate` catches a misspelt row without robustbench installed. Where robustbench imports (the
 # `zoo` extra), its own list is used instead, so a model added later is never refused by a stale copy.
+# fmt: off
 KNOWN_LINF: dict[str, tuple[str, ...]] = {
     "cifar10": (
         "Andriushchenko2020Understanding", "Carmon2019Unlabeled", "Sehwag2020Hydra", "Wang2020Improving",
@@ -75,6 +76,8 @@ KNOWN_LINF: dict[str, tuple[str, ...]] = {
         "Chen2024Data_WRN_34_10", "Amini2024MeanSparse_S-WRN-70-16"
     ),
 }
+# fmt: on
+SNAPSHOT = "bench's snapshot of RobustBench's model zoo (2025-03; install the `zoo` extra for its current list)"
 
 
 def zoo_name(entry: str) -> str:
@@ -123,7 +126,7 @@ def known_models(dataset: str) -> tuple[tuple[str, ...], str]:
 
         return tuple(model_dicts[BenchmarkDataset(DATASETS[dataset])][ThreatModel.Linf]), "robustbench's model zoo"
     except Exception:  # noqa: BLE001 - not installed, or one of its import problems: use the snapshot
-        return KNOWN_LINF.get(dataset, ()), "bench's snapshot of RobustBench's model zoo (2025-03; install the `zoo` extra for its current list)"
+        return KNOWN_LINF.get(dataset, ()), SNAPSHOT
 
 
 def zoo_problem(entry: str, dataset: str, norm: str) -> str | None:
