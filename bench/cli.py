@@ -146,9 +146,9 @@ def print_plan(plan, store) -> None:
         for e in plan.evals_of(t):
             mark = "hit " if store.has("eval", e.key) else "miss"
             print(f"  [{mark}]   eval {e.display:<24} {e.column:<14} {e.weights_label:<14} {e.key[:16]}")
-    others = [t for t in plan.tasks if t.kind in ("sanity", "analysis")]
+    others = [t for t in plan.tasks if t.kind in ("sanity", "analysis", "shard")]
     hits_o = sum(store.has(t.kind, t.key) for t in others)
-    print(f"  {len(others)} sanity/analysis tasks ({hits_o} cached)")
+    print(f"  {len(others)} sanity/analysis/shard tasks ({hits_o} cached); {len(plan.tasks)} tasks in all")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -343,6 +343,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name, value in vars(args).items():  # `--cache-dir=~/x` reaches us unexpanded
+        if isinstance(value, Path):
+            setattr(args, name, value.expanduser())
     try:
         import bench  # noqa: F401  (registers the built-in plug-ins)
 

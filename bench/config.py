@@ -345,7 +345,7 @@ def load_raw(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any], 
         inc = data["include"]
         if not isinstance(inc, str) or not inc:
             raise ConfigError(f"{path}: include", "expected a file name")
-        inc_path = path.parent / inc
+        inc_path = path.parent / Path(inc).expanduser()  # relative to the including file; ~ is the home directory
         problem = file_problem(inc_path)
         if problem:
             raise ConfigError(f"{path}: include", f"{problem}: {inc_path}")
@@ -367,7 +367,7 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
         if not isinstance(spec, str):
             raise ConfigError(f"{where}[{i}]", f"expected a module name or .py file, got {show(spec)}")
         if spec.endswith(".py"):
-            path = (base / spec).resolve()
+            path = (base / Path(spec).expanduser()).resolve()
             key = str(path)
             if key in _LOADED_PLUGINS:
                 continue

@@ -149,9 +149,11 @@ def test_tilde_is_expanded_in_every_path(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("BENCH_DATA", "~/env-data")
     monkeypatch.setenv("BENCH_CACHE", "~/env-cache")
     monkeypatch.setenv("XDG_DATA_HOME", "~/xdg")
-    (tmp_path / "s.yaml").write_text(SMOKE.read_text())
-    suite = load_suite("~/s.yaml")
-    assert suite.path == tmp_path / "s.yaml"
+    (tmp_path / "inc.yaml").write_text("seeds: [3]\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "s.yaml").write_text("include: ~/inc.yaml\n" + SMOKE.read_text().replace("seeds: [0]\n", ""))
+    suite = load_suite("~/sub/s.yaml")
+    assert suite.path == tmp_path / "sub" / "s.yaml" and suite.seeds == [3]
     assert data_roots("~/flag-data")[:3] == [tmp_path / "flag-data", tmp_path / "env-data", tmp_path / "xdg" / "bench"]
     assert default_cache_dir() == tmp_path / "env-cache" and Store("~/c").root == tmp_path / "c"
     assert results_folder("~/r", suite) == tmp_path / "r" / "smoke"
