@@ -3,7 +3,7 @@
 Library API (the CLI is a thin layer over it)::
 
     import bench
-    suite = bench.load_suite("suites/quickstart.yaml")
+    suite = bench.load_suite("suites/quickstart.yaml", overrides={"train.epochs": 2})  # as `--set`
     summary = bench.run_suite(suite, cache_dir=".cache/bench", results_dir="results", device="cpu")
     model = bench.build_model("small_cnn", num_classes=10, shape=(1, 28, 28))
     x_adv = bench.attack("pgd", model, x, y, eps="8/255", steps=20)
