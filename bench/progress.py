@@ -201,11 +201,14 @@ class Progress:
         while not self._stop.wait(step):
             if time.perf_counter() - self.last_line < self.heartbeat_s or not (self.running or self.current):
                 continue
-            what = self.current or ", ".join(
-                self.tasks[k].label if k in self.tasks else k[:12] for k in list(self.running)
-            )
+            what = self.current or self._running_text()
             plan = f" · {self.counts()} {self.timing()}" if self.tasks else ""
             self.log(f"  ... {what}{plan}")
+
+    def _running_text(self) -> str:
+        keys = list(self.running)
+        labels = ", ".join(self.tasks[k].label if k in self.tasks else k[:12] for k in keys[:3])
+        return f"running {labels}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
     def close(self) -> None:
         """Stop the heartbeat (idempotent)."""

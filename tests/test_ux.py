@@ -284,6 +284,13 @@ def test_outside_a_terminal_a_line_comes_at_least_every_heartbeat(capsys: pytest
     assert (
         len(beats) >= 3 and "train d0 epoch 1/10: batch 1/3" in beats[0] and "[done 0/6, running 0, left 6]" in beats[0]
     )
+    remote = Progress(True, heartbeat_s=0.1)  # tasks in other processes: the heartbeat names them
+    remote.start_plan(tasks := fake_plan())
+    for task in tasks[:5]:
+        remote.started(task)
+    time.sleep(0.5)
+    remote.close()
+    assert "  ... running train d0, train d1, sanity and 2 more · [done 0/6, running 5, left 1]" in capsys.readouterr().err
     quiet = Progress(False, heartbeat_s=0.05)
     quiet.start_plan(fake_plan())
     list(quiet.bar(iter(range(2)), 2, "x"))
