@@ -55,8 +55,9 @@ def dataset_info(ref: Any, data_dir: str | None = None) -> DatasetInfo:
 
 def _first_line(e: BaseException) -> str:
     text = str(e)
-    found = re.search(r"Unsupported global: GLOBAL [\w.]+", text)  # torch's weights_only refusal, buried in its advice
-    return found.group(0) if found else (text.strip().splitlines() or [type(e).__name__])[0][:200]
+    # torch's weights_only refusal names the global it would not import, below paragraphs of advice
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    return f"it would import {found.group(1)}" if found else (text.strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _is_state(obj: Any) -> bool:
