@@ -60,6 +60,11 @@ def _first_line(e: BaseException) -> str:
     return f"it would import {found.group(1)}" if found else (text.strip().splitlines() or [type(e).__name__])[0][:200]
 
 
+def _unpickling_problem(e: BaseException) -> str:
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+    return found.group(1).strip()[:200] if found else _first_line(e)
+
+
 def _is_state(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) for k in obj) and all(
         isinstance(v, torch.Tensor) for v in obj.values()
@@ -71,6 +76,8 @@ def read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if not re.search(r"GLOBAL", str(e), re.IGNORECASE):  # not a refused import: not a checkpoint at all
+            raise ConfigError(where, f"{path} is not a readable torch checkpoint (UnpicklingError: {_unpickling_problem(e)})") from None
         raise ConfigError(
             where, f"{path} is not a weights-only checkpoint, refused by torch.load(weights_only=True) ({_first_line(e)}); "
             "save it with torch.save(model.state_dict(), path)",
