@@ -54,7 +54,7 @@ def _yaml_arg(text: str, where: str) -> Any:
     from bench.config import _StrictLoader
 
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(where, f"invalid YAML {show(text)}: {getattr(e, 'problem', None) or e}") from None
 

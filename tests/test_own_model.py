@@ -25,7 +25,7 @@ from bench.plan import expand
 from bench.store import Store
 
 ATTACKS = ["fgsm", {"pgd": {"steps": 3}}]
-EVAL = dict(dataset="synthetic", attacks=ATTACKS, eps="24/255", n_examples=64, batch_size=32, device="cpu", progress=False)
+EVAL = {"dataset": "synthetic", "attacks": ATTACKS, "eps": "24/255", "n_examples": 64, "batch_size": 32, "device": "cpu", "progress": False}
 SUITE = """\
 name: own
 dataset: synthetic
