@@ -132,10 +132,12 @@ def test_any_module_with_normalize_and_one_line_argument_errors(tmp_path: Path) 
 def test_suite_checkpoint_row_next_to_trained_rows(model: nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "ckpt").mkdir()
     suite = suite_file(tmp_path / "ckpt", model, defences="[standard]")
+    suite.write_text(suite.read_text() + "analysis: {rows: [mine], n_images: 8, heatmap_images: 2, attack_steps: 2}\n")
     args = ["--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--quiet"]
     assert main(["run", str(suite), *args]) == 0
     board = (tmp_path / "r" / "own" / "leaderboard.md").read_text()
     assert "| standard " in board and "| mine " in board
+    assert (tmp_path / "r" / "own" / "analysis" / "heatmap_mine.png").is_file()  # checkpoint rows can be analysed
     rows = [r for r in json.loads((tmp_path / "r" / "own" / "results.json").read_text()) if r["display_name"] == "mine"]
     assert len(rows) == 3 and {r["weights"] for r in rows} == {"raw:checkpoint"} and rows[0]["train_seconds"] is None
     # a worker re-plans from the suite reference and the key, and loads the file itself
