@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   bench eval ckpt/mine.pt --model small_cnn --dataset fashion-mnist --attack fgsm --attack "{pgd: {steps: 50}}" --n-examples 1000
   bench eval ckpt/wrn.pt --model "{wrn_28_10: {normalize: true}}" --dataset cifar10 --attack "{autoattack: {n_examples: 500}}"
   bench eval ckpt/mine.pt --model small_cnn --dataset mnist --norm L2 --eps 1.5 --json > mine.json
+  bench eval ckpt/mine.pt --model small_cnn --dataset fashion-mnist --flags mine-flags.csv   # per-sample flags
 
 The checkpoint: a state_dict saved with torch.save(model.state_dict(), path), of the whole bench
 model or of its network alone, or one under "state_dict" / "model" (loaded with weights_only=True).
@@ -46,6 +47,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
     p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.add_argument("--flags", type=Path, default=None, metavar="CSV", help="also write the per-sample flags (sample_id, Clean, each attack, Worst case) to CSV")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -79,6 +81,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model, request, args.device, args.cache_dir, data_dir, name=args.name or path.stem, model_name=model_ref.name,
         sanity=not args.no_sanity, progress=not args.quiet,
     )  # fmt: skip
+    if args.flags:
+        from bench.store import atomic_write_text
+
+        atomic_write_text(args.flags.expanduser(), result.flags.to_csv())
     if args.json:
         rows = result.rows.reset_index().astype(object).where(result.rows.reset_index().notna(), None)
         out = {"title": result.title, "rows": rows.to_dict("records"), "sanity": result.warnings, "computed": result.computed}

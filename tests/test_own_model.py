@@ -231,7 +231,9 @@ def test_bench_eval_command(model: nn.Module, tmp_path: Path, capsys: pytest.Cap
     reference = bench.evaluate(model, cache_dir=tmp_path / "c", name="net", **EVAL)  # the same weights: the same entries
     assert reference.computed == 0
     assert [r["accuracy"] for r in out["rows"]] == pytest.approx(list(reference.rows["accuracy"]))
-    assert main(args) == 0
+    assert main([*args, "--flags", str(tmp_path / "flags.csv")]) == 0
+    flags = pd.read_csv(tmp_path / "flags.csv", index_col="sample_id")
+    assert list(flags.columns) == ["Clean", "FGSM", "PGD-3", "Worst case"] and flags.equals(reference.flags)
     table = capsys.readouterr().out
     assert table.startswith("net on synthetic, L∞ ε = 24/255, 64 test examples") and "| PGD-3 " in table and "(from the cache)" in table
     for name, (obj, message) in _bad(tmp_path, model).items():
