@@ -136,7 +136,7 @@ def _run_rows(
     base = {
         "suite": suite.name,
         "dataset": suite.dataset.name,
-        "model": suite.model.name,
+        "model": tjob.model or suite.model.name,
         "defence": tjob.defence.name,
         "display_name": first.display,
         "wa": first.wa.kind if first.wa else "none",

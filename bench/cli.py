@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.compare import add_compare_parser, cmd_compare
 from bench.errors import BenchError
+from bench.eval_cli import add_eval_parser, cmd_eval
 
 EXAMPLES = {
     "run": """examples:
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", nargs="?", help="show: an entry key or a unique prefix of one")
     p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
     add_compare_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
@@ -336,7 +338,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "analyze": cmd_analyze, "cache": cmd_cache, "compare": cmd_compare, "data": cmd_data, "ls": cmd_ls,
+    "analyze": cmd_analyze, "cache": cmd_cache, "compare": cmd_compare, "data": cmd_data, "eval": cmd_eval, "ls": cmd_ls,
     "report": cmd_report, "run": cmd_run, "status": cmd_status, "validate": cmd_validate,
 }  # fmt: skip
 

@@ -209,6 +209,16 @@ class AnalysisSpec:
         )
 
 
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """A ``checkpoints:`` row: your own weights, evaluated like a zoo row (no training)."""
+
+    name: str  # the leaderboard row
+    model: PluginRef
+    path: Path | None  # resolved; None for the in-memory model of ``bench.evaluate``
+    digest: str  # the weights' content name (``bench/checkpoints.py``): what its evaluations are keyed by
+
+
 @dataclass
 class Suite:
     name: str
@@ -224,6 +234,7 @@ class Suite:
     wa: list[WASpec | None] = field(default_factory=lambda: [None])  # None = the raw weights
     plugins: list[str] = field(default_factory=list)
     zoo: list[str] = field(default_factory=list)  # "robustbench:<name>" reference rows (no training)
+    checkpoints: list[CheckpointSpec] = field(default_factory=list)  # your own .pt files (no training)
     analysis: AnalysisSpec | None = None
     paper_raw: Any = None  # the ``paper:`` section, parsed by the planner against the plan's rows
     leaderboard: LeaderboardSpec = field(default_factory=LeaderboardSpec)
@@ -249,6 +260,7 @@ TOP_LEVEL = (
     "seeds",
     "plugins",
     "zoo",
+    "checkpoints",
     "analysis",
     "paper",
     "leaderboard",
@@ -541,6 +553,41 @@ def _zoo(raw: Any, where: str) -> list[str]:
     return list(raw)
 
 
+def _checkpoints(raw: Any, where: str, base: Path, dataset: PluginRef, taken: list[str]) -> list[CheckpointSpec]:
+    """``[{name: mine, model: small_cnn, path: ckpt/mine.pt}]``: each file loaded (weights only) and checked now."""
+    from bench.checkpoints import checkpoint_digest
+
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(where, "expected a list such as [{name: mine, model: small_cnn, path: ckpt/mine.pt}]")
+    out: list[CheckpointSpec] = []
+    for i, item in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(at, f"expected {{name: ..., model: ..., path: ...}}, got {show(item)}")
+        for key in item:
+            if key not in ("name", "model", "path"):
+                raise ConfigError(f"{at}.{key}", "unknown key; allowed: name, model, path")
+        for key in ("name", "model", "path"):
+            if key not in item:
+                raise ConfigError(f"{at}.{key}", "missing")
+        name, text = item["name"], item["path"]
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{at}.name", f"expected a leaderboard row name, got {show(name)}")
+        if name in taken or name in [c.name for c in out]:
+            raise ConfigError(f"{at}.name", f"{name!r} is already a row of this suite")
+        model = _ref(MODELS, item["model"], f"{at}.model")
+        if not isinstance(text, str) or not text:
+            raise ConfigError(f"{at}.path", f"expected a file name, got {show(text)}")
+        path = (base / Path(text).expanduser()).resolve()  # relative to the suite file; ~ expanded
+        problem = file_problem(path)
+        if problem:
+            raise ConfigError(f"{at}.path", f"{problem}: {path}")
+        out.append(CheckpointSpec(name, model, path, checkpoint_digest(path, model, dataset, f"{at}.path")))
+    return out
+
+
 def _files_digest(paths: list[str | Path], overrides: tuple[str, ...] = ()) -> str:
     """sha256 over the suite file, its includes and the ``--set`` overrides: a task planned from them names this digest."""
     h = hashlib.sha256()
@@ -675,7 +722,7 @@ def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
         model=_ref(MODELS, raw["model"], at("model")),
         threat=_threat(raw["threat"], at("threat")),
         train=train,
-        defences=_ref_list(DEFENCES, raw["defences"], at("defences")),
+        defences=_ref_list(DEFENCES, raw["defences"], at("defences"), allow_empty=bool(raw.get("checkpoints"))),
         attacks=_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
         eval=P.build(EvalSpec, raw_eval, at("eval")),
         seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
@@ -697,4 +744,9 @@ def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
             problem = zoo_problem(entry, suite.dataset.name, suite.threat.norm)
             if problem:
                 raise ConfigError(f"{at('zoo')}[{i}]", problem)
+    taken = [d.name for d in suite.defences] + suite.zoo
+    base = Path(sources.get("checkpoints", path)).parent
+    suite.checkpoints = _checkpoints(raw.get("checkpoints"), at("checkpoints"), base, suite.dataset, taken)
+    if suite.checkpoints:  # a task names the weights it was planned with: an edited .pt is a changed suite
+        suite.digest = hashlib.sha256(" ".join([suite.digest, *(c.digest for c in suite.checkpoints)]).encode()).hexdigest()
     return suite

@@ -21,6 +21,7 @@ import torch
 
 from bench import shards
 from bench.analysis.run import analyze
+from bench.checkpoints import load_row
 from bench.config import load_suite
 from bench.data import load_dataset
 from bench.env import provenance
@@ -52,6 +53,7 @@ class WorkerContext:
         self._splits: DatasetSplits | None = None
         self._train_data: TrainData | None = None
         self._zoo: dict[str, torch.nn.Module] = {}
+        self._external: dict[str, torch.nn.Module] = {}  # checkpoints rows by train key
         self._test: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
         self.provenance = provenance(device)
 
@@ -83,12 +85,20 @@ class WorkerContext:
             self._test[n] = (ids, splits.test_x[index].to(self.device), splits.test_y[index].to(self.device))
         return self._test[n]
 
+    def preload(self, train_key: str, model: torch.nn.Module) -> None:
+        """Use ``model`` for the checkpoints row of ``train_key`` (``bench.evaluate``'s in-memory model)."""
+        self._external[train_key] = model
+
     def load_model(self, weights: WeightsRef) -> torch.nn.Module:
         suite = self.plan.suite
         if weights.zoo:
             if weights.zoo not in self._zoo:
                 self._zoo[weights.zoo] = load_zoo_model(weights.zoo, suite.dataset.name, self.store.root / "zoo", self.device)
             return self._zoo[weights.zoo]
+        if weights.source is not None:
+            if weights.train_key not in self._external:
+                self._external[weights.train_key] = load_row(weights.source, self.splits.info, self.device)
+            return self._external[weights.train_key]
         info = self.splits.info
         model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
         model.load_state_dict(self.store.load_weights("train", weights.train_key, weights.file, self.device))

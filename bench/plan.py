@@ -11,7 +11,9 @@
   They depend on the ``TrainJob`` that made the weights, named by key in ``WeightsRef``. An attack
   with ``shards: N`` adds N ``ShardJob`` per evaluation; the ``EvalJob`` then needs them and merges
   their per-sample flags by sample id (``bench/shards.py``).
-* Reference rows (``zoo:``) have a ``TrainJob`` with ``zoo=True``: a row source, never run.
+* Reference rows (``zoo:``) and your own weights (``checkpoints:``, ``bench.evaluate``) have a
+  ``TrainJob`` with ``zoo=True``: a row source, never run. A checkpoint row is keyed by the content
+  of its weights (``bench/checkpoints.py``), not by its file name or row name.
 
 A task is self-contained: with its ``SuiteRef`` (the suite file and its digest) a fresh process
 re-plans the suite and finds the same task by key (``bench.engine.run_ref``); nothing links tasks by
@@ -27,7 +29,7 @@ from typing import Any, ClassVar
 
 from bench import keys
 from bench.attacks import label as attack_label
-from bench.config import EvalSpec, PluginRef, Suite, WASpec
+from bench.config import CheckpointSpec, EvalSpec, PluginRef, Suite, WASpec
 from bench.errors import ConfigError, show
 from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS
@@ -49,13 +51,19 @@ class SuiteRef:
 
 @dataclass(frozen=True)
 class WeightsRef:
-    """One set of weights: a run's raw or averaged model at a checkpoint, or a reference (zoo) model."""
+    """One set of weights: a run's raw or averaged model at a checkpoint, a reference (zoo) model or your own."""
 
     train_key: str  # the train entry holding the weights
     wa: WASpec | None  # None = the raw weights
-    checkpoint: str  # "last", "best_val" or "zoo"
+    checkpoint: str  # "last", "best_val", "zoo" or "checkpoint"
     zoo: str | None = None  # "robustbench:<name>"
     base_key: str = ""  # the training config without the run's other averagers: what keys evaluations
+    source: CheckpointSpec | None = None  # a ``checkpoints:`` row (or bench.evaluate's model)
+
+    @property
+    def external(self) -> bool:
+        """Weights that are loaded, never trained here (no train entry to wait for)."""
+        return bool(self.zoo) or self.source is not None
 
     @property
     def tag(self) -> str:
@@ -109,7 +117,8 @@ class TrainJob(Task):
     seed: int
     display: str
     averagers: tuple[WASpec, ...] = ()
-    zoo: bool = False  # a pre-trained reference model (``robustbench:<name>``): loaded, never trained
+    zoo: bool = False  # pre-trained weights (``robustbench:<name>`` or a checkpoints row): loaded, never trained
+    model: str | None = None  # the row's model when it is not the suite's (checkpoints rows)
 
     @property
     def label(self) -> str:
@@ -124,7 +133,7 @@ class _WeightsTask(Task):
 
     @property
     def deps(self) -> tuple[str, ...]:
-        return () if self.weights.zoo else (self.weights.train_key,)
+        return () if self.weights.external else (self.weights.train_key,)
 
     @property
     def label(self) -> str:
@@ -310,6 +319,11 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         job = TrainJob(keys.digest(spec), ref, spec, PluginRef("zoo", entry, None, 1), 0, entry, zoo=True)
         train_jobs.append(job)
         add_weights(WeightsRef(job.key, None, "zoo", zoo=entry), entry, 0)
+    for row in suite.checkpoints:  # keyed by content and dataset: bench.evaluate of the same model shares the entries
+        spec = {"protocol": keys.PROTOCOL_VERSION, "weights": row.digest, "dataset": suite.dataset.plain()}
+        job = TrainJob(keys.digest(spec), ref, spec, PluginRef("checkpoint", row.name, None, 1), 0, row.name, zoo=True, model=row.model.name)
+        train_jobs.append(job)
+        add_weights(WeightsRef(job.key, None, "checkpoint", source=row), row.name, 0)
     plan = Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, shard_jobs=shard_jobs)
     plan.analysis_jobs = _analysis_jobs(plan, ref)
     if suite.paper_raw is not None:
