@@ -30,6 +30,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--column", default="Worst case", help="Clean, an attack column (e.g. PGD-20) or 'Worst case' (default)")
     p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="the --limit the suite was run with")
+    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE", help="the --set overrides the suite was run with (repeatable)")
 
 
 def _choose(where: str, what: str, value: str, known: list[str]) -> str:
@@ -69,7 +70,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.plan import expand
     from bench.store import Store, default_cache_dir
 
-    plan = expand(load_suite(args.suite), args.limit)
+    plan = expand(load_suite(args.suite, args.set), args.limit)
     _, outcomes = collect_outcomes(plan, Store(args.cache_dir or default_cache_dir()))
     rows = list(dict.fromkeys(row for row, _ in outcomes))
     columns = list(dict.fromkeys(col for _, col in outcomes))

@@ -36,7 +36,8 @@ def _term(action: argparse.Action) -> str:
     if action.nargs == 0:
         return f"[{flag}]"
     repeat = " ..." if isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+") else ""
-    return f"[{flag} {_metavar(action)}{repeat}]"
+    term = f"{flag} {_metavar(action)}{repeat}"
+    return term if action.required else f"[{term}]"
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:

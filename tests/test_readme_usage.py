@@ -55,7 +55,7 @@ def test_every_command_and_option_is_in_the_readme_and_nothing_else() -> None:
             for a in parser._actions
             if a.option_strings and not isinstance(a, argparse._HelpAction)
         }
-        written = set(re.findall(r"\[(--[a-z][a-z-]*)", docs[name]))
+        written = set(re.findall(r"(?:\[|\s)(--[a-z][a-z-]*)", docs[name]))
         assert written == options, name
         positionals = [
             a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)
