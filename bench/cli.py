@@ -239,7 +239,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.plan import expand
     from bench.render import leaderboard_latex, write_results
     from bench.report_figures import write_figures
-    from bench.runner import paper_report, render_analyses, results_folder
+    from bench.runner import paper_report, render_analyses, results_folder, write_page
     from bench.store import Store, atomic_write_text, default_cache_dir
 
     plan = expand(load_suite(args.suite), args.limit)
@@ -271,6 +271,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     atomic_write_text(path, text)
     print(text)
     print(f"written: {path}")
+    print(f"page: {write_page(plan, store, out, rows)}")
     return 0
 
 
