@@ -33,14 +33,14 @@ EXAMPLES = {
   bench data fetch cifar10                  # downloads with the `vision` extra, else prints manual steps
   bench data fetch svhn --data-dir /data""",
     "analyze": """examples:
-  bench analyze suites/quickstart.yaml      # heat maps, perturbation spectra, filtered accuracy -> results/quickstart/analysis/""",
+  bench analyze suites/quickstart.yaml      # heat maps, perturbation spectra, filtered accuracy -> results/quickstart/analysis/ (PNG + PDF)""",
     "cache": """examples:
   bench cache ls                  # every entry: kind, key, size, what it is
   bench cache verify              # check every file against its recorded sha256; exit 1 if any is damaged
   bench cache gc                  # remove damaged entries, unfinished writes, abandoned claims and resume state
   bench cache show 3fa9c2         # one entry's files, checksums and manifest""",
     "report": """examples:
-  bench report suites/quickstart.yaml                   # re-render results/quickstart/ from the cache
+  bench report suites/quickstart.yaml                   # re-render results/quickstart/ (and its index.html page) from the cache
   bench report suites/papers/fr-aaai23-table2.yaml      # the paper's table: ours / published (delta) per cell
   bench report suites/papers/fr-aaai23-table2.yaml --format latex""",
 }

@@ -54,7 +54,8 @@ table { border-collapse: collapse; font-size: .88rem; font-variant-numeric: tabu
 th, td { padding: .28rem .6rem; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: top; }
 thead th { background: #f3f3f3; border-bottom: 2px solid #b8b8b8; }
 tbody tr:nth-child(even) { background: #fafafa; }
-.num { text-align: right; white-space: nowrap; }
+.num { text-align: right; }
+td.num { white-space: nowrap; }
 .center { text-align: center; }
 .ci { color: #666; font-size: .88em; }
 table.kv th { font-weight: normal; color: #444; padding-right: 1.2rem; }
@@ -302,7 +303,8 @@ def _cost(plan: Plan, rows: list[dict[str, Any]], out: Path) -> str:
     run = _run_json(out)
     total = f" The last run took {run['seconds']:.0f} s in all (cached tasks cost nothing)." if isinstance(run.get("seconds"), (int, float)) else ""
     note = (f"Seconds per leaderboard row, mean over seeds: training (from the training run's record) and evaluation (every "
-            f"attack of the row), on {', '.join(devices) or 'an unknown device'}.{total}")  # fmt: skip
+            f"attack of the row), on {', '.join(devices) or 'an unknown device'}. A `+wa` row shares its training run (and "
+            f"its seconds) with the row it averages.{total}")  # fmt: skip
     headers = ["Defence", "training (s)", "evaluation (s)", "total (s)"]
     return f'<section id="cost"><h2>Cost</h2>\n<p>{inline(note)}</p>\n{table_html(headers, table, ["", "num", "num", "num"])}\n</section>'
 

@@ -121,7 +121,7 @@ def robustness_curve(plan: Plan, store: Store) -> list[dict[str, Any]]:
 
 def robustness_figure(records: list[dict[str, Any]], title: str, threat: ThreatModel):
     """Worst-case robust accuracy versus eps, one line per row, with its 95 % interval as a band."""
-    fig, (ax,) = figures.panels(1, width=6.5, height=4.5)
+    fig, (ax,) = figures.panels(1, width=8.0, height=4.5)
     ax.axvline(float(threat.eps), linestyle=":", color="grey", label=f"training ε = {threat.eps_text}")
     worst = [r for r in records if r["column"] == WORST]
     for i, row in enumerate(dict.fromkeys(r["row"] for r in worst)):
@@ -135,7 +135,7 @@ def robustness_figure(records: list[dict[str, Any]], title: str, threat: ThreatM
     ax.set_ylabel("worst-case robust accuracy (%)")
     ax.set_title(figures.wrap(fig, title))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: never over a curve
     return fig
 
 

@@ -259,9 +259,8 @@ def colour_range(maps: Iterable[object], log: bool = False) -> tuple[float, floa
     return lo, hi
 
 
-def plot_maps(
+def map_figure(
     maps: Mapping[str, object],
-    path: str | Path,
     title: str,
     cbar: str,
     *,
@@ -269,12 +268,12 @@ def plot_maps(
     vmin: float | None = None,
     vmax: float | None = None,
     notes: Mapping[str, str] | None = None,
-) -> Path:
+):
     """Centred 2-D maps side by side (one panel per label, ``notes`` under the label) on ONE colour scale.
 
     Axes in cycles/image with DC at (0, 0) and positive frequencies up and right; the colour range is
     ``vmin``/``vmax`` or else the data's over all panels (log-scaled when ``log``), with one colour bar
-    labelled ``cbar``. Writes ``path`` (PNG) and the PDF beside it; returns ``path``.
+    labelled ``cbar``. Returns the figure.
     """
     from matplotlib.colors import LogNorm, Normalize
 
@@ -295,7 +294,14 @@ def plot_maps(
         if log:
             figures.plain_log_ticks(bar.ax.yaxis)
     figures.title(fig, title, figures.FREQUENCY_X, figures.FREQUENCY_Y)
-    figures.save(fig, path)
+    return fig
+
+
+def plot_maps(maps: Mapping[str, object], path: str | Path, title: str, cbar: str, **options) -> Path:
+    """``map_figure(maps, title, cbar, **options)`` saved as ``path`` (PNG) and the PDF beside it; returns ``path``."""
+    from bench import figures
+
+    figures.save(map_figure(maps, title, cbar, **options), path)
     return Path(path)
 
 
