@@ -37,14 +37,14 @@ EXAMPLES = {
   bench data fetch cifar10                  # downloads with the `vision` extra, else prints manual steps
   bench data fetch svhn --data-dir /data""",
     "analyze": """examples:
-  bench analyze suites/quickstart.yaml      # heat maps, perturbation spectra, filtered accuracy -> results/quickstart/analysis/""",
+  bench analyze suites/quickstart.yaml      # heat maps, perturbation spectra, filtered accuracy -> results/quickstart/analysis/ (PNG + PDF)""",
     "cache": """examples:
   bench cache ls                  # every entry: kind, key, size, what it is
   bench cache verify              # check every file against its recorded sha256; exit 1 if any is damaged
   bench cache gc                  # remove damaged entries, unfinished writes, abandoned claims and resume state
   bench cache show 3fa9c2         # one entry's files, checksums and manifest""",
     "report": """examples:
-  bench report suites/quickstart.yaml                   # re-render results/quickstart/ from the cache
+  bench report suites/quickstart.yaml                   # re-render results/quickstart/ (and its index.html page) from the cache
   bench report suites/papers/fr-aaai23-table2.yaml      # the paper's table: ours / published (delta) per cell
   bench report suites/papers/fr-aaai23-table2.yaml --format latex""",
 }
@@ -254,7 +254,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.plan import expand
     from bench.render import leaderboard_latex, write_results
     from bench.report_figures import write_figures
-    from bench.runner import paper_report, render_analyses, results_folder
+    from bench.runner import paper_report, render_analyses, results_folder, write_page
     from bench.store import Store, atomic_write_text, default_cache_dir
 
     plan = expand(load_suite(args.suite, args.set), args.limit)
@@ -286,6 +286,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     atomic_write_text(path, text)
     print(text)
     print(f"written: {path}")
+    print(f"page: {write_page(plan, store, out, rows)}")
     return 0
 
 

@@ -9,6 +9,7 @@
   worst case over the suite's attacks at each radius (and each attack in the CSV), with the 95 %
   interval of ``bench/stats.py`` (Wilson for one seed, else the two-level bootstrap) as a band.
 
+Every figure is written as PNG and as PDF beside it (``bench/figures.py``: deterministic bytes).
 Matplotlib is imported inside the plotting functions only (``Figure`` renders with Agg).
 """
 
@@ -17,11 +18,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from bench import stats
+from bench import figures, stats
 from bench.aggregate import WORST, load_flags, worst_case
 from bench.plan import Plan
 from bench.store import Store, atomic_write_text
@@ -29,18 +29,6 @@ from bench.types import ThreatModel
 
 CURVE_FIELDS = ["row", "seed", "epoch", "val_clean", "val_robust", "selected"]
 ROBUSTNESS_FIELDS = ["row", "norm", "eps", "eps_value", "column", "acc", "ci_low", "ci_high", "ci_method", "n", "seeds"]
-
-
-def _figure(n_panels: int, width: float = 4.0, height: float = 3.0):
-    from matplotlib.figure import Figure
-
-    cols = min(4, max(n_panels, 1))
-    rows = math.ceil(max(n_panels, 1) / cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes
 
 
 def training_curves(plan: Plan, store: Store) -> list[dict[str, Any]]:
@@ -73,9 +61,11 @@ def training_curves(plan: Plan, store: Store) -> list[dict[str, Any]]:
 
 
 def training_figure(records: list[dict[str, Any]], title: str, n_epochs: int):
-    """One panel per row: robust (solid) and clean (dashed) validation accuracy per seed; ★ = selected."""
+    """One panel per row on one y scale: robust (solid) and clean (dashed) validation accuracy per seed; ★ = selected."""
+    from matplotlib.ticker import MaxNLocator
+
     rows = list(dict.fromkeys(r["row"] for r in records))
-    fig, axes = _figure(len(rows))
+    fig, axes = figures.panels(len(rows), sharey=True)
     for ax, row in zip(axes, rows):
         mine = [r for r in records if r["row"] == row]
         for i, seed in enumerate(dict.fromkeys(r["seed"] for r in mine)):
@@ -92,11 +82,13 @@ def training_figure(records: list[dict[str, Any]], title: str, n_epochs: int):
                     ax.plot([r["epoch"]], [value], "*", color=colour, markersize=12, label=f"selected (epoch {r['epoch']})")
         ax.set_title(row)
         ax.set_xlim(0.5, n_epochs + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
+        ax.yaxis.set_tick_params(labelleft=True)  # shared y: every panel keeps its numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
-    fig.suptitle(title)
+    figures.title(fig, title)
     return fig
 
 
@@ -129,7 +121,7 @@ def robustness_curve(plan: Plan, store: Store) -> list[dict[str, Any]]:
 
 def robustness_figure(records: list[dict[str, Any]], title: str, threat: ThreatModel):
     """Worst-case robust accuracy versus eps, one line per row, with its 95 % interval as a band."""
-    fig, (ax,) = _figure(1, width=6.5, height=4.5)
+    fig, (ax,) = figures.panels(1, width=8.0, height=4.5)
     ax.axvline(float(threat.eps), linestyle=":", color="grey", label=f"training ε = {threat.eps_text}")
     worst = [r for r in records if r["column"] == WORST]
     for i, row in enumerate(dict.fromkeys(r["row"] for r in worst)):
@@ -141,9 +133,9 @@ def robustness_figure(records: list[dict[str, Any]], title: str, threat: ThreatM
     ax.set_xticks([v for v, _ in ticks], [t for _, t in ticks], rotation=45)
     ax.set_xlabel(f"ε ({'L∞' if threat.norm == 'Linf' else threat.norm}, pixel space)")
     ax.set_ylabel("worst-case robust accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(figures.wrap(fig, title))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: never over a curve
     return fig
 
 
@@ -161,15 +153,14 @@ def write_figures(plan: Plan, store: Store, out: Path) -> list[Path]:
     records = training_curves(plan, store)
     if records:
         title = f"{plan.suite.name}: validation accuracy per epoch (★ = selected checkpoint, {plan.suite.train.selection})"
-        fig = training_figure(records, title, plan.suite.train.epochs)
-        fig.savefig(out / "training_curves.png", dpi=100)
+        written += figures.save(training_figure(records, title, plan.suite.train.epochs), out / "training_curves.png")
         atomic_write_text(out / "training_curves.csv", _csv(records, CURVE_FIELDS))
-        written += [out / "training_curves.png", out / "training_curves.csv"]
+        written.append(out / "training_curves.csv")
     if plan.suite.eval_eps:
         curve = robustness_curve(plan, store)
         if curve:
             title = f"{plan.suite.name}: robust accuracy versus ε (band: 95 % interval)"
-            robustness_figure(curve, title, plan.suite.threat).savefig(out / "robustness_curve.png", dpi=100)
+            written += figures.save(robustness_figure(curve, title, plan.suite.threat), out / "robustness_curve.png")
             atomic_write_text(out / "robustness_curve.csv", _csv(curve, ROBUSTNESS_FIELDS))
-            written += [out / "robustness_curve.png", out / "robustness_curve.csv"]
+            written.append(out / "robustness_curve.csv")
     return written

@@ -21,6 +21,7 @@ from bench.engine import WorkerContext
 from bench.env import provenance, resolve_device
 from bench.errors import BenchError
 from bench.executors import ExecutorConfig, WorkerSpec, make_executor
+from bench.html_report import write_index
 from bench.plan import Plan, expand
 from bench.progress import Progress
 from bench.render import NORMS, write_results
@@ -132,6 +133,11 @@ def paper_report(plan: Plan, store: Store, fmt: str) -> str:
     return render(spec, table, footer)
 
 
+def write_page(plan: Plan, store: Store, out: Path, rows: list[dict[str, Any]]) -> Path:
+    """``<out>/index.html`` from the files already rendered in ``out`` and the paper table (from the cache)."""
+    return write_index(plan, rows, out, paper_report(plan, store, "md") if plan.paper is not None else None)
+
+
 def results_folder(results_dir: str | Path, suite: Suite) -> Path:
     """``<results_dir>/<suite name>``, refusing a name that would leave the results directory."""
     base = Path(results_dir).expanduser().resolve()
@@ -195,4 +201,6 @@ def run_suite(
     summary.results_dir = out
     summary.overrides = list(suite.overrides)
     write_json(out / "run.json", summary.as_json())
+    if rows or (out / "analysis").is_dir():
+        write_page(plan, store, out, rows)
     return summary

@@ -347,12 +347,11 @@ def test_zoo_row_without_the_extra_fails_alone_with_one_clear_line(
 def test_analysis_writes_figures_tables_and_index(smoke_run) -> None:
     out = smoke_run["results"] / "smoke" / "analysis"
     assert smoke_run["first"]["analyzed"] == 2 and smoke_run["second"]["analyzed"] == 0
-    pngs = ["heatmap_standard.png", "amplitude_diff_standard.png", "radial_profiles_PGD-10.png", "radial_profiles_FGSM.png"]
-    pngs += [f"perturbation_spectrum_{m}_{a}.png" for m in ("standard", "pgd_at_wa") for a in ("PGD-10", "FGSM")]
-    for name in pngs:
-        assert (out / name).stat().st_size > 1000, name
+    for name in ["heatmap", "amplitude_diff", "radial_profiles", "perturbation_spectrum_PGD-10", "perturbation_spectrum_FGSM"]:
+        for ext in (".png", ".pdf"):  # one figure per quantity, every analysed row in it
+            assert (out / f"{name}{ext}").stat().st_size > 1000, name + ext
     index = (out / "README.md").read_text()
-    assert "## standard" in index and "## pgd_at+wa" in index and "energy fraction below radius 4" in index
+    assert "| standard " in index and "| pgd_at+wa " in index and "energy below r=4: PGD-10" in index and "nan" not in index
     table = pd.read_csv(out / "filtered_accuracy.csv")
     assert set(table["model"]) == {"standard", "pgd_at+wa"} and set(table["pass"]) == {"low", "high"}
     full = table[(table["pass"] == "low") & (table["mask"] == "b=12")]  # the full band: plain accuracy

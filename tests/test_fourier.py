@@ -158,8 +158,8 @@ def test_plots(tmp_path):
     path = F.plot_map(spectrum, tmp_path / "map.png", "spectrum", vmin=0, vmax=1, cbar="error rate")
     assert path.exists() and path.stat().st_size > 1000
     profiles = {"natural": F.radial_profile(spectrum), "AT": F.radial_profile(spectrum).numpy() * 0.5}
-    path = F.plot_profiles(profiles, tmp_path / "sub" / "profiles.png", "profiles", "mean |E|")
-    assert path.exists() and path.stat().st_size > 1000
+    path = F.plot_profiles({"PGD": profiles}, tmp_path / "sub" / "profiles.png", "profiles", "mean |E|")
+    assert path.exists() and path.stat().st_size > 1000 and path.with_suffix(".pdf").stat().st_size > 1000
 
 
 def test_import_does_not_load_matplotlib():

@@ -10,7 +10,7 @@ Matplotlib is imported inside the plotting functions only, so importing this mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -241,50 +241,100 @@ def weighted_radius(err_map: torch.Tensor) -> float:
 # ---------------------------------------------------------------- plots
 
 
-def _figure():
-    from matplotlib.figure import Figure  # lazy; Figure renders with Agg and needs no pyplot state
-
-    return Figure(figsize=(5, 4), layout="constrained")
-
-
 def _numpy(a):
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+
+def colour_range(maps: Iterable[object], log: bool = False) -> tuple[float, float]:
+    """(min, max) over the finite (positive, if ``log``) values of all maps: one scale for every panel."""
+    import numpy as np
+
+    values = np.concatenate([np.asarray(_numpy(m), dtype=float).ravel() for m in maps])
+    values = values[np.isfinite(values) & ((values > 0) if log else True)]
+    if not len(values):
+        return (1.0, 10.0) if log else (0.0, 1.0)
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:  # a constant map: widen the range so that it shows as one colour of a labelled bar
+        hi = lo * 10 if log else lo + max(abs(lo), 1.0) * 0.1
+    return lo, hi
+
+
+def map_figure(
+    maps: Mapping[str, object],
+    title: str,
+    cbar: str,
+    *,
+    log: bool = False,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    notes: Mapping[str, str] | None = None,
+):
+    """Centred 2-D maps side by side (one panel per label, ``notes`` under the label) on ONE colour scale.
+
+    Axes in cycles/image with DC at (0, 0) and positive frequencies up and right; the colour range is
+    ``vmin``/``vmax`` or else the data's over all panels (log-scaled when ``log``), with one colour bar
+    labelled ``cbar``. Returns the figure.
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    from bench import figures
+
+    lo, hi = colour_range(maps.values(), log)
+    norm = (LogNorm if log else Normalize)(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
+    fig, axes = figures.panels(len(maps), width=3.3, height=3.3, cols=4)
+    im = None
+    for ax, (label, arr) in zip(axes, maps.items()):
+        a = _numpy(arr)
+        extent = figures.frequency_axes(ax, a.shape)
+        im = ax.imshow(a, norm=norm, cmap="viridis", origin="lower", extent=extent, interpolation="nearest")
+        note = (notes or {}).get(label)
+        ax.set_title(f"{label}\n{note}" if note else label, fontsize="medium")
+    if im is not None:
+        bar = fig.colorbar(im, ax=axes, label=cbar, shrink=0.9)
+        if log:
+            figures.plain_log_ticks(bar.ax.yaxis)
+    figures.title(fig, title, figures.FREQUENCY_X, figures.FREQUENCY_Y)
+    return fig
+
+
+def plot_maps(maps: Mapping[str, object], path: str | Path, title: str, cbar: str, **options) -> Path:
+    """``map_figure(maps, title, cbar, **options)`` saved as ``path`` (PNG) and the PDF beside it; returns ``path``."""
+    from bench import figures
+
+    figures.save(map_figure(maps, title, cbar, **options), path)
+    return Path(path)
 
 
 def plot_map(
     arr, path: str | Path, title: str, vmin: float | None = None, vmax: float | None = None, cbar: str = ""
 ) -> Path:
-    """Save a 2-D map (spectrum, heat map) as a PNG with a colour bar labelled ``cbar``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure()
-    ax = fig.add_subplot()
-    im = ax.imshow(_numpy(arr), vmin=vmin, vmax=vmax, cmap="viridis")
-    ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.colorbar(im, ax=ax, label=cbar)
-    fig.savefig(path, dpi=100)
-    fig.clear()
-    return path
+    """One centred 2-D map (spectrum, heat map) with frequency axes and a colour bar ``cbar``; PNG + PDF."""
+    return plot_maps({"": arr}, path, title, cbar, vmin=vmin, vmax=vmax)
 
 
-def plot_profiles(profiles: Mapping[str, object], path: str | Path, title: str, ylabel: str) -> Path:
-    """Save radial profiles (one line per label, legend) as a PNG; x = integer radius; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure()
-    ax = fig.add_subplot()
-    for label, profile in profiles.items():
-        ax.plot(_numpy(profile), marker=".", label=label)
-    ax.set_xlabel("radius (frequency bins from DC)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if profiles:
-        ax.legend()
-    fig.savefig(path, dpi=100)
-    fig.clear()
-    return path
+def plot_profiles(panels: Mapping[str, Mapping[str, object]], path: str | Path, title: str, ylabel: str) -> Path:
+    """Radial profiles, one panel per key of ``panels`` (one line per label, shared y axis); PNG + PDF.
+
+    x = radius from DC in cycles/image (entry k of a profile averages the bins k <= rho < k + 1); log y.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    from bench import figures
+
+    fig, axes = figures.panels(len(panels), width=4.2, height=3.4, cols=3, sharey=True)
+    for ax, (name, profiles) in zip(axes, panels.items()):
+        for j, (label, profile) in enumerate(profiles.items()):
+            ax.plot(_numpy(profile), marker=".", color=f"C{j % 10}", label=label)
+        ax.set_title(name, fontsize="medium")
+        ax.set_yscale("log")
+        figures.plain_log_ticks(ax.yaxis)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if profiles:
+            ax.legend(fontsize="small")
+    figures.title(fig, title, "radius from DC (cycles/image)", ylabel)
+    figures.save(fig, path)
+    return Path(path)
 
 
 FFTMode = Literal["batch2d", "per_sample"]

@@ -96,54 +96,139 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
+NORMS = {"Linf": "L∞", "L2": "L2"}
+SPECTRUM = "mean |FFT2(x_adv − x)|"
+AMPLITUDE_CHANGE = "|log(1+|FFT2(x_adv)|) − log(1+|FFT2(x)|)|"
+
+
+def _figure_line(path: Path, caption: str) -> str:
+    """The index entry of a figure: ``- [x.png](x.png) ([PDF](x.pdf)): caption`` (the HTML page embeds it)."""
+    pdf = path.with_suffix(".pdf").name
+    return f"- [{path.name}]({path.name}) ([PDF]({pdf})): {caption}"
+
+
+def _number(value: Any, fmt: str, undefined: str = "—") -> str:
+    return undefined if value is None or not np.isfinite(value) else format(value, fmt)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities -> None, so that ``analysis.json`` is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return None if isinstance(obj, float) and not np.isfinite(obj) else obj
+
+
+NO_ERROR = "undefined: no error at any frequency"
+MAPS = ("Maps: frequency in cycles/image, zero frequency (DC) at the centre (0, 0); each figure shows every analysed model "
+        "side by side on one colour scale, as PNG and as PDF.")  # fmt: skip
+RADIUS = "error-weighted radius = mean distance from DC weighted by the heat map's error rate."
+
+
 def render(results: list[dict[str, Any]], out: Path, attack_label: str, threat: ThreatModel) -> Path:
-    """Figures, tables and ``README.md`` for analysed models: ``results`` has display, seed, arrays, metrics."""
+    """Figures (PNG + PDF), tables and ``README.md`` for analysed models: ``results`` has display, seed, arrays, metrics.
+
+    One figure per quantity with every analysed model side by side on one colour scale:
+    ``heatmap``, ``perturbation_spectrum_<attack>`` (one per analysed attack), ``amplitude_diff``
+    and ``radial_profiles`` (one panel per attack).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    index = [
-        "# Spectral analysis",
-        "",
-        f"Threat L∞, ε = {threat.eps_text}; perturbations from {attack_label} against each model (methods.md §6).",
-        "Low frequency at the centre of every map.",
-        "",
-    ]
+    several_seeds = len({r["seed"] for r in results}) > 1
+    named = {(f"{r['display']} (seed {r['seed']})" if several_seeds else r["display"]): r for r in results}
+    arrays = {name: r["arrays"] for name, r in named.items()}
+    metrics = {name: r["metrics"] for name, r in named.items()}
+    first = next(iter(metrics.values()), {})
+    radius = first.get("energy_radius")
+    attacks = list(dict.fromkeys(a for m in metrics.values() for a in m["energy"]))
+    figures = []
+
+    heat = {name: a["heatmap"] for name, a in arrays.items() if "heatmap" in a}
+    if heat:
+        m = next(metrics[name] for name in heat)
+        lo, hi = F.colour_range(heat.values())
+        hi = max(hi, lo + 1 / m["heatmap_images"])  # at least one image's worth: a map without errors stays readable
+        notes = {n: f"mean {np.mean(h):.3f}, max {np.max(h):.3f}" if np.max(h) > 0 else "no error at any frequency" for n, h in heat.items()}
+        path = F.plot_maps(
+            heat, out / "heatmap.png", f"Fourier heat map: error rate under Fourier-basis noise (L2 norm {m['heatmap_v']:.2f}, "
+            f"{m['heatmap_images']} images)", "error rate", vmin=lo, vmax=hi, notes=notes,
+        )  # fmt: skip
+        figures.append(_figure_line(path, f"Fourier heat map: error rate when the Fourier basis image at each frequency, of L2 norm "
+                                    f"{m['heatmap_v']:.2f}, is added with random signs to {m['heatmap_images']} test images; colour range "
+                                    f"{lo:.3f}–{hi:.3f}, shared by the panels."))  # fmt: skip
+    for atk in attacks:
+        have = {n: a[f"perturbation_spectrum__{atk}"] for n, a in arrays.items() if atk in metrics[n]["energy"]}
+        notes = {n: f"energy below r={radius}: {metrics[n]['energy'][atk]:.3f}" for n in have}
+        path = F.plot_maps(have, out / f"perturbation_spectrum_{_slug(atk)}.png", f"{atk} perturbation spectrum: {SPECTRUM} over images and channels",
+                           f"{SPECTRUM} (log scale)", log=True, notes=notes)  # fmt: skip
+        figures.append(_figure_line(path, f"{atk} perturbation spectrum, {SPECTRUM} (mean over images and channels, log colour scale "
+                                    f"shared by the panels); energy fraction of the squared spectrum below radius {radius}."))  # fmt: skip
+    change = {n: a["amplitude_diff"] for n, a in arrays.items()}
+    if change:
+        path = F.plot_maps(change, out / "amplitude_diff.png", f"Amplitude change under {attack_label}: {AMPLITUDE_CHANGE}, mean over images",
+                           AMPLITUDE_CHANGE, notes={n: f"mean {np.mean(c):.4f}" for n, c in change.items()})  # fmt: skip
+        figures.append(_figure_line(path, f"clean-vs-adversarial ({attack_label}) amplitude change: {AMPLITUDE_CHANGE} per frequency "
+                                    "(log-amplitude averaged over channels, absolute change averaged over images)."))  # fmt: skip
+    profiles = {
+        atk: {n: p / max(float(np.nansum(p)), 1e-12) for n, a in arrays.items() if (p := a.get(f"radial_profile__{atk}")) is not None}
+        for atk in attacks
+    }
+    if profiles:
+        path = F.plot_profiles(profiles, out / "radial_profiles.png", f"Radial profile of the perturbation spectrum ({SPECTRUM})",
+                               "share of the profile's sum")  # fmt: skip
+        figures.append(_figure_line(path, f"radial profile of each perturbation spectrum: {SPECTRUM} averaged over the "
+                                    "frequencies at each integer radius from DC, normalised to sum 1; one panel per attack."))  # fmt: skip
+
     summary, filtered = [], []
-    profiles: dict[str, dict[str, np.ndarray]] = {}  # attack -> model -> normalised radial profile
-    for r in results:
-        name = f"{r['display']} (seed {r['seed']})" if len({x['seed'] for x in results}) > 1 else r["display"]
-        slug, a, m = _slug(name), r["arrays"], r["metrics"]
-        index.append(f"## {name}\n")
-        if "heatmap" in a:
-            path = F.plot_map(a["heatmap"], out / f"heatmap_{slug}.png", f"Fourier heat map (error rate): {name}", 0, 1, "error rate")
-            index.append(
-                f"- [{path.name}]({path.name}): error under basis noise of L2 norm {m['heatmap_v']:.2f} on "
-                f"{m['heatmap_images']} images; mean error {float(np.mean(a['heatmap'])):.3f}, max {float(np.max(a['heatmap'])):.3f}, "
-                f"error-weighted radius {m['heatmap_weighted_radius']:.2f}"
-            )
-        for atk, eta in m["energy"].items():
-            spectrum = a[f"perturbation_spectrum__{atk}"]
-            path = F.plot_map(np.log(spectrum + 1e-8), out / f"perturbation_spectrum_{slug}_{_slug(atk)}.png", f"log |FFT(x_adv - x)|, {atk}: {name}", cbar="log amplitude")
-            index.append(f"- [{path.name}]({path.name}): {atk} perturbation spectrum; energy fraction below radius {m['energy_radius']}: {eta:.3f}")
-            profile = a[f"radial_profile__{atk}"]
-            profiles.setdefault(atk, {})[name] = profile / max(float(np.nansum(profile)), 1e-12)
-        path = F.plot_map(a["amplitude_diff"], out / f"amplitude_diff_{slug}.png", f"|A(x_adv) - A(x)|, {m['attack']}: {name}", cbar="log-amplitude difference")
-        index.append(f"- [{path.name}]({path.name}): clean-vs-adversarial ({m['attack']}) amplitude difference; mean {float(np.mean(a['amplitude_diff'])):.4f}")
-        index.append("")
-        summary.append(
-            {"model": name, **{f"energy_below_r{m['energy_radius']} {k}": round(v, 4) for k, v in m["energy"].items()}, "heatmap_weighted_radius": m.get("heatmap_weighted_radius")}
-        )
-        for row in m["filtered"]:
-            filtered.append({"model": name, **row})
-    index.append("## Radial profiles\n")
-    for atk, by_model in profiles.items():
-        path = F.plot_profiles(by_model, out / f"radial_profiles_{_slug(atk)}.png", f"{atk} perturbation spectrum, radial profile", "share of amplitude")
-        index.append(f"- [{path.name}]({path.name}): {atk}, every analysed model, each profile normalised to sum 1")
-    index.append("")
+    for name, m in metrics.items():
+        h = arrays[name].get("heatmap")
+        summary.append({
+            "model": name,
+            **{f"energy_below_r{radius} {k}": round(v, 4) for k, v in m["energy"].items()},
+            "heatmap_weighted_radius": m.get("heatmap_weighted_radius"),
+            "heatmap_mean_error": None if h is None else round(float(np.mean(h)), 4),
+            "heatmap_max_error": None if h is None else round(float(np.max(h)), 4),
+            "amplitude_diff_mean": round(float(np.mean(arrays[name]["amplitude_diff"])), 4),
+        })  # fmt: skip
+        filtered.extend({"model": name, **row} for row in m["filtered"])
+    table = [
+        {
+            "model": s["model"],
+            "heat map: mean error": _number(s["heatmap_mean_error"], ".3f"),
+            "max error": _number(s["heatmap_max_error"], ".3f"),
+            "error-weighted radius": NO_ERROR if s["heatmap_max_error"] == 0 else _number(s["heatmap_weighted_radius"], ".2f"),
+            **{f"energy below r={radius}: {atk}": _number(s.get(f"energy_below_r{radius} {atk}"), ".3f") for atk in attacks},
+            "amplitude change (mean)": _number(s["amplitude_diff_mean"], ".4f"),
+        }
+        for s in summary
+    ]
     df = pd.DataFrame(filtered)
     atomic_write_text(out / "filtered_accuracy.csv", df.to_csv(index=False))
     atomic_write_text(out / "summary.csv", pd.DataFrame(summary).to_csv(index=False))
-    index += ["## Filtered accuracy (%)", "", _filtered_markdown(df, attack_label), "", "## Summary", "", pd.DataFrame(summary).to_markdown(index=False), ""]
+    index = [
+        "# Spectral analysis",
+        "",
+        (f"Threat {NORMS.get(threat.norm, threat.norm)}, ε = {threat.eps_text}; perturbations from {attack_label} against each "
+         f"model (methods.md §6), and from each attack of the suite for its spectrum. {MAPS}"),
+        "",
+        "## Figures",
+        "",
+        *figures,
+        "",
+        "## Summary",
+        "",
+        pd.DataFrame(table).to_markdown(index=False, disable_numparse=True, colalign=("left",) + ("right",) * (len(table[0]) - 1)),
+        "",
+        f"Energy below r = share of the squared perturbation spectrum at radius < {radius} cycles/image; {RADIUS}",
+        "",
+        "## Filtered accuracy (%)",
+        "",
+        _filtered_markdown(df, attack_label),
+        "",
+    ]
     atomic_write_text(out / "README.md", "\n".join(index))
-    atomic_write_text(out / "analysis.json", json.dumps([{"model": r["display"], "seed": r["seed"], **r["metrics"]} for r in results], indent=1) + "\n")
+    records = [{"model": r["display"], "seed": r["seed"], **r["metrics"]} for r in results]
+    atomic_write_text(out / "analysis.json", json.dumps(_finite(records), indent=1) + "\n")
     return out
 
 
