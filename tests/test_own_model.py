@@ -137,7 +137,9 @@ def test_suite_checkpoint_row_next_to_trained_rows(model: nn.Module, tmp_path: P
     assert main(["run", str(suite), *args]) == 0
     board = (tmp_path / "r" / "own" / "leaderboard.md").read_text()
     assert "| standard " in board and "| mine " in board
-    assert (tmp_path / "r" / "own" / "analysis" / "heatmap_mine.png").is_file()  # checkpoint rows can be analysed
+    analysed = (tmp_path / "r" / "own" / "analysis" / "summary.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in analysed[1:]] == ["mine"]  # checkpoint rows can be analysed
+    assert (tmp_path / "r" / "own" / "analysis" / "heatmap.png").is_file()
     rows = [r for r in json.loads((tmp_path / "r" / "own" / "results.json").read_text()) if r["display_name"] == "mine"]
     assert len(rows) == 3 and {r["weights"] for r in rows} == {"raw:checkpoint"} and rows[0]["train_seconds"] is None
     # a worker re-plans from the suite reference and the key, and loads the file itself
