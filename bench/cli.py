@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.compare import add_compare_parser, cmd_compare
+from bench.profile import add_profile_parser, cmd_profile
 from bench.errors import BenchError
 
 EXAMPLES = {
@@ -24,7 +25,8 @@ EXAMPLES = {
   bench status suites/cifar10.yaml --cache-dir /shared/bench-cache""",
     "validate": """examples:
   bench validate suites/quickstart.yaml
-  bench validate suites/cifar10.yaml --cache-dir /data/bench-cache""",
+  bench validate suites/cifar10.yaml --cache-dir /data/bench-cache
+  bench validate suites/cifar10.yaml --device cuda      # the estimated time on a GPU (measured by `bench profile` there)""",
     "ls": """examples:
   bench ls defences
   bench ls attacks""",
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="parse a suite, expand its grid, show cache hits/misses (no compute)", epilog=EXAMPLES["validate"], formatter_class=fmt)
     _add_common(p, results=False)
+    p.add_argument("--device", default="auto", help="device the time estimate is for: auto | cpu | cuda | cuda:N (default: auto)")
 
     p = sub.add_parser("ls", help="list registered plug-ins with versions and parameters", epilog=EXAMPLES["ls"], formatter_class=fmt)
     p.add_argument("kind", choices=["defences", "attacks", "datasets", "models"])
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", nargs="?", help="show: an entry key or a unique prefix of one")
     p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
     add_compare_parser(sub)
+    add_profile_parser(sub)
     return parser
 
 
@@ -215,8 +219,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from bench.plan import expand
     from bench.store import Store, default_cache_dir
 
+    from bench.cost import summary
+    from bench.env import resolve_device
+
     suite = load_suite(args.suite)
-    print_plan(expand(suite, args.limit), Store(args.cache_dir or default_cache_dir()))
+    plan, store = expand(suite, args.limit), Store(args.cache_dir or default_cache_dir())
+    print_plan(plan, store)
+    print(summary(plan, resolve_device(args.device), store))
     print("ok")
     return 0
 
@@ -324,7 +333,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "analyze": cmd_analyze, "cache": cmd_cache, "compare": cmd_compare, "data": cmd_data, "ls": cmd_ls,
-    "report": cmd_report, "run": cmd_run, "status": cmd_status, "validate": cmd_validate,
+    "report": cmd_report, "run": cmd_run, "status": cmd_status, "validate": cmd_validate, "profile": cmd_profile,
 }  # fmt: skip
 
 

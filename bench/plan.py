@@ -280,7 +280,7 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
     def add_weights(weights: WeightsRef, row: str, seed: int) -> None:
         """The sanity job and one eval job per attack for one set of weights."""
         plain = weights.plain()
-        sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": to_plain(ev)}
+        sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": keys.options_plain(ev, drop=("precision", "cascade"))}
         sanity_jobs.append(SanityJob(keys.digest(sspec), ref, weights, row, seed))
         # the suite's radius (the leaderboard), then each eval.eps radius (curves only; keyed by its threat)
         for threat in (None, *suite.eval_eps):
