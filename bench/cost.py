@@ -95,9 +95,8 @@ def throughput(device: torch.device, cache_dir: Path | None = None) -> tuple[dic
 
 def forward_flops(plan: Any) -> float:
     """F of the suite's model at its dataset's shape (counted on the meta device)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from bench.models import build
+    from bench.profile import FlopCount
 
     suite = plan.suite
     name = suite.dataset.name
@@ -105,9 +104,9 @@ def forward_flops(plan: Any) -> float:
     try:
         with torch.device("meta"):
             model = build(suite.model.name, suite.model.params, CLASSES.get(name, 10), shape).eval()
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
+            with FlopCount() as counter, torch.no_grad():
                 model(torch.zeros(1, *shape))
-        return float(counter.get_total_flops())
+        return float(counter.total)
     except Exception:  # noqa: BLE001 - a model that cannot run on meta tensors: the SmallCNN figure
         return 2.0e7
 

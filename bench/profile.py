@@ -33,7 +33,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import flop_registry
 
 from bench import params as params_mod
 from bench.attacks.autoattack import AutoAttackParams
@@ -65,7 +67,8 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--defence", default="pgd_at", help="registered defence (default: pgd_at, PGD-10)")
     p.add_argument("--eps", default="1/10", help="L-inf radius (default: 1/10)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch (default: 128)")
-    p.add_argument("--steps", type=int, default=4, help="timed training steps per configuration, after one warm-up (default: 4)")
+    p.add_argument("--steps", type=int, default=4, help="timed training steps per configuration, after one warm-up step (default: 4)")
+    p.add_argument("--rounds", type=int, default=2, help="timing rounds over all configurations, best kept (default: 2)")
     p.add_argument("--eval-images", type=int, default=128, help="images per evaluation timing (default: 128)")
     p.add_argument("--aa", choices=("quick", "standard", "none"), default="quick",
                    help="AutoAttack timed: quick = APGD-CE+APGD-T, 50 it, 2 targets (the quickstart's); standard; none")  # fmt: skip
@@ -82,9 +85,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], calls: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` after one untimed warm-up call."""
-    fn()
+def timed(fn: Callable[[], Any], calls: int, device: torch.device, warmup: Callable[[], Any] | None = None) -> float:
+    """Seconds per call of ``fn`` after one untimed warm-up call (of ``warmup`` when given)."""
+    (fn if warmup is None else warmup)()
     sync(device)
     start = time.perf_counter()
     for _ in range(calls):
@@ -127,13 +130,15 @@ def load_images(dataset: str, n: int, data_dir: str | None) -> tuple[torch.Tenso
 
 
 def reference_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-                   batch_size: int, device: torch.device) -> Callable[[], None]:  # fmt: skip
+                   batch_size: int, device: torch.device) -> Callable[..., None]:  # fmt: skip
     """One epoch of the textbook PGD-AT loop over ``x`` (float, CPU) as a callable."""
     loader = DataLoader(TensorDataset(x.float() / 255, y), batch_size=batch_size, shuffle=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def epoch() -> None:
-        for xb, yb in loader:
+    def epoch(limit: int | None = None) -> None:
+        for i, (xb, yb) in enumerate(loader):
+            if i == limit:
+                return
             xb, yb = xb.to(device), yb.to(device)
             model.eval()
             x_adv = (xb + torch.empty_like(xb).uniform_(-eps, eps)).clamp(0, 1)
@@ -151,7 +156,7 @@ def reference_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps
 
 
 def bench_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: Any, params: Any, ctx: TrainContext,
-                batch_size: int, precision: str, channels_last: bool) -> Callable[[], None]:  # fmt: skip
+                batch_size: int, precision: str, channels_last: bool) -> Callable[..., None]:  # fmt: skip
     """One epoch of bench's training step over ``x`` (uint8 on the device) as a callable."""
     from bench.data.loader import batches
     from bench.train import train_step
@@ -159,34 +164,51 @@ def bench_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: An
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
 
-    def epoch() -> None:
+    def epoch(limit: int | None = None) -> None:
         model.train()
-        for xb, yb in batches(x, y, batch_size, shuffle=True, g=g):
+        for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=True, g=g)):
+            if i == limit:
+                return
             train_step(model, opt, fn, xb, yb, params, ctx, precision, channels_last)
 
     return epoch
 
 
-def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: Any, params: Any, ctx: TrainContext) -> int:
-    """FLOPs of one training step on the batch ``x`` (uint8), counted by ``torch.utils.flop_counter``."""
-    from torch.utils.flop_counter import FlopCounterMode
+class FlopCount(TorchDispatchMode):
+    """FLOPs of every op run inside (the formulas of ``torch.utils.flop_counter``: conv, matmul, ...).
 
+    ``FlopCounterMode`` itself tracks modules with backward hooks that ``torch.autograd.grad`` on an
+    input (every attack step) refuses, so this counts the same ops without the module tracking.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **(kwargs or {}), out_val=out)
+        return out
+
+
+def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: Any, params: Any, ctx: TrainContext) -> int:
+    """FLOPs of one training step on the batch ``x`` (uint8)."""
     from bench.train import train_step
 
     model = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCount() as counter:
         train_step(model, opt, fn, x.float() / 255, y, params, ctx)
-    return counter.get_total_flops()
+    return counter.total
 
 
 def forward_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
     """F: FLOPs of one forward pass of one image (conv + linear, 2 per MAC)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad(), frozen_eval(model):
+    with FlopCount() as counter, torch.no_grad(), frozen_eval(model):
         model(torch.zeros(1, *shape, device=device))
-    return counter.get_total_flops()
+    return counter.total
 
 
 def eval_speed(model: torch.nn.Module, name: str, p: Any, x: torch.Tensor, threat: ThreatModel, precision: str) -> float:
@@ -210,8 +232,8 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from bench.env import device_name
     from bench.models import build
 
-    if args.batch_size < 1 or args.steps < 1 or args.eval_images < 1:
-        raise ConfigError("bench profile", "--batch-size, --steps and --eval-images must be at least 1")
+    if min(args.batch_size, args.steps, args.eval_images, args.rounds) < 1:
+        raise ConfigError("bench profile", "--batch-size, --steps, --rounds and --eval-images must be at least 1")
     defence = DEFENCES.get(args.defence)
     params = params_mod.build(defence.params, {}, f"defence {args.defence}")
     eps_exact = params_mod.parse_fraction(args.eps, "--eps")
@@ -229,21 +251,26 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     f_fwd = forward_flops(base, info.shape, device)
     peak = {p: peak_matmul(device, p) for p in PRECISIONS}
 
-    def img_s(make: Callable[[torch.nn.Module], Callable[[], None]], fast: bool = False, compile: bool = False) -> float:
-        model = prepare(copy.deepcopy(base), fast, compile)
-        return n / timed(make(model), 1, device)
-
-    rows = []
-    ref = img_s(lambda m: reference_loop(m, x_u8[:n], y[:n], eps, alpha, attack_steps, args.batch_size, device))
-    rows.append({"config": "reference (textbook)", "precision": "fp32", "img_s": ref})
     variants = [(p, cl, False) for p in PRECISIONS for cl in (False, True)]
     variants += [(p, True, True) for p in PRECISIONS] if args.compile else []
+    configs: list[tuple[dict[str, Any], Callable[..., None]]] = [(
+        {"config": "reference (textbook)", "precision": "fp32"},
+        reference_loop(copy.deepcopy(base), x_u8[:n], y[:n], eps, alpha, attack_steps, args.batch_size, device),
+    )]  # fmt: skip
     for precision, cl, comp in variants:
-        make = lambda m, p=precision, c=cl: bench_epoch(m, x_dev, y_dev, defence.fn, params, ctx, args.batch_size, p, c)  # noqa: E731
-        speed = img_s(make, cl, comp)
+        model = prepare(copy.deepcopy(base), cl, comp)
         label = f"bench {precision}" + (" channels_last" if cl else "") + (" compile" if comp else "")
-        rows.append({"config": label, "precision": precision, "channels_last": cl, "compile": comp, "img_s": speed,
-                     "flop_s": speed * flops, "mfu": speed * flops / peak[precision]})  # fmt: skip
+        row = {"config": label, "precision": precision, "channels_last": cl, "compile": comp}
+        configs.append((row, bench_epoch(model, x_dev, y_dev, defence.fn, params, ctx, args.batch_size, precision, cl)))
+    for row, epoch in configs:  # warm-up, then rounds interleaved so that load changes hit every configuration
+        epoch(1)
+    for _ in range(args.rounds):
+        for row, epoch in configs:
+            row["img_s"] = max(row.get("img_s", 0.0), n / timed(epoch, 1, device, warmup=lambda: None))
+    rows = [row for row, _ in configs]
+    ref = rows[0]["img_s"]
+    for row in rows[1:]:
+        row.update(flop_s=row["img_s"] * flops, mfu=row["img_s"] * flops / peak[row["precision"]])
     for r in rows:
         r["speedup"] = r["img_s"] / ref
     bench_rows = [r for r in rows if "mfu" in r]
