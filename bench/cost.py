@@ -6,7 +6,8 @@ Costs are counted in forward-equivalents F per image (F = FLOPs of one forward p
 * an attack step with input-only gradients costs 2 F, a training step (forward + backward) 3 F;
 * PGD-k adversarial training: 2k + 3 F per image; TRADES 2k + 7; MART, FR and SAR 2k + 6;
   AWP 2k + 6 (the weight perturbation's forward/backward); standard training 3 F;
-* PGD-k evaluation: (2k + 1) F per restart; CW-k the same; FGSM 3 F; AutoAttack per attacked point
+* PGD-k evaluation: 2k F per restart + 2 (clean check, final decision); CW-k the same; FGSM 4 F;
+  AutoAttack per attacked point
   (half the points assumed robust): APGD 2 F per iteration per restart (x targets for APGD-T),
   FAB-T 3 F per iteration per target, Square 1 F per query;
 * validation and the logit-gap probe inside training, sanity checks and analyses at their sizes.
@@ -113,10 +114,11 @@ def forward_flops(plan: Any) -> float:
 
 def attack_forwards(name: str, p: Any) -> float:
     """Forward-equivalents per attacked image of a registered attack."""
-    if name in ("pgd", "cw"):
-        return getattr(p, "restarts", 1) * (2 * p.steps + 1) + 1
+    if name in ("pgd", "cw"):  # clean check + steps + final decision (+ one selection forward per restart)
+        restarts = getattr(p, "restarts", 1)
+        return 2 + restarts * 2 * p.steps + (restarts if restarts > 1 else 0)
     if name == "fgsm":
-        return 3
+        return 4
     if name == "none":
         return 1
     if name in ("apgd-ce", "apgd-t", "square", "autoattack"):

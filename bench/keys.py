@@ -33,7 +33,7 @@ def threat_plain(threat: ThreatModel) -> dict[str, str]:
 
 # Options added after caches existed: absent from a key at their default, so earlier keys stay valid.
 # channels_last and compile never change a result beyond float rounding (parity tests): never keyed.
-UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}
+UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}  # a cascade is keyed by its "after" list (plan.py)
 NEVER_KEYED = ("channels_last", "compile")
 
 
@@ -67,5 +67,5 @@ def eval_spec(train_key: str, weights: dict[str, Any], attack: Any, threat: Thre
         "weights": weights,
         "attack": attack.plain(),
         "threat": threat_plain(threat),
-        "eval": options_plain(evaluation),
+        "eval": options_plain(evaluation, drop=("cascade",)),
     }

@@ -291,7 +291,7 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
             for attack, column in zip(attacks, columns):
                 label = column if threat is None else f"{column} @ ε={threat.eps_text}"
                 espec = keys.eval_spec(weights.eval_key, plain, attack, threat or suite.threat, ev)
-                if ev.cascade:
+                if left:  # eval.cascade: keyed by the evaluations it runs after (the first one is the plain one)
                     espec["after"] = list(left)
                 shards = [
                     ShardJob(keys.digest({**espec, "shard": i}), ref, weights, row, seed, {**espec, "shard": i}, attack, label, i, attack.shards, threat)

@@ -54,6 +54,7 @@ EXAMPLES = """examples:
   bench profile --model resnet18 --dataset cifar10 --device cuda --batch-size 512 --aa standard
   bench profile --compile                                # adds torch.compile rows (slow to compile on CPU)"""
 
+PEAK_SECONDS = 0.5  # time spent measuring each precision's matmul peak
 QUICK_AA = AutoAttackParams(version="custom", attacks=("apgd-ce", "apgd-t"), n_iter=50, n_target_classes=2)
 
 
@@ -96,7 +97,7 @@ def timed(fn: Callable[[], Any], calls: int, device: torch.device, warmup: Calla
     return (time.perf_counter() - start) / calls
 
 
-def peak_matmul(device: torch.device, precision: str, seconds: float = 0.5) -> float:
+def peak_matmul(device: torch.device, precision: str, seconds: float | None = None) -> float:
     """FLOP/s of a large square matmul in ``precision`` on ``device`` (best of a few timings)."""
     n = 4096 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=torch.float32)
@@ -104,7 +105,7 @@ def peak_matmul(device: torch.device, precision: str, seconds: float = 0.5) -> f
     if precision != "fp32":
         a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
     per_call = timed(lambda: a @ b, 2, device)
-    reps = max(1, int(seconds / 3 / max(per_call, 1e-6)))
+    reps = max(1, int((seconds or PEAK_SECONDS) / 3 / max(per_call, 1e-6)))
     best = min(timed(lambda: a @ b, reps, device) for _ in range(3))
     return 2 * n**3 / best
 
