@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from bench.compare import add_compare_parser, cmd_compare
-from bench.profile import add_profile_parser, cmd_profile
 from bench.errors import BenchError
+from bench.profile import add_profile_parser, cmd_profile
 
 EXAMPLES = {
     "run": """examples:
@@ -216,11 +216,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.config import load_suite
-    from bench.plan import expand
-    from bench.store import Store, default_cache_dir
-
     from bench.cost import summary
     from bench.env import resolve_device
+    from bench.plan import expand
+    from bench.store import Store, default_cache_dir
 
     suite = load_suite(args.suite)
     plan, store = expand(suite, args.limit), Store(args.cache_dir or default_cache_dir())

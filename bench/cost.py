@@ -25,16 +25,54 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from bench.store import atomic_write_text
 
-DEFAULT_FLOP_S = {"cpu": 5e10, "cuda": 5e13}  # a guess: about a quarter of a 2-core CPU's fp32 matmul peak; ~5 % of an H100
-TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "tiny-imagenet": 100000}
-TEST_SIZES = {"mnist": 10000, "fashion-mnist": 10000, "cifar10": 10000, "cifar100": 10000, "svhn": 26032, "tiny-imagenet": 10000}
+DEFAULT_FLOP_S = {
+    "cpu": 5e10,
+    "cuda": 5e13,
+}  # a guess: about a quarter of a 2-core CPU's fp32 matmul peak; ~5 % of an H100
+TRAIN_SIZES = {
+    "mnist": 60000,
+    "fashion-mnist": 60000,
+    "cifar10": 50000,
+    "cifar100": 50000,
+    "svhn": 73257,
+    "tiny-imagenet": 100000,
+}
+TEST_SIZES = {
+    "mnist": 10000,
+    "fashion-mnist": 10000,
+    "cifar10": 10000,
+    "cifar100": 10000,
+    "svhn": 26032,
+    "tiny-imagenet": 10000,
+}
 ROBUST_FRACTION = 0.5  # AutoAttack's later stages run only on the points still robust
 EXTRA_TRAIN_F = {"trades": 7, "mart": 6, "fr": 6, "sar": 6, "awp": 6}  # the others: 3 (one training step)
 SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "tiny-imagenet": (3, 64, 64)}  # else 3x32x32
 CLASSES = {"cifar100": 100, "tiny-imagenet": 200}  # else 10
+
+
+class FlopCount(TorchDispatchMode):
+    """FLOPs of every op run inside (the formulas of ``torch.utils.flop_counter``: conv, matmul, ...).
+
+    ``FlopCounterMode`` itself tracks modules with backward hooks that ``torch.autograd.grad`` on an
+    input (every attack step) refuses, so this counts the same ops without the module tracking.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **(kwargs or {}), out_val=out)
+        return out
 
 
 def device_slug(device: torch.device) -> str:
@@ -97,7 +135,6 @@ def throughput(device: torch.device, cache_dir: Path | None = None) -> tuple[dic
 def forward_flops(plan: Any) -> float:
     """F of the suite's model at its dataset's shape (counted on the meta device)."""
     from bench.models import build
-    from bench.profile import FlopCount
 
     suite = plan.suite
     name = suite.dataset.name

@@ -33,17 +33,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.flop_counter import flop_registry
 
 from bench import params as params_mod
 from bench.attacks.autoattack import AutoAttackParams
 from bench.attacks.pgd import PGDParams, step_size
-from bench.cost import CLASSES, SHAPES
+from bench.cost import CLASSES, SHAPES, FlopCount
 from bench.errors import BenchError, ConfigError
 from bench.modes import frozen_eval
-from bench.precision import PRECISIONS, autocast, prepare, to_layout
+from bench.precision import PRECISIONS, autocast, prepare
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
 from bench.types import DatasetInfo, ThreatModel, TrainContext
 
@@ -64,20 +62,36 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("--model", default="small_cnn", help="registered model (default: small_cnn)")
-    p.add_argument("--dataset", default="fashion-mnist", help="registered dataset; synthetic data of its shape when absent")
+    p.add_argument(
+        "--dataset", default="fashion-mnist", help="registered dataset; synthetic data of its shape when absent"
+    )
     p.add_argument("--defence", default="pgd_at", help="registered defence (default: pgd_at, PGD-10)")
     p.add_argument("--eps", default="1/10", help="L-inf radius (default: 1/10)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch (default: 128)")
-    p.add_argument("--steps", type=int, default=4, help="timed training steps per configuration, after one warm-up step (default: 4)")
-    p.add_argument("--rounds", type=int, default=2, help="timing rounds over all configurations, best kept (default: 2)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=4,
+        help="timed training steps per configuration, after one warm-up step (default: 4)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=2, help="timing rounds over all configurations, best kept (default: 2)"
+    )
     p.add_argument("--eval-images", type=int, default=128, help="images per evaluation timing (default: 128)")
     p.add_argument("--aa", choices=("quick", "standard", "none"), default="quick",
                    help="AutoAttack timed: quick = APGD-CE+APGD-T, 50 it, 2 targets (the quickstart's); standard; none")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) of the fast paths")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--data-dir", default=None, help="dataset root (default: $BENCH_DATA or ~/.cache/bench-data)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="where the measured FLOP/s are kept for estimates (default: $BENCH_CACHE or ~/.cache/bench)")
-    p.add_argument("--no-save", action="store_true", help="do not record the measured FLOP/s for `bench validate` estimates")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the measured FLOP/s are kept for estimates (default: $BENCH_CACHE or ~/.cache/bench)",
+    )
+    p.add_argument(
+        "--no-save", action="store_true", help="do not record the measured FLOP/s for `bench validate` estimates"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
@@ -175,26 +189,9 @@ def bench_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: An
     return epoch
 
 
-class FlopCount(TorchDispatchMode):
-    """FLOPs of every op run inside (the formulas of ``torch.utils.flop_counter``: conv, matmul, ...).
-
-    ``FlopCounterMode`` itself tracks modules with backward hooks that ``torch.autograd.grad`` on an
-    input (every attack step) refuses, so this counts the same ops without the module tracking.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.total += formula(*args, **(kwargs or {}), out_val=out)
-        return out
-
-
-def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: Any, params: Any, ctx: TrainContext) -> int:
+def step_flops(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: Any, params: Any, ctx: TrainContext
+) -> int:
     """FLOPs of one training step on the batch ``x`` (uint8)."""
     from bench.train import train_step
 
@@ -212,7 +209,9 @@ def forward_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.
     return counter.total
 
 
-def eval_speed(model: torch.nn.Module, name: str, p: Any, x: torch.Tensor, threat: ThreatModel, precision: str) -> float:
+def eval_speed(
+    model: torch.nn.Module, name: str, p: Any, x: torch.Tensor, threat: ThreatModel, precision: str
+) -> float:
     """Images/s of attack ``name`` on float images ``x`` labelled with the model's own predictions."""
     entry = ATTACKS.get(name)
     with frozen_eval(model):
@@ -248,7 +247,9 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     ctx = TrainContext(0, 0, 1, (), threat, info.num_classes)
     x_dev, y_dev = x_u8[:n].to(device), y[:n].to(device)
     attack_steps, alpha = getattr(params, "steps", 10), step_size(getattr(params, "alpha", None), eps)
-    flops = step_flops(base, x_dev[: args.batch_size], y_dev[: args.batch_size], defence.fn, params, ctx) / args.batch_size
+    flops = (
+        step_flops(base, x_dev[: args.batch_size], y_dev[: args.batch_size], defence.fn, params, ctx) / args.batch_size
+    )
     f_fwd = forward_flops(base, info.shape, device)
     peak = {p: peak_matmul(device, p) for p in PRECISIONS}
 
@@ -308,8 +309,8 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         f"device {r['device']}; load average {r['load_avg'][0]:.2f}; model {r['model']}, data {r['dataset']}",
         f"defence {r['defence']} {r['params']}, eps {r['eps']}, batch {r['batch_size']}, {r['images']} images per timing",
-        f"F = {r['forward_flops_per_image'] / 1e6:.2f} MFLOP per image forward; a training step costs "
-        f"{r['train_flops_in_forwards']:.1f} F per image (flop_counter)",
+        f"F = {r['forward_flops_per_image'] / 1e6:.2f} MFLOP per image forward; a training step costs"
+        + f" {r['train_flops_in_forwards']:.1f} F per image (flop_counter)",
         "peak matmul: " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in r["peak_matmul_flop_s"].items()),
         "",
         f"{'training step':<36} {'img/s':>8} {'GFLOP/s':>8} {'MFU':>6} {'vs ref':>7}",
@@ -320,8 +321,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"{row['config']:<36} {row['img_s']:8.1f} {flop} {mfu} {row['speedup']:6.2f}x")
     lines += ["", f"{'evaluation (self-labelled batch)':<36} {'precision':>9} {'img/s':>8}"]
     lines += [f"{e['attack']:<36} {e['precision']:>9} {e['img_s']:8.1f}" for e in r["eval"]]
-    lines += ["", f"speed-up over the textbook loop: {r['speedup_vs_reference']:.2f}x ({r['best_config']}), "
-                  f"fp32 path {r['fp32_speedup_vs_reference']:.2f}x"]  # fmt: skip
+    best, fp32 = r["speedup_vs_reference"], r["fp32_speedup_vs_reference"]
+    lines += ["", f"speed-up over the textbook loop: {best:.2f}x ({r['best_config']}), fp32 path {fp32:.2f}x"]
     return "\n".join(lines)
 
 

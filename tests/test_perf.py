@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import bench.precision
 import bench.profile
-from bench import cost, keys
+from bench import cost
 from bench import params as params_mod
 from bench.attacks import attack
 from bench.cli import main
@@ -52,7 +52,7 @@ def step_grads(model: torch.nn.Module, defence: str = "pgd_at", **kw) -> tuple[f
     p = params_mod.build(entry.params, {"steps": 3} if "steps" in entry.params.__dataclass_fields__ else {}, defence)
     x, y = batch()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    opt.zero_grad = lambda set_to_none=True: None  # keep the gradients the step computed  # noqa: E731
+    opt.zero_grad = lambda set_to_none=True: None  # keep the gradients the step computed
     torch.manual_seed(2)
     out = train_step(model, opt, entry.fn, x, y, p, CTX, **kw)
     return float(out.loss.detach()), torch.cat([q.grad.flatten() for q in model.parameters()])
@@ -178,7 +178,10 @@ def test_fast_path_options_keep_existing_keys_and_key_what_changes_results(tmp_p
     [
         (MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1, precision: fp16}"), "train.precision"),
         (MINIMAL_SUITE + "eval: {cascade: maybe}\n", "eval.cascade"),
-        (MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [fgsm, pgd: {shards: 2}]") + "eval: {cascade: true}\n", "eval.cascade"),
+        (
+            MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [fgsm, pgd: {shards: 2}]") + "eval: {cascade: true}\n",
+            "eval.cascade",
+        ),
     ],
 )
 def test_bad_fast_path_options_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -208,7 +211,7 @@ def test_bf16_evaluation_parity_slice_reports_the_difference() -> None:
     x = (batch(8)[0] * 255).to(torch.uint8)
     with torch.no_grad(), frozen_eval(model):
         y = model(x.float() / 255).argmax(1)
-    identity = lambda m, xb, yb: xb.clone()  # noqa: E731
+    identity = lambda m, xb, yb: xb.clone()
     low = robust_flags(model, x, y, identity, 0.1, 8, "id", precision="bf16")
     low.robust[:2] = False  # as if bf16 had broken two points fp32 does not
     report = parity(model, x, y, identity, 0.1, 8, "id", low)
@@ -244,7 +247,9 @@ def test_estimates_use_the_measured_throughput(tmp_path: Path) -> None:
         assert measured[key] == pytest.approx(seconds / 10)
 
 
-def test_profile_cli_json_and_saved_measurement(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_profile_cli_json_and_saved_measurement(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bench.profile, "PEAK_SECONDS", 0.02)
     args = ["profile", "--model", "tiny_cnn", "--dataset", "synthetic", "--batch-size", "16", "--steps", "1",
             "--rounds", "1", "--eval-images", "4", "--aa", "none", "--json", "--cache-dir", str(tmp_path)]  # fmt: skip
@@ -252,8 +257,16 @@ def test_profile_cli_json_and_saved_measurement(tmp_path: Path, capsys: pytest.C
     out = json.loads(capsys.readouterr().out)
     assert {"train_img_s", "mfu", "speedup_vs_reference", "fp32_speedup_vs_reference"} <= set(out)
     configs = [r["config"] for r in out["train"]]
-    assert configs == ["reference (textbook)", "bench fp32", "bench fp32 channels_last", "bench bf16", "bench bf16 channels_last"]
-    assert out["train_flops_in_forwards"] == pytest.approx(23, rel=0.05)  # PGD-10 AT: 2 * 10 + 3 F (input-only gradients)
+    assert configs == [
+        "reference (textbook)",
+        "bench fp32",
+        "bench fp32 channels_last",
+        "bench bf16",
+        "bench bf16 channels_last",
+    ]
+    assert out["train_flops_in_forwards"] == pytest.approx(
+        23, rel=0.05
+    )  # PGD-10 AT: 2 * 10 + 3 F (input-only gradients)
     saved = json.loads(Path(out["saved_to"]).read_text())
     assert saved["train_flop_s"]["bf16"] > 0
     assert main(["validate", "--cache-dir", str(tmp_path), str(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE))]) == 0
