@@ -88,6 +88,11 @@ def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(model.state_dict()) == names  # weights save and load as before (no _orig_mod. prefix)
     assert loss_c == pytest.approx(loss, rel=1e-6)
     torch.testing.assert_close(g_c, g)
+    # AWP deep-copies the compiled model for its proxy: the copy must run its own weights
+    loss, g = step_grads(tiny(), "awp")
+    loss_c, g_c = step_grads(bench.precision.prepare(tiny(), compile=True), "awp")
+    assert loss_c == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(g_c, g)
 
 
 @pytest.mark.parametrize("defence", sorted(e.name for e in DEFENCES.entries()))
