@@ -137,7 +137,7 @@ class EvalSpec:
     subset_seed: int = 0  # which test examples when n_examples is smaller than the test set
     # bf16: attacks under bf16 autocast, predictions re-checked in fp32, a fp32 parity slice reported (keyed)
     precision: Literal["fp32", "bf16"] = "fp32"
-    # cascade: each attack runs only on the points the attacks to its left left robust (keyed)
+    # cascade: each attack runs only on the points no attack to its left broke (keyed by those evaluations)
     cascade: bool = False
 
     def validate(self):

@@ -169,7 +169,7 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
 
 
 def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.device) -> torch.Tensor | None:
-    """eval.cascade: which of ``ids`` every evaluation to the left left robust (points they did not see count as robust)."""
+    """eval.cascade: which of ``ids`` no evaluation to the left broke (points it did not evaluate count as unbroken)."""
     if not job.after:
         return None
     keep = np.ones(len(ids), dtype=bool)

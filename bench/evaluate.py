@@ -2,7 +2,7 @@
 
 The model runs in eval mode with its parameters frozen (input-only gradients). Only points that
 are classified correctly on clean inputs are attacked (the others count as non-robust), and with
-``eval.cascade`` only those the attacks to the left left robust. Every
+``eval.cascade`` only those no attack to the left broke. Every
 returned batch is checked to lie in the eps-ball and in [0,1], and the model's mode must be
 unchanged afterwards; predictions on ``x_adv`` are recomputed here in fp32.
 """
