@@ -117,6 +117,7 @@ def _run_rows(
                 "eval_seconds": metrics.get("seconds"),
                 "eval_device": eval_manifest.get("provenance", {}).get("device"),
                 "max_perturbation": metrics.get("max_dist"),  # largest distance of x_adv from x (in the threat's norm); > eps is an error
+                **({"bf16_parity_pp": metrics["parity"]["diff_pp"]} if "parity" in metrics else {}),  # eval.precision bf16
                 **_params("attack", ejob.attack.params),
             }
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.compare import add_compare_parser, cmd_compare
 from bench.errors import BenchError
 from bench.eval_cli import add_eval_parser, cmd_eval
+from bench.profile import add_profile_parser, cmd_profile
 
 EXAMPLES = {
     "run": """examples:
@@ -27,7 +28,8 @@ EXAMPLES = {
     "validate": """examples:
   bench validate suites/quickstart.yaml
   bench validate suites/cifar10.yaml --cache-dir /data/bench-cache
-  bench validate suites/smoke.yaml --set eval.n_examples=100 --set threat.eps=4/255""",
+  bench validate suites/smoke.yaml --set eval.n_examples=100 --set threat.eps=4/255
+  bench validate suites/cifar10.yaml --device cuda      # the estimated time on a GPU (measured by `bench profile` there)""",
     "ls": """examples:
   bench ls defences
   bench ls attacks""",
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="parse a suite, expand its grid, show cache hits/misses (no compute)", epilog=EXAMPLES["validate"], formatter_class=fmt)
     _add_common(p, results=False)
+    p.add_argument("--device", default="auto", help="device the time estimate is for: auto | cpu | cuda | cuda:N (default: auto)")
 
     p = sub.add_parser("ls", help="list registered plug-ins with versions and parameters", epilog=EXAMPLES["ls"], formatter_class=fmt)
     p.add_argument("kind", choices=["defences", "attacks", "datasets", "models"])
@@ -131,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
     add_compare_parser(sub)
     add_eval_parser(sub)
+    add_profile_parser(sub)
     return parser
 
 
@@ -227,11 +231,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.config import load_suite
+    from bench.cost import summary
+    from bench.env import check_device, resolve_device
     from bench.plan import expand
     from bench.store import Store, default_cache_dir
 
+    device = check_device(args.device) or resolve_device()  # an estimate for a device this machine lacks is fine
     suite = load_suite(args.suite, args.set)
-    print_plan(expand(suite, args.limit), Store(args.cache_dir or default_cache_dir()))
+    plan, store = expand(suite, args.limit), Store(args.cache_dir or default_cache_dir())
+    print_plan(plan, store)
+    print(summary(plan, device, store))
     print("ok")
     return 0
 
@@ -340,7 +349,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "analyze": cmd_analyze, "cache": cmd_cache, "compare": cmd_compare, "data": cmd_data, "eval": cmd_eval, "ls": cmd_ls,
-    "report": cmd_report, "run": cmd_run, "status": cmd_status, "validate": cmd_validate,
+    "report": cmd_report, "run": cmd_run, "status": cmd_status, "validate": cmd_validate, "profile": cmd_profile,
 }  # fmt: skip
 
 

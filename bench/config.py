@@ -109,6 +109,11 @@ class TrainSpec:
     subset: int | None = None  # train on a seeded subset of this many examples (after the val split)
     selection: Literal["last", "best_val"] = "best_val"
     val_attack: ValAttackSpec = ValAttackSpec()
+    # fast paths (bench/precision.py; README "Speed"): bf16 autocast around the defence's whole loss, attack
+    # steps included (keyed when not fp32); channels_last and torch.compile are parity-tested and not keyed
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def validate(self):
         if self.epochs < 1:
@@ -131,6 +136,10 @@ class EvalSpec:
     n_examples: int | None = None  # None = the whole test set
     batch_size: int = 500
     subset_seed: int = 0  # which test examples when n_examples is smaller than the test set
+    # bf16: attacks under bf16 autocast, predictions re-checked in fp32, a fp32 parity slice reported (keyed)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # cascade: each attack runs only on the points no attack to its left broke (keyed by those evaluations)
+    cascade: bool = False
 
     def validate(self):
         if self.n_examples is not None and self.n_examples < 1:

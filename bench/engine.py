@@ -26,7 +26,7 @@ from bench.config import load_suite
 from bench.data import load_dataset
 from bench.env import provenance
 from bench.errors import BenchError
-from bench.evaluate import Flags, robust_flags, subset_indices
+from bench.evaluate import Flags, parity, robust_flags, subset_indices
 from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.params import to_plain
@@ -131,6 +131,7 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
             "provenance": ctx.provenance,
             "health": result.health,
             "resumed_from_epoch": result.resumed_from,
+            "fast_paths": {k: getattr(ctx.plan.suite.train, k) for k in ("precision", "channels_last", "compile")},
             "weights": {
                 tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}
                 for tag, (wa, sel) in selections.items()
@@ -160,15 +161,33 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
         result = Flags(flags["clean"], flags["robust"], max(m["max_dist"] for m in metrics), seconds)
     else:
         model = ctx.load_model(job.weights)
+        mask = _survivors(job, ctx, ids, x.device)
         torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
+        name, threat = f"{job.display}/{job.column}", _threat(job, ctx)
         result = robust_flags(
-            model, x, y, _attack(job, ctx), _threat(job, ctx).eps_float, ev.batch_size, f"{job.display}/{job.column}",
-            ctx.progress, state=ctx.store.partial("eval", job.key) / "progress.npz", norm=_threat(job, ctx).norm,
+            model, x, y, _attack(job, ctx), threat.eps_float, ev.batch_size, name, ctx.progress,
+            state=ctx.store.partial("eval", job.key) / "progress.npz", norm=threat.norm, precision=ev.precision,
+            attack_mask=mask,
         )  # fmt: skip
+        if ev.precision != "fp32":
+            torch.manual_seed(int(job.key[:8], 16))
+            result.parity = parity(model, x, y, _attack(job, ctx), threat.eps_float, ev.batch_size, name, result, threat.norm, mask)
     _write_flags(job, ctx, ids, result, {"shards": list(job.shards)} if job.shards else {})
     ctx.progress.log(
         f"  {job.label}: clean {100 * result.clean_acc:.2f}%, robust {100 * result.robust_acc:.2f}% ({result.seconds:.1f}s)"
     )
+
+
+def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.device) -> torch.Tensor | None:
+    """eval.cascade: which of ``ids`` no evaluation to the left broke (points it did not evaluate count as unbroken)."""
+    if not job.after:
+        return None
+    keep = np.ones(len(ids), dtype=bool)
+    for key in job.after:
+        flags = ctx.store.read_npz("eval", key, "flags.npz")
+        broken = flags["sample_id"][~flags["robust"].astype(bool)]
+        keep &= ~np.isin(ids, broken)
+    return torch.from_numpy(keep).to(device)
 
 
 def _shard(job: ShardJob, ctx: WorkerContext) -> None:
@@ -196,6 +215,8 @@ def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, f
             "max_dist": flags.max_dist,
             "seconds": round(flags.seconds, 3),
         }
+        if flags.parity is not None:  # eval.precision bf16: the fp32 parity slice
+            metrics["parity"] = flags.parity
         write_json(tmp / "metrics.json", metrics)
         manifest = {"attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn), "provenance": ctx.provenance}
         write_json(tmp / "manifest.json", {**manifest, **(extra or {})})

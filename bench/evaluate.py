@@ -1,7 +1,8 @@
 """Evaluation: per-sample clean and robust flags for one (weights, attack) pair.
 
 The model runs in eval mode with its parameters frozen (input-only gradients). Only points that
-are classified correctly on clean inputs are attacked (the others count as non-robust). Every
+are classified correctly on clean inputs are attacked (the others count as non-robust), and with
+``eval.cascade`` only those no attack to the left broke. Every
 returned batch is checked to lie in the eps-ball and in [0,1], and the model's mode must be
 unchanged afterwards; predictions on ``x_adv`` are recomputed here in fp32.
 """
@@ -24,6 +25,7 @@ from bench.data.loader import to_unit
 from bench.errors import EvaluationError
 from bench.faults import fault_point
 from bench.modes import frozen_eval
+from bench.precision import autocast
 from bench.progress import Progress
 from bench.store import atomic_write_bytes
 
@@ -36,6 +38,7 @@ class Flags:
     robust: np.ndarray  # bool per sample (False where clean is False)
     max_dist: float
     seconds: float
+    parity: dict[str, float | int] | None = None  # eval.precision bf16: the fp32 check (``parity``)
 
     @property
     def clean_acc(self) -> float:
@@ -61,13 +64,18 @@ def robust_flags(
     state: Path | None = None,
     batch_seeds: list[int] | None = None,
     norm: str = "Linf",
+    precision: str = "fp32",
+    attack_mask: torch.Tensor | None = None,
 ) -> Flags:
     """Clean and robust flags of ``model`` on uint8 inputs ``x`` under ``attack`` (checked in the ``norm`` ball).
 
     With ``state`` (a file in the store's partial area), the per-sample flags so far and the RNG
     state are saved every ``EVAL_SAVE_S`` seconds; a killed evaluation resumes from there and gives
     the flags an uninterrupted one gives. With ``batch_seeds`` each batch first seeds the torch RNG
-    with its own seed (sharded evaluation: ``bench/shards.py``).
+    with its own seed (sharded evaluation: ``bench/shards.py``). ``precision`` bf16 runs the attack
+    under bf16 autocast (predictions stay fp32). With ``attack_mask`` (bool per sample, on the
+    device), only the points it marks are attacked; the others count as not robust (``eval.cascade``:
+    the points an earlier attack already broke).
     """
     start = time.perf_counter()
     clean_parts, robust_parts = [], []
@@ -91,15 +99,17 @@ def robust_flags(
             xb, yb = to_unit(x[i : i + batch_size]), y[i : i + batch_size]
             with torch.no_grad():
                 clean = model(xb).argmax(1) == yb
-            robust = clean.clone()
-            if clean.any():
-                xs, ys = xb[clean], yb[clean]
-                x_adv = attack(model, xs, ys)
+            target = clean if attack_mask is None else clean & attack_mask[i : i + batch_size]
+            robust = target.clone()
+            if target.any():
+                xs, ys = xb[target], yb[target]
+                with autocast(xb.device, precision):
+                    x_adv = attack(model, xs, ys)
                 if model.training or any(m.training for m in model.modules()):
                     raise EvaluationError(f"attack {name!r} changed the model's mode (it must stay in eval mode)")
                 max_dist = max(max_dist, check_adversarial(name, xs, x_adv, eps, norm=norm))
-                with torch.no_grad():
-                    robust[clean] = model(x_adv.float()).argmax(1) == ys
+                with torch.no_grad():  # the final decision in fp32, outside autocast
+                    robust[target] = model(x_adv.float()).argmax(1) == ys
             clean_parts.append(clean.cpu())
             robust_parts.append(robust.cpu())
             if state is not None and b + 1 < len(starts) and time.perf_counter() - last_save >= EVAL_SAVE_S:
@@ -143,3 +153,30 @@ def subset_indices(n_total: int, n_examples: int | None, seed: int) -> np.ndarra
     if n_examples is None or n_examples >= n_total:
         return np.arange(n_total)
     return np.sort(np.random.RandomState(seed).permutation(n_total)[:n_examples])
+
+
+PARITY_N = 64  # eval.precision bf16: the first this many evaluated points are also attacked in fp32
+
+
+def parity(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn, eps: float, batch_size: int, name: str,
+    bf16: Flags, norm: str = "Linf", attack_mask: torch.Tensor | None = None,
+) -> dict[str, float | int]:  # fmt: skip
+    """The bf16 evaluation's check: the first ``PARITY_N`` points attacked again in fp32.
+
+    Reports the robust accuracy of both on that slice, their difference in percentage points and the
+    number of points whose flag differs (the attack's randomness differs between the two runs, so a
+    few flips on margins are expected; a systematic gap means bf16 weakens the attack).
+    """
+    n = min(PARITY_N, len(y))
+    mask = None if attack_mask is None else attack_mask[:n]
+    fp32 = robust_flags(model, x[:n], y[:n], attack, eps, batch_size, f"{name} fp32 parity", norm=norm, attack_mask=mask)
+    low = bf16.robust[:n]
+    return {
+        "n": n,
+        "robust_acc_bf16": float(low.mean()) if n else float("nan"),
+        "robust_acc_fp32": fp32.robust_acc,
+        "diff_pp": 100 * (float(low.mean()) - fp32.robust_acc) if n else 0.0,
+        "flips": int((low != fp32.robust).sum()),
+        "seconds": round(fp32.seconds, 3),
+    }

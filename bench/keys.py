@@ -31,13 +31,30 @@ def threat_plain(threat: ThreatModel) -> dict[str, str]:
     return {"norm": threat.norm, "eps": fraction_text(threat.eps)}
 
 
+# Options added after caches existed: absent from a key at their default, so earlier keys stay valid.
+# channels_last and compile never change a result beyond float rounding (parity tests): never keyed.
+UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}  # a cascade is keyed by its "after" list (plan.py)
+NEVER_KEYED = ("channels_last", "compile")
+
+
+def options_plain(spec: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A train or eval spec as keyed: the fast-path options dropped where they change nothing (and ``drop``)."""
+    plain = to_plain(spec)
+    for name in (*NEVER_KEYED, *drop):
+        plain.pop(name, None)
+    for name, default in UNKEYED_AT_DEFAULT.items():
+        if plain.get(name, default) == default:
+            plain.pop(name, None)
+    return plain
+
+
 def train_spec(dataset: Any, model: Any, threat: ThreatModel, train: Any, defence: Any, seed: int) -> dict[str, Any]:
     return {
         "protocol": PROTOCOL_VERSION,
         "dataset": dataset.plain(),
         "model": model.plain(),
         "threat": threat_plain(threat),
-        "train": to_plain(train),
+        "train": options_plain(train),
         "defence": defence.plain(),
         "seed": seed,
     }
@@ -50,5 +67,5 @@ def eval_spec(train_key: str, weights: dict[str, Any], attack: Any, threat: Thre
         "weights": weights,
         "attack": attack.plain(),
         "threat": threat_plain(threat),
-        "eval": to_plain(evaluation),
+        "eval": options_plain(evaluation, drop=("cascade",)),
     }

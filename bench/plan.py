@@ -165,10 +165,11 @@ class EvalJob(_WeightsTask):
     column: str  # table column label, e.g. "PGD-20" ("PGD-20 @ ε=4/255" at an eval.eps radius)
     shards: tuple[str, ...] = ()  # keys of its shard tasks (``shards: N`` on the attack): merged, not computed
     threat: ThreatModel | None = None  # an eval.eps radius; None = the suite's threat (the leaderboard's)
+    after: tuple[str, ...] = ()  # eval.cascade: keys of the evaluations to its left (it attacks what they left robust)
 
     @property
     def needs(self) -> tuple[tuple[str, str], ...]:
-        return (*super().needs, *(("shard", k) for k in self.shards))
+        return (*super().needs, *(("shard", k) for k in self.shards), *(("eval", k) for k in self.after))
 
     @property
     def attack_column(self) -> str:
@@ -275,6 +276,8 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         n = limit if ev.n_examples is None else min(limit, ev.n_examples)
         ev = dataclasses.replace(ev, n_examples=n)
     ref = SuiteRef(str(suite.path.resolve()), suite.digest, limit, suite.overrides)
+    if ev.cascade and any(a.shards > 1 for a in suite.attacks):
+        raise ConfigError(f"{suite.sources.get('eval', suite.path)}: eval.cascade", "cannot be combined with sharded attacks (shards: N)")
     none = ATTACKS.get("none")
     attacks = suite.attacks or [PluginRef("attack", "none", none.params(), none.version)]
     labels = [attack_label(a.name, a.params) for a in attacks]
@@ -290,19 +293,24 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
     def add_weights(weights: WeightsRef, row: str, seed: int) -> None:
         """The sanity job and one eval job per attack for one set of weights."""
         plain = weights.plain()
-        sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": to_plain(ev)}
+        sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": keys.options_plain(ev, drop=("precision", "cascade"))}
         sanity_jobs.append(SanityJob(keys.digest(sspec), ref, weights, row, seed))
         # the suite's radius (the leaderboard), then each eval.eps radius (curves only; keyed by its threat)
         for threat in (None, *suite.eval_eps):
+            left: list[str] = []  # eval.cascade: the evaluations to the left at this radius
             for attack, column in zip(attacks, columns):
                 label = column if threat is None else f"{column} @ ε={threat.eps_text}"
                 espec = keys.eval_spec(weights.eval_key, plain, attack, threat or suite.threat, ev)
+                if left:  # eval.cascade: keyed by the evaluations it runs after (the first one is the plain one)
+                    espec["after"] = list(left)
                 shards = [
                     ShardJob(keys.digest({**espec, "shard": i}), ref, weights, row, seed, {**espec, "shard": i}, attack, label, i, attack.shards, threat)
                     for i in range(attack.shards if attack.shards > 1 else 0)
                 ]  # fmt: skip
                 shard_jobs.extend(shards)
-                eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, label, tuple(s.key for s in shards), threat))
+                eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, label, tuple(s.key for s in shards), threat, tuple(left)))
+                if ev.cascade:
+                    left.append(eval_jobs[-1].key)
 
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)

@@ -23,6 +23,20 @@ Bold = tuple[str, str]
 MARKDOWN_BOLD: Bold = ("**", "**")
 
 
+def speed_lines(plan: Any, rows: list[dict]) -> list[str]:
+    """Header notes for the evaluation fast paths (``eval.cascade``, ``eval.precision``)."""
+    out = []
+    if plan.eval_spec.cascade:
+        out.append("- Cascade (`eval.cascade`): each attack column counts the points that survived it *after the attacks "
+                   "to its left* (it attacked only those); Worst case is exact.")  # fmt: skip
+    if plan.eval_spec.precision != "fp32":
+        diffs = [abs(r["bf16_parity_pp"]) for r in rows if r.get("bf16_parity_pp") is not None]
+        worst = f"largest |difference| {max(diffs):.2f} pp over {len(diffs)} evaluations" if diffs else "no check recorded"
+        out.append(f"- Attacks ran in {plan.eval_spec.precision} autocast, final predictions in fp32; fp32 parity on the "
+                   f"first points of each evaluation: {worst}.")  # fmt: skip
+    return out
+
+
 def _cell(values: list[float], stats: dict[str, Any] | None = None, bold: Bold = MARKDOWN_BOLD) -> str:
     """``mean [ci_low, ci_high]`` (mean over seeds, in %), bold when best or tied with the best."""
     values = [v for v in values if v is not None and not math.isnan(v)]
@@ -133,6 +147,7 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
         "- Accuracy in %; Worst case = a sample counts as robust only if it survives every attack."
         + (" Mean over seeds." if len(suite.seeds) > 1 else ""),
         *uncertainty_lines(plan, n),
+        *speed_lines(plan, rows),
         *([f"- Cost: training + evaluation seconds (mean over seeds) on {', '.join(devices) or 'unknown device'}."] if cost else []),
         "",
         tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=("right", "left") + ("right",) * (len(headers) - 2)),

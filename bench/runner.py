@@ -18,7 +18,8 @@ from bench.aggregate import collect, collect_outcomes
 from bench.analysis.run import render
 from bench.config import Suite, load_suite
 from bench.engine import WorkerContext
-from bench.env import provenance, resolve_device
+from bench.cost import estimates
+from bench.env import check_device, provenance, resolve_device
 from bench.errors import BenchError
 from bench.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.html_report import write_index
@@ -173,12 +174,14 @@ def run_suite(
     plan = expand(suite, limit)
     out = results_folder(results_dir, suite)
     config = executor or ExecutorConfig()
-    prog = Progress(progress, slots=config.workers if config.name == "local" else None)
     store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())  # damage is reported even with --quiet
     data = str(Path(data_dir).expanduser()) if data_dir else None
-    ctx = None
-    if config.name == "local" and config.workers == 1:  # in this process: the device is resolved here
-        ctx = WorkerContext(plan, store, device if isinstance(device, torch.device) else resolve_device(device), data, prog)
+    local = config.name == "local" and config.workers == 1  # in this process: the device is resolved here
+    here = device if isinstance(device, torch.device) else resolve_device(device) if local else check_device(str(device))
+    # the ETA before anything is measured: the FLOP model at the throughput `bench profile` measured on this device
+    prior = estimates(plan, here or torch.device("cpu"), store.root)
+    prog = Progress(progress, estimates=prior, slots=config.workers if config.name == "local" else None)
+    ctx = WorkerContext(plan, store, here, data, prog) if local else None
     ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
     kinds = ("train", "analysis", "sanity", "shard", "eval") if evaluate else ("train", "analysis")
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}

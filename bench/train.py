@@ -1,7 +1,10 @@
 """THE training loop: the only place that owns the optimiser, the schedule and checkpoint selection.
 
 Per epoch: set the LR from the schedule; for each batch call the defence's pure loss
-``fn(model, x, y, params, ctx)``, then zero_grad / backward / step; check the loss is finite;
+``fn(model, x, y, params, ctx)`` (under bf16 autocast with ``train.precision: bf16``; the layout and
+``torch.compile`` of ``train.channels_last`` / ``train.compile``: ``bench/precision.py``), then
+zero_grad / backward / step, with no host sync inside the step loop (losses are summed on the
+device and read once per epoch); check the loss is finite;
 evaluate the validation split (clean, and PGD when the selection needs it); keep the ``last`` and
 ``best_val`` weights; record training health; save the whole training state (``TrainState``).
 
@@ -40,10 +43,11 @@ from bench.faults import fault_point
 from bench.models import build
 from bench.modes import frozen_eval
 from bench.plan import TrainJob
+from bench.precision import autocast, prepare, to_layout
 from bench.progress import Progress
 from bench.registry import DEFENCES
 from bench.store import atomic_write_bytes
-from bench.types import DatasetSplits, TrainContext
+from bench.types import DatasetSplits, LossOut, TrainContext
 
 
 class TrainingError(BenchError):
@@ -248,6 +252,22 @@ def _selection_state(sel: Selection) -> dict[str, Any]:
     return {"best_score": sel.best_score, "best_epoch": sel.best_epoch, "states": sel.states}
 
 
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, fn: Any, x: torch.Tensor, y: torch.Tensor, params: Any,
+    ctx: TrainContext, precision: str = "fp32", channels_last: bool = False,
+) -> LossOut:  # fmt: skip
+    """One step of the defence ``fn``: its whole loss (attack steps included) under ``precision``'s
+    autocast, then zero_grad / backward / step. No host sync. ``bench profile`` times exactly this."""
+    with autocast(x.device, precision):
+        out = fn(model, to_layout(x, channels_last), y, params, ctx)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    if out.after_step is not None:
+        out.after_step()
+    return out
+
+
 def train_model(
     job: TrainJob,
     suite: Suite,
@@ -267,6 +287,7 @@ def train_model(
     seed_everything(job.seed)
     info = splits.info
     model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std).to(device)
+    prepare(model, spec.channels_last, spec.compile)
     optimizer = make_optimizer(model, spec.optimizer)
     g = torch.Generator().manual_seed(job.seed)
     milestones = spec.schedule.milestones
@@ -300,12 +321,7 @@ def train_model(
         for i, (x, y) in enumerate(progress.bar(stream, n_batches, desc)):
             fault_point(f"train-batch:{epoch + 1}:{i}")
             ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes)
-            out = entry.fn(model, x, y, job.defence.params, ctx)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            if out.after_step is not None:
-                out.after_step()
+            out = train_step(model, optimizer, entry.fn, x, y, job.defence.params, ctx, spec.precision, spec.channels_last)
             for a in avgs:
                 a.after_step(model, epoch)
             step += 1

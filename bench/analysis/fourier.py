@@ -142,17 +142,21 @@ def filtered_accuracy(
     keep: Keep = "low",
     clamp: bool = False,
     batch_size: int = 256,
+    x_adv: torch.Tensor | None = None,
 ) -> dict[str, tuple[float, float | None]]:
     """Accuracy on filtered inputs for each mask: {name: (clean_acc, adv_acc or None)} (methods.md 6.2).
 
     Clean: classify filter(x). Adversarial (only when ``attack(model, x, y) -> x_adv`` is given):
     by default x_adv is crafted once against the UNFILTERED model and then filtered and classified
     (the FR Table 1 reading); with ``in_loop=True`` it is crafted per mask against model o filter
-    (adaptive). ``keep="high"`` gives the high-pass variant (1 - M).
+    (adaptive). ``keep="high"`` gives the high-pass variant (1 - M). ``x_adv``: adversarial examples
+    already crafted by ``attack`` against the unfiltered model (shared with the perturbation spectra
+    and between the low- and high-pass tables); ignored with ``in_loop``.
     """
     results: dict[str, tuple[float, float | None]] = {}
     with frozen_eval(model):
-        x_adv = _attack_batched(attack, model, x, y, batch_size) if attack is not None and not in_loop else None
+        if attack is not None and not in_loop and x_adv is None:
+            x_adv = _attack_batched(attack, model, x, y, batch_size)
         for name, mask in masks.items():
             wrapped = FilteredModel(model, mask.to(x.device), keep, clamp).eval()
             clean = _accuracy(wrapped, x, y, batch_size)

@@ -1,0 +1,278 @@
+"""Fast paths (bench/precision.py, train.precision / channels_last / compile, eval.precision / cascade),
+input-only attack gradients, no host syncs in the step loop, the FLOP model and ``bench profile``.
+
+Parity tests compare the fast path with the plain one on fixed inputs; nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bench.precision
+import bench.profile
+from bench import cost
+from bench import params as params_mod
+from bench.attacks import attack
+from bench.cli import main
+from bench.config import load_suite
+from bench.errors import ConfigError
+from bench.evaluate import parity, robust_flags
+from bench.models import build_model
+from bench.modes import frozen_eval
+from bench.plan import expand
+from bench.registry import ATTACKS, DEFENCES
+from bench.train import train_step
+from bench.types import ThreatModel, TrainContext
+from tests.conftest import MINIMAL_SUITE, write_suite
+
+THREAT = ThreatModel("Linf", Fraction(8, 255), "8/255")
+CTX = TrainContext(0, 0, 4, (2,), THREAT, 4)
+
+
+def tiny(channels_last: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn", num_classes=4, shape=(3, 12, 12), width=8)
+    return bench.precision.prepare(model, channels_last)
+
+
+def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 3, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def step_grads(model: torch.nn.Module, defence: str = "pgd_at", **kw) -> tuple[float, torch.Tensor]:
+    """Loss and flattened parameter gradients of one bench training step (lr 0: weights unchanged)."""
+    entry = DEFENCES.get(defence)
+    p = params_mod.build(entry.params, {"steps": 3} if "steps" in entry.params.__dataclass_fields__ else {}, defence)
+    x, y = batch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    opt.zero_grad = lambda set_to_none=True: None  # keep the gradients the step computed
+    torch.manual_seed(2)
+    out = train_step(model, opt, entry.fn, x, y, p, CTX, **kw)
+    return float(out.loss.detach()), torch.cat([q.grad.flatten() for q in model.parameters()])
+
+
+def test_bf16_training_step_matches_fp32_within_tolerance() -> None:
+    loss32, g32 = step_grads(tiny())
+    loss16, g16 = step_grads(tiny(), precision="bf16")
+    assert loss16 == pytest.approx(loss32, rel=0.03)
+    assert F.cosine_similarity(g16, g32, dim=0) > 0.98
+    assert not torch.equal(g16, g32)  # bf16 really ran
+
+
+def test_channels_last_step_matches_contiguous() -> None:
+    loss, g = step_grads(tiny(), "standard")
+    loss_cl, g_cl = step_grads(tiny(channels_last=True), "standard", channels_last=True)
+    assert loss_cl == pytest.approx(loss, rel=1e-5)
+    torch.testing.assert_close(g_cl, g, rtol=1e-4, atol=1e-6)
+    # with an attack, float rounding can flip a sign step of PGD: identical-ish
+    loss, g = step_grads(tiny())
+    loss_cl, g_cl = step_grads(tiny(channels_last=True), channels_last=True)
+    assert loss_cl == pytest.approx(loss, rel=1e-3)
+    assert F.cosine_similarity(g_cl, g, dim=0) > 0.98
+
+
+def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    # backend "eager": the same dynamo graph capture without a C++ build (inductor is minutes on CI)
+    monkeypatch.setattr(bench.precision, "COMPILE_BACKEND", "eager")
+    model = bench.precision.prepare(tiny(), compile=True)
+    names = list(tiny().state_dict())
+    loss, g = step_grads(tiny())
+    loss_c, g_c = step_grads(model)
+    assert list(model.state_dict()) == names  # weights save and load as before (no _orig_mod. prefix)
+    assert loss_c == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(g_c, g)
+    # AWP deep-copies the compiled model for its proxy: the copy must run its own weights
+    loss, g = step_grads(tiny(), "awp")
+    loss_c, g_c = step_grads(bench.precision.prepare(tiny(), compile=True), "awp")
+    assert loss_c == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(g_c, g)
+
+
+@pytest.mark.parametrize("defence", sorted(e.name for e in DEFENCES.entries()))
+def test_training_step_has_no_host_sync(defence: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a, **_k):
+        raise AssertionError("host sync inside the training step")
+
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    model = tiny()
+    entry = DEFENCES.get(defence)
+    p = params_mod.build(entry.params, {}, defence)
+    x, y = batch()
+    ctx = TrainContext(3, 10, 4, (2,), THREAT, 4)  # past the milestone: FR/SAR regularisers active
+    train_step(model, torch.optim.SGD(model.parameters(), lr=0.01), entry.fn, x, y, p, ctx, "bf16", True)
+
+
+def _grad_watch(model: torch.nn.Module) -> list[int]:
+    fired = [0]
+    for q in model.parameters():
+        q.register_hook(lambda g: fired.__setitem__(0, fired[0] + 1))
+    return fired
+
+
+ATTACK_PARAMS = {"autoattack": {"version": "custom", "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "n_iter": 2,
+                                "n_queries": 3, "n_target_classes": 1},
+                 "apgd-ce": {"n_iter": 2}, "apgd-t": {"n_iter": 2, "n_target_classes": 1}, "square": {"n_queries": 3},
+                 "pgd": {"steps": 2}, "cw": {"steps": 2}}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(e.name for e in ATTACKS.entries()))
+def test_every_attack_takes_input_only_gradients(name: str) -> None:
+    model = tiny()
+    fired = _grad_watch(model)
+    x, y = batch(8)
+    attack(name, model, x, y, eps="8/255", **ATTACK_PARAMS.get(name, {}))
+    assert fired[0] == 0
+    assert all(q.grad is None for q in model.parameters())
+
+
+@pytest.mark.parametrize("defence", sorted(e.name for e in DEFENCES.entries()))
+def test_every_defence_crafts_with_input_only_gradients(defence: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import defenses._common as common
+
+    model = tiny()
+    fired = _grad_watch(model)
+    seen: list[int] = []
+    real = common.pgd
+
+    def watched(*a, **k):
+        before = fired[0]
+        out = real(*a, **k)
+        seen.append(fired[0] - before)
+        return out
+
+    monkeypatch.setattr(common, "pgd", watched)
+    entry = DEFENCES.get(defence)
+    x, y = batch()
+    entry.fn(model, x, y, params_mod.build(entry.params, {}, defence), TrainContext(3, 10, 4, (2,), THREAT, 4))
+    if defence != "standard":
+        assert seen, "the defence's adversary was not crafted through defenses._common"
+    assert seen == [0] * len(seen)
+
+
+def test_fast_path_options_keep_existing_keys_and_key_what_changes_results(tmp_path: Path) -> None:
+    def plan(train: str = "", ev: str = ""):
+        text = MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1" + train + "}") + "attacks: [fgsm, pgd]\n"
+        text = text.replace("attacks: [fgsm]\n", "") + ("eval: {" + ev + "}\n" if ev else "")
+        return expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
+
+    base = plan()
+    same = plan(", precision: fp32, channels_last: true, compile: true", "precision: fp32, cascade: false")
+    assert [t.key for t in same.tasks] == [t.key for t in base.tasks]
+    assert "precision" not in base.train_jobs[0].spec["train"]  # keys of caches made before the options exist
+    bf16 = plan(", precision: bf16")
+    assert bf16.train_jobs[0].key != base.train_jobs[0].key
+    cascade = plan(ev="cascade: true")
+    assert [j.key for j in cascade.sanity_jobs] == [j.key for j in base.sanity_jobs]
+    first, second = cascade.eval_jobs[:2]
+    assert first.key == base.eval_jobs[0].key and first.after == ()
+    assert second.after == (first.key,) and second.key != base.eval_jobs[1].key
+    assert ("eval", first.key) in second.needs
+    assert plan(ev="precision: bf16").eval_jobs[0].key != base.eval_jobs[0].key
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1, precision: fp16}"), "train.precision"),
+        (MINIMAL_SUITE + "eval: {cascade: maybe}\n", "eval.cascade"),
+        (
+            MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [fgsm, pgd: {shards: 2}]") + "eval: {cascade: true}\n",
+            "eval.cascade",
+        ),
+    ],
+)
+def test_bad_fast_path_options_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
+
+
+def test_cascade_mask_attacks_only_survivors_and_counts_the_rest_broken() -> None:
+    model = tiny()
+    x = (batch(8)[0] * 255).to(torch.uint8)
+    with torch.no_grad(), frozen_eval(model):
+        y = model(x.float() / 255).argmax(1)  # every point clean-correct
+    sizes: list[int] = []
+
+    def identity(m, xb, yb):
+        sizes.append(len(xb))
+        return xb.clone()
+
+    mask = torch.tensor([True, False] * 4)
+    flags = robust_flags(model, x, y, identity, 0.1, 8, "id", attack_mask=mask)
+    assert sizes == [4]
+    assert flags.clean.all() and (flags.robust == mask.numpy()).all()
+
+
+def test_bf16_evaluation_parity_slice_reports_the_difference() -> None:
+    model = tiny()
+    x = (batch(8)[0] * 255).to(torch.uint8)
+    with torch.no_grad(), frozen_eval(model):
+        y = model(x.float() / 255).argmax(1)
+    identity = lambda m, xb, yb: xb.clone()
+    low = robust_flags(model, x, y, identity, 0.1, 8, "id", precision="bf16")
+    low.robust[:2] = False  # as if bf16 had broken two points fp32 does not
+    report = parity(model, x, y, identity, 0.1, 8, "id", low)
+    assert report["n"] == 8 and report["flips"] == 2
+    assert report["robust_acc_fp32"] == 1.0 and report["diff_pp"] == pytest.approx(-25.0)
+
+
+def test_flop_model_matches_the_landscape_multipliers() -> None:
+    pgd_at, trades = (DEFENCES.get(n) for n in ("pgd_at", "trades"))
+
+    class Ref:
+        def __init__(self, name, p):
+            self.name, self.params = name, p
+
+    assert cost.train_forwards(Ref("pgd_at", pgd_at.params(steps=10))) == 23
+    assert cost.train_forwards(Ref("trades", trades.params(steps=10))) == 27
+    assert cost.train_forwards(Ref("standard", DEFENCES.get("standard").params())) == 3
+    assert cost.attack_forwards("pgd", ATTACKS.get("pgd").params(steps=20)) == 42  # 40 + clean check + final decision
+    assert cost.attack_forwards("fgsm", None) == 4
+
+
+def test_estimates_use_the_measured_throughput(tmp_path: Path) -> None:
+    plan = expand(load_suite(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE)))
+    device = torch.device("cpu")
+    guessed = cost.estimates(plan, device, tmp_path / "cache")
+    assert set(guessed) == {t.key for t in plan.tasks} and all(v > 0 for v in guessed.values())
+    path = cost.measurement_path(tmp_path / "cache", device)
+    path.parent.mkdir(parents=True)
+    rate = cost.DEFAULT_FLOP_S["cpu"] * 10
+    path.write_text(json.dumps({"train_flop_s": {"fp32": rate}, "eval_flop_s": {"fp32": rate}}))
+    measured = cost.estimates(plan, device, tmp_path / "cache")
+    for key, seconds in guessed.items():
+        assert measured[key] == pytest.approx(seconds / 10)
+
+
+def test_profile_cli_json_and_saved_measurement(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench.profile, "PEAK_SECONDS", 0.02)
+    args = ["profile", "--model", "tiny_cnn", "--dataset", "synthetic", "--batch-size", "16", "--steps", "1",
+            "--rounds", "1", "--eval-images", "4", "--aa", "none", "--json", "--cache-dir", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"train_img_s", "mfu", "speedup_vs_reference", "fp32_speedup_vs_reference"} <= set(out)
+    configs = [r["config"] for r in out["train"]]
+    assert configs == [
+        "reference (textbook)",
+        "bench fp32",
+        "bench fp32 channels_last",
+        "bench bf16",
+        "bench bf16 channels_last",
+    ]
+    assert out["train_flops_in_forwards"] == pytest.approx(
+        23, rel=0.05
+    )  # PGD-10 AT: 2 * 10 + 3 F (input-only gradients)
+    saved = json.loads(Path(out["saved_to"]).read_text())
+    assert saved["train_flop_s"]["bf16"] > 0
+    assert main(["validate", "--cache-dir", str(tmp_path), str(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE))]) == 0
+    assert "measured by `bench profile`" in capsys.readouterr().out
