@@ -184,11 +184,16 @@ def leaderboard_latex(plan: Plan, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_json(rows: list[dict[str, Any]]) -> str:
+    """``results.json``'s text: the tidy rows as written (a re-run compares it to know nothing changed)."""
+    return json.dumps(rows, indent=1, default=str) + "\n"
+
+
 def write_results(plan: Plan, rows: list[dict[str, Any]], results_dir: Path) -> Path:
     out = Path(results_dir) / plan.suite.name
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(plan, rows))
     df = pd.DataFrame(rows)
     atomic_write_text(out / "results.csv", df.to_csv(index=False) if len(df) else "")
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=1, default=str) + "\n")
+    atomic_write_text(out / "results.json", results_json(rows))
     return out

@@ -17,15 +17,15 @@ import torch
 from bench.aggregate import collect, collect_outcomes
 from bench.analysis.run import render
 from bench.config import Suite, load_suite
-from bench.engine import WorkerContext
 from bench.cost import estimates
+from bench.engine import WorkerContext
 from bench.env import check_device, provenance, resolve_device
 from bench.errors import BenchError
 from bench.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.html_report import write_index
 from bench.plan import Plan, expand
 from bench.progress import Progress
-from bench.render import NORMS, write_results
+from bench.render import NORMS, results_json, write_results
 from bench.report_figures import write_figures
 from bench.scheduler import ScheduleResult, run_tasks
 from bench.store import Store, default_cache_dir, write_json
@@ -194,16 +194,27 @@ def run_suite(
         ex.close()
     summary = RunSummary.of(plan, result)
     rows = collect(plan, store)
-    if rows:
+    unchanged = _unchanged(summary, rows, out)  # a re-run of a finished suite: its figures and page are current
+    if rows and not unchanged:
         write_results(plan, rows, out.parent)
-    else:
+    elif not rows:
         prog.log(f"nothing evaluated for {suite.name}: {out} left as it was")
-    render_analyses(plan, store, out)
-    write_figures(plan, store, out)
+    if not unchanged:
+        render_analyses(plan, store, out)
+        write_figures(plan, store, out)
     summary.seconds = time.perf_counter() - start
     summary.results_dir = out
     summary.overrides = list(suite.overrides)
     write_json(out / "run.json", summary.as_json())
-    if rows or (out / "analysis").is_dir():
+    if (rows or (out / "analysis").is_dir()) and not unchanged:
         write_page(plan, store, out, rows)
     return summary
+
+
+def _unchanged(summary: RunSummary, rows: list[dict[str, Any]], out: Path) -> bool:
+    """Nothing ran and the results on disk are these rows, with their page: re-rendering would rewrite
+    the same files (seconds of figure drawing), so a re-run skips it; ``bench report`` always renders."""
+    ran = summary.trained + summary.evaluated + summary.analyzed + summary.checked + summary.reused + len(summary.failures)
+    if ran or not rows or not (out / "index.html").is_file() or not (out / "results.json").is_file():
+        return False
+    return (out / "results.json").read_text() == results_json(rows)

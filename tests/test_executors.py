@@ -217,9 +217,10 @@ def test_a_task_raising_on_a_worker_fails_the_run_cleanly(tmp_path, name) -> Non
 
 def test_a_second_run_on_another_executor_reuses_and_never_duplicates(tmp_path) -> None:
     need("slurm")
-    suite = write_suite(tmp_path / "tiny.yaml", TINY.replace("epochs: 4", "epochs: 40"))  # still training when the second starts
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
     cache = tmp_path / "cache"
-    first = bench(suite, cache, tmp_path / "r1", "--executor", "slurm", wait=False)
+    # the first run's Slurm job pauses in epoch 2 (claim alive): still training when the second starts, however slow the machine
+    first = bench(suite, cache, tmp_path / "r1", "--executor", "slurm", wait=False, BENCH_PAUSE="train-batch:2:0=20")
     _worker_pid(cache)  # the first run's Slurm job is training
     second = bench(suite, cache, tmp_path / "r2", "--workers", "2")
     out, err = first.communicate(timeout=600)

@@ -180,6 +180,20 @@ def test_report_rerenders_the_same_page(run: Path) -> None:
     assert {p.name: p.read_bytes() for p in [out / "index.html", *(out / "analysis").glob("*.pdf")]} == before
 
 
+def test_a_rerun_that_computes_nothing_leaves_figures_and_page_alone_until_results_change(run: Path) -> None:
+    out = run / "results" / "page"
+    drawn = [out / "index.html", out / "training_curves.png", *(out / "analysis").glob("*.p*")]
+    args = ["run", str(run / "page.yaml"), "--cache-dir", str(run / "cache"), "--results-dir", str(run / "results"), "--quiet"]
+    for p in drawn:
+        os.utime(p, ns=(1, 1))  # a mark any rewrite would remove
+    assert main([*args, "--device", "cpu"]) == 0
+    assert all(p.stat().st_mtime_ns == 1 for p in drawn)  # nothing re-drawn: the re-run stays within seconds
+    assert '"evaluated": 0' in (out / "run.json").read_text()  # while run.json records this run
+    (out / "results.json").write_text("[]\n")  # results on disk that are not the cache's: render again
+    assert main([*args, "--device", "cpu"]) == 0
+    assert all(p.stat().st_mtime_ns != 1 for p in drawn) and (out / "results.json").read_text() != "[]\n"
+
+
 def test_page_renders_in_a_headless_browser(run: Path, chromium: str, tmp_path: Path) -> None:
     assert_renders(chromium, run / "results" / "page" / "index.html", tmp_path, n_rows=4)
 
