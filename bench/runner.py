@@ -179,7 +179,8 @@ def run_suite(
     local = config.name == "local" and config.workers == 1  # in this process: the device is resolved here
     here = device if isinstance(device, torch.device) else resolve_device(device) if local else check_device(str(device))
     # the ETA before anything is measured: the FLOP model at the throughput `bench profile` measured on this device
-    prior = estimates(plan, here or torch.device("cpu"), store.root)
+    left = any(not store.has(t.kind, t.key) for t in plan.tasks)  # (checks are cached: the scheduler's are free)
+    prior = estimates(plan, here or torch.device("cpu"), store.root) if left else {}
     prog = Progress(progress, estimates=prior, slots=config.workers if config.name == "local" else None)
     ctx = WorkerContext(plan, store, here, data, prog) if local else None
     ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
