@@ -25,19 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.data import cifar, fashion_mnist, load_dataset, mnist, svhn
+from bench.data import STATIC_INFO, load_dataset
 from bench.errors import BenchError, ConfigError, show
 from bench.models import build
 from bench.types import DatasetInfo
 
-# datasets whose shape and classes are known without reading their files (bench validate needs no data)
-STATIC_INFO = {
-    "fashion-mnist": fashion_mnist.INFO,
-    "mnist": mnist.INFO,
-    "cifar10": cifar.CIFAR10,
-    "cifar100": cifar.CIFAR100,
-    "svhn": svhn.INFO,
-}
 LAYOUT_KEYS = ("state_dict", "model_state_dict", "model", "net")
 PREFIXES = ("module.", "_orig_mod.")
 

@@ -28,6 +28,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from bench.data import STATIC_INFO
+from bench.modes import frozen_eval
 from bench.store import atomic_write_text
 
 DEFAULT_FLOP_S = {
@@ -53,8 +55,7 @@ TEST_SIZES = {
 ROBUST_FRACTION = 0.5  # AutoAttack's later stages run only on the points still robust
 CLEAN_FRACTION = 0.8  # evaluation attacks only the clean-correct points (one clean forward for all)
 EXTRA_TRAIN_F = {"trades": 7, "mart": 6, "fr": 6, "sar": 6, "awp": 6}  # the others: 3 (one training step)
-SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "tiny-imagenet": (3, 64, 64)}  # else 3x32x32
-CLASSES = {"cifar100": 100, "tiny-imagenet": 200}  # else 10
+NOMINAL = {"tiny-imagenet": ((3, 64, 64), 200)}  # its class count is read from its files; else 3x32x32, 10
 
 
 class FlopCount(TorchDispatchMode):
@@ -74,6 +75,19 @@ class FlopCount(TorchDispatchMode):
         if formula is not None:
             self.total += formula(*args, **(kwargs or {}), out_val=out)
         return out
+
+
+def shape_and_classes(dataset: str) -> tuple[tuple[int, ...], int]:
+    """A dataset's image shape and class count without its files (nominal where only the files know)."""
+    info = STATIC_INFO.get(dataset)
+    return (info.shape, info.num_classes) if info else NOMINAL.get(dataset, ((3, 32, 32), 10))
+
+
+def model_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device | None = None) -> int:
+    """F: FLOPs of one forward pass of one image of ``shape`` (conv + linear, 2 per MAC)."""
+    with FlopCount() as counter, torch.no_grad(), frozen_eval(model):
+        model(torch.zeros(1, *shape, device=device))
+    return counter.total
 
 
 def device_slug(device: torch.device) -> str:
@@ -138,14 +152,10 @@ def forward_flops(plan: Any) -> float:
     from bench.models import build
 
     suite = plan.suite
-    name = suite.dataset.name
-    shape = SHAPES.get(name, (3, 32, 32))
+    shape, classes = shape_and_classes(suite.dataset.name)
     try:
         with torch.device("meta"):
-            model = build(suite.model.name, suite.model.params, CLASSES.get(name, 10), shape).eval()
-            with FlopCount() as counter, torch.no_grad():
-                model(torch.zeros(1, *shape))
-        return float(counter.total)
+            return float(model_flops(build(suite.model.name, suite.model.params, classes, shape), shape))
     except Exception:  # noqa: BLE001 - a model that cannot run on meta tensors: the SmallCNN figure
         return 2.0e7
 
@@ -203,7 +213,7 @@ def task_flops(task: Any, plan: Any, f: float) -> tuple[float, str]:
         return min(n_test, 256) * (41 + 3) * f, "fp32"
     if task.kind == "analysis":
         a = suite.analysis
-        h, w = SHAPES.get(suite.dataset.name, (3, 32, 32))[1:]
+        h, w = shape_and_classes(suite.dataset.name)[0][1:]
         heat = a.heatmap_images * h * (w // 2 + 1) if a.heatmap else 0
         return (min(n_test, a.n_images) * (2 * a.attack_steps + 1 + 40) + heat) * f, "fp32"
     return 0.0, "fp32"

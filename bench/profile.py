@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bench import params as params_mod
 from bench.attacks.autoattack import AutoAttackParams
 from bench.attacks.pgd import PGDParams, step_size
-from bench.cost import CLASSES, SHAPES, FlopCount
+from bench.cost import FlopCount, model_flops, shape_and_classes
 from bench.errors import BenchError, ConfigError
 from bench.modes import frozen_eval
 from bench.precision import PRECISIONS, autocast, prepare
@@ -133,7 +133,7 @@ def load_images(dataset: str, n: int, data_dir: str | None) -> tuple[torch.Tenso
     try:
         splits = load_dataset(dataset, params_mod.build(entry.params, {}, f"dataset {dataset}"), data_dir)
     except BenchError:
-        shape, k = SHAPES.get(dataset, (3, 32, 32)), CLASSES.get(dataset, 10)
+        shape, k = shape_and_classes(dataset)
         g = torch.Generator().manual_seed(0)
         x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
         info = DatasetInfo(dataset, k, shape, (0.5,) * shape[0], (0.25,) * shape[0])
@@ -202,13 +202,6 @@ def step_flops(
     return counter.total
 
 
-def forward_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
-    """F: FLOPs of one forward pass of one image (conv + linear, 2 per MAC)."""
-    with FlopCount() as counter, torch.no_grad(), frozen_eval(model):
-        model(torch.zeros(1, *shape, device=device))
-    return counter.total
-
-
 def eval_speed(
     model: torch.nn.Module, name: str, p: Any, x: torch.Tensor, threat: ThreatModel, precision: str
 ) -> float:
@@ -250,7 +243,7 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     flops = (
         step_flops(base, x_dev[: args.batch_size], y_dev[: args.batch_size], defence.fn, params, ctx) / args.batch_size
     )
-    f_fwd = forward_flops(base, info.shape, device)
+    f_fwd = model_flops(base, info.shape, device)
     peak = {p: peak_matmul(device, p) for p in PRECISIONS}
 
     variants = [(p, cl, False) for p in PRECISIONS for cl in (False, True)]

@@ -48,3 +48,6 @@ def load_dataset(name: str, params: Any, data_dir: str | os.PathLike | None = No
 
 # Built-in datasets register on import.
 from bench.data import cifar, fashion_mnist, mnist, svhn, synthetic, tiny_imagenet  # noqa: E402,F401
+
+# classes, shape, mean and std known without reading a dataset's files (bench validate, the FLOP model)
+STATIC_INFO = {i.name: i for i in (fashion_mnist.INFO, mnist.INFO, cifar.CIFAR10, cifar.CIFAR100, svhn.INFO)}
