@@ -71,11 +71,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     labels = {"dataset": "--dataset", "attacks": "--attack", "eps": "--eps", "norm": "--norm", "eval": "--n-examples/--batch-size/--seed"}
     request = parse_request(_yaml_arg(args.dataset, "--dataset"), attacks, args.eps, args.norm, args.n_examples, args.batch_size, args.seed, labels)
     model_ref = _ref(MODELS, _yaml_arg(args.model, "--model"), "--model")
-    path = args.checkpoint.expanduser()
+    path = args.checkpoint  # every Path argument arrives with ~ expanded (cli.main)
     problem = file_problem(path)
     if problem:
         raise ConfigError("CHECKPOINT", f"{problem}: {path}")
-    data_dir = str(args.data_dir.expanduser()) if args.data_dir else None
+    data_dir = str(args.data_dir) if args.data_dir else None
     model = load_checkpoint(path, model_ref, dataset_info(request.dataset, data_dir), "CHECKPOINT")
     result = run_evaluation(
         model, request, args.device, args.cache_dir, data_dir, name=args.name or path.stem, model_name=model_ref.name,
@@ -84,9 +84,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.flags:
         from bench.store import atomic_write_text
 
-        atomic_write_text(args.flags.expanduser(), result.flags.to_csv())
+        atomic_write_text(args.flags, result.flags.to_csv())
     if args.json:
-        rows = result.rows.reset_index().astype(object).where(result.rows.reset_index().notna(), None)
+        table = result.rows.reset_index()
+        rows = table.astype(object).where(table.notna(), None)
         out = {"title": result.title, "rows": rows.to_dict("records"), "sanity": result.warnings, "computed": result.computed}
         print(json.dumps(out, indent=1, default=str))
     else:
