@@ -92,6 +92,11 @@ def cell_fields(cell: stats.CellStats) -> dict[str, Any]:
     }
 
 
+def _parity(check: dict[str, Any]) -> dict[str, Any]:
+    """An eval.precision bf16 evaluation's fp32 parity slice, as row columns (pooled by the leaderboard's note)."""
+    return {"bf16_parity_pp": check["diff_pp"], "bf16_parity_n": check["n"], "bf16_parity_flips": check["flips"]}
+
+
 def _run_rows(
     suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, store: Store, outcomes: Outcomes
 ) -> list[dict[str, Any]]:
@@ -117,7 +122,7 @@ def _run_rows(
                 "eval_seconds": metrics.get("seconds"),
                 "eval_device": eval_manifest.get("provenance", {}).get("device"),
                 "max_perturbation": metrics.get("max_dist"),  # largest distance of x_adv from x (in the threat's norm); > eps is an error
-                **({"bf16_parity_pp": metrics["parity"]["diff_pp"]} if "parity" in metrics else {}),  # eval.precision bf16
+                **(_parity(metrics["parity"]) if "parity" in metrics else {}),  # eval.precision bf16
                 **_params("attack", ejob.attack.params),
             }
         )

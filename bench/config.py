@@ -140,6 +140,10 @@ class EvalSpec:
     precision: Literal["fp32", "bf16"] = "fp32"
     # cascade: each attack runs only on the points no attack to its left broke (keyed by those evaluations)
     cascade: bool = False
+    # channels_last: evaluated models (attacks, sanity checks, analyses) in channels_last layout; fuse_bn:
+    # their eval-mode BatchNorms folded into the convolutions before them. fp32 parity-tested: not keyed
+    channels_last: bool = False
+    fuse_bn: bool = False
 
     def validate(self):
         if self.n_examples is not None and self.n_examples < 1:

@@ -120,7 +120,7 @@ def save_measurement(cache_dir: Path, device: torch.device, profile: dict[str, A
     fwd = profile["forward_flops_per_image"]
     train = {p: max((r["flop_s"] for r in profile["train"] if r.get("precision") == p and "flop_s" in r), default=None)
              for p in ("fp32", "bf16")}  # fmt: skip
-    pgd = {e["precision"]: e["img_s"] * 41 * fwd for e in profile["eval"] if e["attack"] == "PGD-20"}
+    pgd = {e["precision"]: e["img_s"] * 41 * fwd for e in profile["eval"] if e["attack"] == "PGD-20" and e.get("paths", "plain") == "plain"}
     record = {"device": profile["device"], "model": profile["model"], "train_flop_s": train, "eval_flop_s": pgd,
               "threads": profile["threads"], "load_avg": profile["load_avg"]}  # fmt: skip
     path = measurement_path(cache_dir, device)
@@ -148,15 +148,15 @@ def throughput(device: torch.device, cache_dir: Path | None = None) -> tuple[dic
 
 
 def forward_flops(plan: Any) -> float:
-    """F of the suite's model at its dataset's shape (counted on the meta device)."""
+    """F of the suite's model at its dataset's shape (one image through a CPU copy of the model: the meta
+    device would spare the allocation but its first use costs about a second, more than building a ResNet-18)."""
     from bench.models import build
 
     suite = plan.suite
     shape, classes = shape_and_classes(suite.dataset.name)
     try:
-        with torch.device("meta"):
-            return float(model_flops(build(suite.model.name, suite.model.params, classes, shape), shape))
-    except Exception:  # noqa: BLE001 - a model that cannot run on meta tensors: the SmallCNN figure
+        return float(model_flops(build(suite.model.name, suite.model.params, classes, shape), shape))
+    except Exception:  # noqa: BLE001 - a model that cannot be built or run here: the SmallCNN figure
         return 2.0e7
 
 

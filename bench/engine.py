@@ -31,6 +31,7 @@ from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.params import to_plain
 from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, wa_tag
+from bench.precision import fuse_bn, prepare
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import sanity_checks
@@ -54,6 +55,7 @@ class WorkerContext:
         self._train_data: TrainData | None = None
         self._zoo: dict[str, torch.nn.Module] = {}
         self._external: dict[str, torch.nn.Module] = {}  # checkpoints rows by train key
+        self._preloaded: set[str] = set()  # of those, the models handed to bench.evaluate
         self._test: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
         self.provenance = provenance(device)
 
@@ -88,8 +90,21 @@ class WorkerContext:
     def preload(self, train_key: str, model: torch.nn.Module) -> None:
         """Use ``model`` for the checkpoints row of ``train_key`` (``bench.evaluate``'s in-memory model)."""
         self._external[train_key] = model
+        self._preloaded.add(train_key)
 
     def load_model(self, weights: WeightsRef) -> torch.nn.Module:
+        """The weights' model on the device, with the evaluation fast paths: BatchNorms folded with
+        ``eval.fuse_bn`` (a copy), channels_last with ``eval.channels_last``. A model handed to
+        ``bench.evaluate`` is used as it is: it is its owner's."""
+        model = self._load_model(weights)
+        ev = self.plan.eval_spec
+        if weights.train_key in self._preloaded:
+            return model
+        if ev.fuse_bn:
+            model = fuse_bn(model)
+        return prepare(model, channels_last=ev.channels_last)
+
+    def _load_model(self, weights: WeightsRef) -> torch.nn.Module:
         suite = self.plan.suite
         if weights.zoo:
             if weights.zoo not in self._zoo:
@@ -218,7 +233,12 @@ def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, f
         if flags.parity is not None:  # eval.precision bf16: the fp32 parity slice
             metrics["parity"] = flags.parity
         write_json(tmp / "metrics.json", metrics)
-        manifest = {"attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn), "provenance": ctx.provenance}
+        ev = ctx.plan.eval_spec
+        manifest = {
+            "attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn),
+            "provenance": ctx.provenance,
+            "fast_paths": {"precision": ev.precision, "channels_last": ev.channels_last, "fuse_bn": ev.fuse_bn},
+        }
         write_json(tmp / "manifest.json", {**manifest, **(extra or {})})
 
 
@@ -226,7 +246,7 @@ def _sanity(job: SanityJob, ctx: WorkerContext) -> None:
     _, x, y = ctx.test_data()
     model = ctx.load_model(job.weights)
     torch.manual_seed(int(job.key[:8], 16))
-    checks = sanity_checks(model, x, y, ctx.plan.eval_spec.batch_size)
+    checks = sanity_checks(model, x, y, ctx.plan.eval_spec.batch_size, ctx.plan.eval_spec.precision)
     with ctx.store.writer("sanity", job.key) as tmp:
         write_json(tmp / "checks.json", checks)
 
@@ -243,7 +263,7 @@ def _analyze(job: AnalysisJob, ctx: WorkerContext) -> None:
         for a, column in zip(plan.attacks, plan.columns)
         if ATTACKS.get(a.name).caps["family"] in ("fgsm", "iterative")
     }
-    arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks)
+    arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks, plan.eval_spec.precision)
     with ctx.store.writer("analysis", job.key) as tmp:
         np.savez_compressed(tmp / "arrays.npz", **arrays)
         write_json(tmp / "metrics.json", metrics)

@@ -32,9 +32,9 @@ def threat_plain(threat: ThreatModel) -> dict[str, str]:
 
 
 # Options added after caches existed: absent from a key at their default, so earlier keys stay valid.
-# channels_last and compile never change a result beyond float rounding (parity tests): never keyed.
+# channels_last, compile and fuse_bn never change a result beyond float rounding (parity tests): never keyed.
 UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}  # a cascade is keyed by its "after" list (plan.py)
-NEVER_KEYED = ("channels_last", "compile")
+NEVER_KEYED = ("channels_last", "compile", "fuse_bn")
 
 
 def options_plain(spec: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -48,13 +48,21 @@ def options_plain(spec: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     return plain
 
 
+# What train.precision bf16 covers, keyed with it: the defence's loss, and since this was added the
+# validation attacks, the logit gap's attack and the averagers' BN pass (bf16 keys made before are not reused).
+BF16_TRAIN_SCOPE = "loss, validation, BN pass"
+
+
 def train_spec(dataset: Any, model: Any, threat: ThreatModel, train: Any, defence: Any, seed: int) -> dict[str, Any]:
+    plain = options_plain(train)
+    if "precision" in plain:
+        plain["precision_scope"] = BF16_TRAIN_SCOPE
     return {
         "protocol": PROTOCOL_VERSION,
         "dataset": dataset.plain(),
         "model": model.plain(),
         "threat": threat_plain(threat),
-        "train": options_plain(train),
+        "train": plain,
         "defence": defence.plain(),
         "seed": seed,
     }

@@ -293,7 +293,7 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
     def add_weights(weights: WeightsRef, row: str, seed: int) -> None:
         """The sanity job and one eval job per attack for one set of weights."""
         plain = weights.plain()
-        sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": keys.options_plain(ev, drop=("precision", "cascade"))}
+        sspec = {"sanity": SANITY_VERSION, "train_key": weights.eval_key, "weights": plain, "eval": keys.options_plain(ev, drop=("cascade",))}
         sanity_jobs.append(SanityJob(keys.digest(sspec), ref, weights, row, seed))
         # the suite's radius (the leaderboard), then each eval.eps radius (curves only; keyed by its threat)
         for threat in (None, *suite.eval_eps):
@@ -343,6 +343,9 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
     return plan
 
 
+_NOT_ANALYSIS = ("n_examples", "subset_seed", "batch_size", "cascade")  # eval options an analysis does not depend on
+
+
 def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
     """One analysis per analysed leaderboard row and seed (the rows named in ``analysis.rows``)."""
     suite, ev = plan.suite, plan.eval_spec
@@ -366,7 +369,8 @@ def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
             "params": to_plain(suite.analysis),
             "attacks": [a.plain() for a in plan.attacks],  # perturbation spectra per gradient attack
             "threat": keys.threat_plain(suite.threat),
-            "eval": {"n_examples": ev.n_examples, "subset_seed": ev.subset_seed},
+            # eval.precision bf16 runs the analysis's attacks in bf16 (its forward measurements stay fp32)
+            "eval": {"n_examples": ev.n_examples, "subset_seed": ev.subset_seed, **keys.options_plain(ev, drop=_NOT_ANALYSIS)},
         }
         jobs.setdefault((e.display, e.seed), AnalysisJob(keys.digest(spec), ref, e.weights, e.display, e.seed))
     return list(jobs.values())

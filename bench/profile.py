@@ -13,7 +13,8 @@ Measured in one run, so the ratios hold on a loaded machine even when the absolu
   mode while crafting, ``loss.backward()`` inside the attack so weight gradients are computed and
   dropped) with the same steps, step size and batch size -> the speed-ups;
 * **eval**: images/s of PGD-20 and AutoAttack (by default the quickstart's reduced cascade) on a
-  batch labelled with the model's own predictions (so every point is attacked), in each precision.
+  batch labelled with the model's own predictions (so every point is attacked), in each precision,
+  for the plain model and for the evaluation fast paths (channels_last, BatchNorms folded).
 
 The measured FLOP/s are saved under the cache directory (``perf/<device>.json``) for the time
 estimates of ``bench validate`` (``bench/cost.py``).
@@ -41,7 +42,7 @@ from bench.attacks.pgd import PGDParams, step_size
 from bench.cost import FlopCount, model_flops, shape_and_classes
 from bench.errors import BenchError, ConfigError
 from bench.modes import frozen_eval
-from bench.precision import PRECISIONS, autocast, prepare
+from bench.precision import PRECISIONS, autocast, fuse_bn, prepare
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
 from bench.types import DatasetInfo, ThreatModel, TrainContext
 
@@ -53,6 +54,7 @@ EXAMPLES = """examples:
   bench profile --compile                                # adds torch.compile rows (slow to compile on CPU)"""
 
 PEAK_SECONDS = 0.5  # time spent measuring each precision's matmul peak
+EVAL_FAST = "channels_last+fuse_bn"  # the evaluation model's fast paths (eval.channels_last, eval.fuse_bn)
 QUICK_AA = AutoAttackParams(version="custom", attacks=("apgd-ce", "apgd-t"), n_iter=50, n_target_classes=2)
 
 
@@ -291,9 +293,11 @@ def _eval_rows(model: torch.nn.Module, x_u8: torch.Tensor, threat: ThreatModel, 
     attacks = [("PGD-20", "pgd", PGDParams(steps=20))]
     if aa != "none":
         attacks.append((f"AutoAttack {aa}", "autoattack", QUICK_AA if aa == "quick" else AutoAttackParams()))
+    fast = prepare(fuse_bn(model), channels_last=True)  # eval.channels_last + eval.fuse_bn
     return [
-        {"attack": label, "precision": p, "img_s": eval_speed(model, name, params, x, threat, p)}
+        {"attack": label, "precision": p, "paths": paths, "img_s": eval_speed(m, name, params, x, threat, p)}
         for label, name, params in attacks
+        for paths, m in (("plain", model), (EVAL_FAST, fast))
         for p in PRECISIONS
     ]
 
@@ -312,8 +316,8 @@ def table(r: dict[str, Any]) -> str:
         flop = f"{row['flop_s'] / 1e9:8.1f}" if "flop_s" in row else f"{'':>8}"
         mfu = f"{100 * row['mfu']:5.1f}%" if "mfu" in row else f"{'':>6}"
         lines.append(f"{row['config']:<36} {row['img_s']:8.1f} {flop} {mfu} {row['speedup']:6.2f}x")
-    lines += ["", f"{'evaluation (self-labelled batch)':<36} {'precision':>9} {'img/s':>8}"]
-    lines += [f"{e['attack']:<36} {e['precision']:>9} {e['img_s']:8.1f}" for e in r["eval"]]
+    lines += ["", f"{'evaluation (self-labelled batch)':<36} {'precision':>9} {'model':>22} {'img/s':>8}"]
+    lines += [f"{e['attack']:<36} {e['precision']:>9} {e.get('paths', 'plain'):>22} {e['img_s']:8.1f}" for e in r["eval"]]
     best, fp32 = r["speedup_vs_reference"], r["fp32_speedup_vs_reference"]
     lines += ["", f"speed-up over the textbook loop: {best:.2f}x ({r['best_config']}), fp32 path {fp32:.2f}x"]
     return "\n".join(lines)

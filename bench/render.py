@@ -30,11 +30,20 @@ def speed_lines(plan: Any, rows: list[dict]) -> list[str]:
         out.append("- Cascade (`eval.cascade`): each attack column counts the points that survived it *after the attacks "
                    "to its left* (it attacked only those); Worst case is exact.")  # fmt: skip
     if plan.eval_spec.precision != "fp32":
-        diffs = [abs(r["bf16_parity_pp"]) for r in rows if r.get("bf16_parity_pp") is not None]
-        worst = f"largest |difference| {max(diffs):.2f} pp over {len(diffs)} evaluations" if diffs else "no check recorded"
-        out.append(f"- Attacks ran in {plan.eval_spec.precision} autocast, final predictions in fp32; fp32 parity on the "
-                   f"first points of each evaluation: {worst}.")  # fmt: skip
+        out.append(f"- Attacks ran in {plan.eval_spec.precision} autocast, final predictions in fp32; {parity_summary(rows)}.")
     return out
+
+
+def parity_summary(rows: list[dict]) -> str:
+    """The bf16 evaluations' fp32 parity slices pooled over the run: robust accuracy difference and flips."""
+    checks = [r for r in rows if r.get("bf16_parity_pp") is not None]
+    if not checks:
+        return "no fp32 parity check recorded"
+    n = sum(r["bf16_parity_n"] for r in checks)
+    diff = sum(r["bf16_parity_pp"] * r["bf16_parity_n"] for r in checks) / max(n, 1)  # pooled: robust points bf16 - fp32, in pp
+    flips = sum(r["bf16_parity_flips"] for r in checks)
+    return (f"fp32 parity: the first points of each of {len(checks)} evaluations ({n} in all) attacked again in fp32, robust "
+            f"accuracy bf16 − fp32 {diff:+.2f} pp pooled, {flips} per-sample flag(s) differ")  # fmt: skip
 
 
 def _cell(values: list[float], stats: dict[str, Any] | None = None, bold: Bold = MARKDOWN_BOLD) -> str:

@@ -32,6 +32,7 @@ from bench import stats
 from bench.attacks.pgd import pgd
 from bench.data.loader import to_unit
 from bench.modes import frozen_eval
+from bench.precision import autocast
 
 SANITY_VERSION = 1
 LARGE_EPS = 0.5
@@ -48,8 +49,12 @@ MESSAGES = {
 }
 
 
-def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, Any]:
-    """Zero-gradient fraction and large-eps accuracy on the first ``MAX_POINTS`` test points."""
+def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, precision: str = "fp32") -> dict[str, Any]:
+    """Zero-gradient fraction and large-eps accuracy on the first ``MAX_POINTS`` test points.
+
+    The gradients are always fp32 (bf16 could round small gradients to exactly zero); the large-eps
+    PGD runs in ``precision`` (``eval.precision``), its final predictions in fp32.
+    """
     zero = correct = robust = 0
     n = min(len(y), MAX_POINTS)
     with frozen_eval(model):
@@ -61,7 +66,8 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
             ok = logits.argmax(1) == yb
             zero += int(((grad.flatten(1).abs().amax(1) == 0) & ok).sum())
             correct += int(ok.sum())
-            x_adv = pgd(model, xb, yb, LARGE_EPS, LARGE_EPS / 8, 20)
+            with autocast(xb.device, precision):
+                x_adv = pgd(model, xb, yb, LARGE_EPS, LARGE_EPS / 8, 20)
             with torch.no_grad():
                 robust += int((model(x_adv).argmax(1) == yb).sum())
     return {

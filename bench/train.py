@@ -1,7 +1,8 @@
 """THE training loop: the only place that owns the optimiser, the schedule and checkpoint selection.
 
 Per epoch: set the LR from the schedule; for each batch call the defence's pure loss
-``fn(model, x, y, params, ctx)`` (under bf16 autocast with ``train.precision: bf16``; the layout and
+``fn(model, x, y, params, ctx)`` (under bf16 autocast with ``train.precision: bf16``, as are the
+validation attacks, the logit gap's attack and the averagers' BN pass; the layout and
 ``torch.compile`` of ``train.channels_last`` / ``train.compile``: ``bench/precision.py``), then
 zero_grad / backward / step, with no host sync inside the step loop (losses are summed on the
 device and read once per epoch); check the loss is finite;
@@ -124,7 +125,7 @@ def forked_rng(device: torch.device):
 
 
 def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> dict[str, float]:
-    """Clean (and PGD, when ``robust``) accuracy on the validation split."""
+    """Clean (and PGD, when ``robust``) accuracy on the validation split; the attack in ``train.precision``."""
     if len(data.val_y) == 0:
         return {}
     eps = suite.threat.eps_float
@@ -134,7 +135,9 @@ def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> d
     else:
         attack = lambda m, x, y: x  # noqa: E731
     with forked_rng(data.val_x.device):
-        flags = robust_flags(model, data.val_x, data.val_y, attack, eps, 512, "val", norm=suite.threat.norm)
+        flags = robust_flags(
+            model, data.val_x, data.val_y, attack, eps, 512, "val", norm=suite.threat.norm, precision=suite.train.precision
+        )
     out = {"val_clean": flags.clean_acc}
     if robust:
         out["val_robust"] = flags.robust_acc
@@ -145,15 +148,16 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
     """FR's spectral logit gap (batch2d DFT, methods.md 6.4) on a fixed batch, logged every epoch.
 
     The quantity FR/SAR minimise, measured for every defence: val examples (train ones without a
-    val split), PGD at the val-attack settings, eval mode; the RNG is forked so logging never
-    changes the training trajectory.
+    val split), PGD at the val-attack settings in ``train.precision`` (logits in fp32), eval mode; the
+    RNG is forked so logging never changes the training trajectory.
     """
     x_u8, y = (data.val_x, data.val_y) if len(data.val_y) else (data.train_x, data.train_y)
     x, y = x_u8[:n].float() / 255, y[:n]
     eps = suite.threat.eps_float
     va = suite.train.val_attack
     with forked_rng(x.device), frozen_eval(model):
-        x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps, norm=suite.threat.norm)
+        with autocast(x.device, suite.train.precision):
+            x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps, norm=suite.threat.norm)
         with torch.no_grad():
             return float(frequency_regularizer(model(x_adv), model(x)))
 
@@ -342,7 +346,8 @@ def train_model(
             if not a.after_epoch(model, epoch):
                 continue
             if a.spec.bn_recompute:
-                a.recompute_bn(data.train_x, data.train_y, spec.batch_size, aug.crop_padding, aug.flip)
+                with autocast(device, spec.precision):
+                    a.recompute_bn(data.train_x, data.train_y, spec.batch_size, aug.crop_padding, aug.flip)
             if need_val:
                 scores = validate(a.model, suite, data, robust=select_on_robust)
                 record.update({f"{a.spec.kind}_{k}": v for k, v in scores.items()})

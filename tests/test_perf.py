@@ -26,12 +26,13 @@ from bench.evaluate import parity, robust_flags
 from bench.models import build_model
 from bench.modes import frozen_eval
 from bench.plan import expand
-from bench.registry import ATTACKS, DEFENCES
+from bench.registry import ATTACKS, DEFENCES, MODELS
 from bench.train import train_step
 from bench.types import ThreatModel, TrainContext
 from tests.conftest import MINIMAL_SUITE, write_suite
 
 THREAT = ThreatModel("Linf", Fraction(8, 255), "8/255")
+
 CTX = TrainContext(0, 0, 4, (2,), THREAT, 4)
 
 
@@ -164,18 +165,78 @@ def test_fast_path_options_keep_existing_keys_and_key_what_changes_results(tmp_p
         return expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
 
     base = plan()
-    same = plan(", precision: fp32, channels_last: true, compile: true", "precision: fp32, cascade: false")
+    same = plan(", precision: fp32, channels_last: true, compile: true", "precision: fp32, cascade: false, channels_last: true")
     assert [t.key for t in same.tasks] == [t.key for t in base.tasks]
     assert "precision" not in base.train_jobs[0].spec["train"]  # keys of caches made before the options exist
     bf16 = plan(", precision: bf16")
     assert bf16.train_jobs[0].key != base.train_jobs[0].key
+    # what bf16 covers is keyed with it: bf16 entries from before validation ran in bf16 are not reused
+    assert bf16.train_jobs[0].spec["train"]["precision_scope"] == "loss, validation, BN pass"
+    assert "precision_scope" not in base.train_jobs[0].spec["train"]
     cascade = plan(ev="cascade: true")
     assert [j.key for j in cascade.sanity_jobs] == [j.key for j in base.sanity_jobs]
     first, second = cascade.eval_jobs[:2]
     assert first.key == base.eval_jobs[0].key and first.after == ()
     assert second.after == (first.key,) and second.key != base.eval_jobs[1].key
     assert ("eval", first.key) in second.needs
-    assert plan(ev="precision: bf16").eval_jobs[0].key != base.eval_jobs[0].key
+    low = plan(ev="precision: bf16")
+    assert low.eval_jobs[0].key != base.eval_jobs[0].key
+    # the sanity checks' large-eps PGD runs in eval.precision too, so their key follows it
+    assert [j.key for j in low.sanity_jobs] != [j.key for j in base.sanity_jobs]
+
+
+def test_eval_precision_keys_the_analyses_only_when_bf16(tmp_path: Path) -> None:
+    analysis = "analysis: {rows: [standard], n_images: 8, heatmap_images: 2, attack_steps: 2}\n"
+
+    def analysis_keys(ev: str) -> list[str]:
+        text = MINIMAL_SUITE + analysis + ("eval: {" + ev + "}\n" if ev else "")
+        return [j.key for j in expand(load_suite(write_suite(tmp_path / "s.yaml", text))).analysis_jobs]
+
+    base = analysis_keys("")
+    assert analysis_keys("precision: fp32, channels_last: true, cascade: true, batch_size: 7") == base
+    assert analysis_keys("precision: bf16") != base
+
+
+def test_parity_slice_is_a_sixteenth_between_16_and_64_points() -> None:
+    from bench.evaluate import parity_size
+
+    assert [parity_size(n) for n in (5, 16, 200, 500, 1000, 10000)] == [5, 16, 16, 31, 62, 64]
+
+
+def test_leaderboard_note_pools_the_parity_slices() -> None:
+    from bench.render import parity_summary
+
+    rows = [
+        {"bf16_parity_pp": -6.25, "bf16_parity_n": 16, "bf16_parity_flips": 1},
+        {"bf16_parity_pp": 0.0, "bf16_parity_n": 16, "bf16_parity_flips": 2},
+        {"robust_acc": 0.5},
+    ]
+    text = parity_summary(rows)
+    assert "2 evaluations (32 in all)" in text and "-3.12 pp pooled" in text.replace("−", "-") and "3 per-sample" in text
+    assert parity_summary([{"robust_acc": 0.5}]) == "no fp32 parity check recorded"
+
+
+def test_training_validation_runs_in_the_training_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.precision bf16: the validation attack and the logit gap's attack run under autocast."""
+    import bench.train as train_mod
+
+    seen = []
+
+    def watched_pgd(model, x, *a, **kw):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return x.clone()
+
+    monkeypatch.setattr(train_mod, "pgd", watched_pgd)
+    model = tiny()
+    xs, ys = batch(8)
+    data = train_mod.TrainData(xs[:0].to(torch.uint8), ys[:0], (xs * 255).to(torch.uint8), ys)
+    for precision, expected in (("fp32", False), ("bf16", True)):
+        text = MINIMAL_SUITE.replace("train: {epochs: 1}", f"train: {{epochs: 1, precision: {precision}}}")
+        suite = load_suite(write_suite(tmp_path / "s.yaml", text))
+        seen.clear()
+        train_mod.validate(model, suite, data, robust=True)
+        train_mod.logit_gap(model, suite, data)
+        assert seen == [expected, expected]
 
 
 @pytest.mark.parametrize(
@@ -276,3 +337,106 @@ def test_profile_cli_json_and_saved_measurement(
     assert saved["train_flop_s"]["bf16"] > 0
     assert main(["validate", "--cache-dir", str(tmp_path), str(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE))]) == 0
     assert "measured by `bench profile`" in capsys.readouterr().out
+
+
+def test_eval_layout_and_bn_fusion_give_the_plain_flags_in_fp32(tmp_path: Path) -> None:
+    """eval.channels_last / eval.fuse_bn: trained weights load in channels_last with their BatchNorms
+    folded for every evaluation-side task, the manifest records it, and the per-sample flags equal
+    those of the plain model (fp32)."""
+    from bench.engine import WorkerContext, run
+    from bench.store import Store
+
+    text = MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [pgd: {steps: 3}]") + "eval: {n_examples: 64, channels_last: true, fuse_bn: true}\n"
+    plan = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
+    store = Store(tmp_path / "cache")
+    ctx = WorkerContext(plan, store, torch.device("cpu"))
+    for task in plan.tasks:
+        run(task, ctx)
+    job = plan.eval_jobs[0]
+    model = ctx.load_model(job.weights)
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # more than one input channel
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert store.read_json("eval", job.key, "manifest.json")["fast_paths"] == {"precision": "fp32", "channels_last": True, "fuse_bn": True}
+    stored = store.read_npz("eval", job.key, "flags.npz")
+
+    plain = WorkerContext(expand(load_suite(write_suite(tmp_path / "p.yaml", text.replace(", channels_last: true, fuse_bn: true", "")))), store, torch.device("cpu"))
+    model = plain.load_model(job.weights)
+    assert [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.is_contiguous()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    _, x, y = plain.test_data()
+    torch.manual_seed(int(job.key[:8], 16))  # the evaluation's own seed (engine._evaluate)
+    entry = ATTACKS.get("pgd")
+    flags = robust_flags(model, x, y, lambda m, xb, yb: entry.fn(m, xb, yb, THREAT, job.attack.params), THREAT.eps_float, 500, "plain")
+    assert (flags.clean == stored["clean"]).all() and (flags.robust == stored["robust"]).all()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sanity_checks_run_their_attack_in_eval_precision_and_gradients_in_fp32(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    import bench.sanity as sanity
+
+    seen = []
+    real_grad = torch.autograd.grad
+
+    def watched_pgd(model, x, *a, **kw):
+        seen.append(("pgd", torch.is_autocast_enabled("cpu")))
+        return x.clone()
+
+    def watched_grad(*a, **kw):
+        seen.append(("grad", torch.is_autocast_enabled("cpu")))
+        return real_grad(*a, **kw)
+
+    monkeypatch.setattr(sanity, "pgd", watched_pgd)
+    monkeypatch.setattr(sanity.torch.autograd, "grad", watched_grad)
+    x, y = batch(8)
+    checks = sanity.sanity_checks(tiny(), (x * 255).to(torch.uint8), y, 8, precision)
+    assert seen == [("grad", False), ("pgd", precision == "bf16")] and checks["n"] == 8
+
+
+def test_analysis_attacks_run_in_eval_precision_and_its_forward_measurements_in_fp32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.analysis.run as run_mod
+
+    seen = []
+    real_heatmap, real_filtered = run_mod.F.fourier_heatmap, run_mod.F.filtered_accuracy
+
+    def watched_pgd(model, x, *a, **kw):
+        seen.append(("pgd", torch.is_autocast_enabled("cpu")))
+        return x.clone()
+
+    def watched(name, fn):
+        def call(*a, **kw):
+            seen.append((name, torch.is_autocast_enabled("cpu")))
+            return fn(*a, **kw)
+
+        return call
+
+    monkeypatch.setattr(run_mod, "pgd", watched_pgd)
+    monkeypatch.setattr(run_mod.F, "fourier_heatmap", watched("heatmap", real_heatmap))
+    monkeypatch.setattr(run_mod.F, "filtered_accuracy", watched("filtered", real_filtered))
+    text = MINIMAL_SUITE + "analysis: {rows: [standard], n_images: 8, heatmap_images: 2, attack_steps: 2}\n"
+    suite = load_suite(write_suite(tmp_path / "s.yaml", text))
+    x, y = batch(8)
+    run_mod.analyze(tiny(), x, y, suite.threat, suite.analysis, 0, None, "bf16")
+    assert seen == [("pgd", True), ("heatmap", False), ("filtered", False), ("filtered", False)]
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if not n.startswith("wrn")])  # WRNs: the same blocks, 10x the size
+def test_fuse_bn_folds_conv_batchnorm_pairs_and_keeps_the_function(name: str) -> None:
+    shape = (1, 28, 28) if name.startswith("small_cnn") else (3, 32, 32)
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, shape=shape).eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.rand(4, *shape)
+    fused = bench.precision.fuse_bn(model)
+    count = lambda m: sum(isinstance(q, torch.nn.BatchNorm2d) for q in m.modules())  # noqa: E731
+    assert count(fused) < count(model) or name == "small_cnn_trades"  # the TRADES SmallCNN has no BatchNorm
+    if name.startswith("preact"):
+        assert count(fused) > 0  # pre-activation BNs follow a ReLU or the input, not a convolution: kept
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
+    assert fused is not model and count(model) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in build_model(name, num_classes=10, shape=shape).modules())  # the original is untouched

@@ -24,6 +24,7 @@ from bench.attacks.pgd import pgd, step_size
 from bench.config import AnalysisSpec
 from bench.evaluate import AttackFn
 from bench.modes import frozen_eval
+from bench.precision import autocast
 from bench.store import atomic_write_text
 from bench.types import ThreatModel
 
@@ -44,11 +45,14 @@ def analyze(
     spec: AnalysisSpec,
     seed: int,
     attacks: dict[str, AttackFn] | None = None,
+    precision: str = "fp32",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All analyses of ``model`` on [0,1] inputs ``x``; returns (arrays, metrics).
 
     ``attacks`` (column label -> attack) adds a perturbation spectrum per suite attack; the
     analysis's own PGD (``spec.attack_*``) is always analysed and drives the filtered accuracy.
+    The attacks run in ``precision`` (``eval.precision``); the heat map and the filtered accuracies
+    are fp32 forward passes.
     """
     h, w = x.shape[-2:]
     eps = threat.eps_float
@@ -59,7 +63,7 @@ def analyze(
         return pgd(m, xb, yb, eps, alpha, spec.attack_steps, norm=threat.norm)
 
     label = f"PGD-{spec.attack_steps}"
-    with frozen_eval(model):
+    with frozen_eval(model), autocast(x.device, precision):
         adversarial = {label: attack(model, x, y)}
         for name, fn in (attacks or {}).items():
             if name not in adversarial:  # the suite's column of the same label is the analysis's own PGD: not re-run
