@@ -321,7 +321,7 @@ def test_profile_cli_json_and_saved_measurement(
             "--rounds", "1", "--eval-images", "4", "--aa", "none", "--json", "--cache-dir", str(tmp_path)]  # fmt: skip
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"train_img_s", "mfu", "speedup_vs_reference", "fp32_speedup_vs_reference"} <= set(out)
+    assert {"train_img_s", "mfu", "speedup_vs_reference", "fp32_speedup_vs_reference", "fp32_config"} <= set(out)
     configs = [r["config"] for r in out["train"]]
     assert configs == [
         "reference (textbook)",
