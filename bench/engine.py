@@ -26,7 +26,7 @@ from bench.config import load_suite
 from bench.data import load_dataset
 from bench.env import provenance
 from bench.errors import BenchError
-from bench.evaluate import Flags, parity, robust_flags, subset_indices
+from bench.evaluate import Flags, parity, pool_parity, robust_flags, subset_indices
 from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.params import to_plain
@@ -174,6 +174,8 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
         flags = shards.merge(parts, ids, job.label)
         seconds = sum(m["seconds"] for m in metrics)
         result = Flags(flags["clean"], flags["robust"], max(m["max_dist"] for m in metrics), seconds)
+        if ev.precision != "fp32":  # each shard checked its own first points in fp32
+            result.parity = pool_parity([m["parity"] for m in metrics])
     else:
         model = ctx.load_model(job.weights)
         mask = _survivors(job, ctx, ids, x.device)
@@ -206,15 +208,20 @@ def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.
 
 
 def _shard(job: ShardJob, ctx: WorkerContext) -> None:
-    bs = ctx.plan.eval_spec.batch_size
+    ev = ctx.plan.eval_spec
+    bs = ev.batch_size
     ids, x, y = ctx.test_data(job.attack.n_examples)
     batches = shards.shard_batches(len(ids), bs, job.count, job.index)
     part = slice(batches.start * bs, batches.stop * bs)
+    model, threat, name = ctx.load_model(job.weights), _threat(job, ctx), f"{job.display}/{job.column}#{job.index}"
     result = robust_flags(
-        ctx.load_model(job.weights), x[part], y[part], _attack(job, ctx), _threat(job, ctx).eps_float, bs,
-        f"{job.display}/{job.column}#{job.index}", ctx.progress, state=ctx.store.partial("shard", job.key) / "progress.npz",
-        batch_seeds=shards.batch_seeds(job.spec, batches), norm=_threat(job, ctx).norm,
+        model, x[part], y[part], _attack(job, ctx), threat.eps_float, bs, name, ctx.progress,
+        state=ctx.store.partial("shard", job.key) / "progress.npz", batch_seeds=shards.batch_seeds(job.spec, batches),
+        norm=threat.norm, precision=ev.precision,
     )  # fmt: skip
+    if ev.precision != "fp32":
+        torch.manual_seed(int(job.key[:8], 16))
+        result.parity = parity(model, x[part], y[part], _attack(job, ctx), threat.eps_float, bs, name, result, threat.norm)
     _write_flags(job, ctx, ids[part], result)
 
 

@@ -190,3 +190,19 @@ def parity(
         "flips": int((low != fp32.robust).sum()),
         "seconds": round(fp32.seconds, 3),
     }
+
+
+def pool_parity(checks: list[dict[str, float | int]]) -> dict[str, float | int]:
+    """Several parity slices as one (a sharded evaluation: one slice per shard)."""
+    n = sum(int(c["n"]) for c in checks)
+    pooled = lambda key: sum(c[key] * c["n"] for c in checks) / n if n else float("nan")  # noqa: E731
+    low, high = pooled("robust_acc_bf16"), pooled("robust_acc_fp32")
+    return {
+        "n": n,
+        "robust_acc_bf16": low,
+        "robust_acc_fp32": high,
+        "diff_pp": 100 * (low - high) if n else 0.0,
+        "flips": sum(int(c["flips"]) for c in checks),
+        "seconds": round(sum(c["seconds"] for c in checks), 3),
+    }
+

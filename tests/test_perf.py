@@ -373,7 +373,7 @@ def test_eval_layout_and_bn_fusion_give_the_plain_flags_in_fp32(tmp_path: Path) 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_sanity_checks_run_their_attack_in_eval_precision_and_gradients_in_fp32(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
-    import bench.sanity as sanity
+    from bench import sanity
 
     seen = []
     real_grad = torch.autograd.grad
@@ -440,3 +440,20 @@ def test_fuse_bn_folds_conv_batchnorm_pairs_and_keeps_the_function(name: str) ->
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
     assert fused is not model and count(model) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in build_model(name, num_classes=10, shape=shape).modules())  # the original is untouched
+
+
+def test_sharded_bf16_evaluation_runs_in_bf16_and_pools_each_shard_s_parity_slice(tmp_path: Path) -> None:
+    from bench.store import Store
+
+    text = MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [pgd: {steps: 2, shards: 2}]") + "eval: {n_examples: 40, batch_size: 8, precision: bf16}\n"
+    suite = write_suite(tmp_path / "s.yaml", text)
+    cache = tmp_path / "cache"
+    assert main(["run", str(suite), "--device", "cpu", "--quiet", "--cache-dir", str(cache), "--results-dir", str(tmp_path / "r")]) == 0
+    plan, store = expand(load_suite(suite)), Store(cache)
+    job = plan.eval_jobs[0]
+    slices = [store.read_json("shard", k, "metrics.json")["parity"] for k in job.shards]
+    assert [s["n"] for s in slices] == [16, 16]  # each shard's first points (of 24 and 16), in fp32
+    assert all(store.read_json("shard", k, "manifest.json")["fast_paths"]["precision"] == "bf16" for k in job.shards)
+    merged = store.read_json("eval", job.key, "metrics.json")["parity"]
+    assert merged["n"] == 32 and merged["flips"] == sum(s["flips"] for s in slices)
+    assert merged["robust_acc_fp32"] == pytest.approx(sum(s["robust_acc_fp32"] for s in slices) / 2)
