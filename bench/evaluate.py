@@ -205,4 +205,3 @@ def pool_parity(checks: list[dict[str, float | int]]) -> dict[str, float | int]:
         "flips": sum(int(c["flips"]) for c in checks),
         "seconds": round(sum(c["seconds"] for c in checks), 3),
     }
-
