@@ -177,22 +177,29 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
         if ev.precision != "fp32":  # each shard checked its own first points in fp32
             result.parity = pool_parity([m["parity"] for m in metrics])
     else:
-        model = ctx.load_model(job.weights)
         mask = _survivors(job, ctx, ids, x.device)
-        torch.manual_seed(int(job.key[:8], 16))  # attack randomness is a function of the eval key
-        name, threat = f"{job.display}/{job.column}", _threat(job, ctx)
-        result = robust_flags(
-            model, x, y, _attack(job, ctx), threat.eps_float, ev.batch_size, name, ctx.progress,
-            state=ctx.store.partial("eval", job.key) / "progress.npz", norm=threat.norm, precision=ev.precision,
-            attack_mask=mask,
-        )  # fmt: skip
-        if ev.precision != "fp32":
-            torch.manual_seed(int(job.key[:8], 16))
-            result.parity = parity(model, x, y, _attack(job, ctx), threat.eps_float, ev.batch_size, name, result, threat.norm, mask)
+        result = _attacked(job, ctx, x, y, f"{job.display}/{job.column}", attack_mask=mask)
     _write_flags(job, ctx, ids, result, {"shards": list(job.shards)} if job.shards else {})
     ctx.progress.log(
         f"  {job.label}: clean {100 * result.clean_acc:.2f}%, robust {100 * result.robust_acc:.2f}% ({result.seconds:.1f}s)"
     )
+
+
+def _attacked(job: EvalJob | ShardJob, ctx: WorkerContext, x: torch.Tensor, y: torch.Tensor, name: str, **options: Any) -> Flags:
+    """The flags of ``job``'s attack on ``x, y`` with the suite's evaluation options (resumable from the
+    task's partial state; ``options``: ``attack_mask``, ``batch_seeds``) and, in bf16, the fp32 parity
+    slice of these points. The attack's randomness is a function of the task's key."""
+    ev, threat, attack = ctx.plan.eval_spec, _threat(job, ctx), _attack(job, ctx)
+    model = ctx.load_model(job.weights)
+    torch.manual_seed(int(job.key[:8], 16))
+    result = robust_flags(
+        model, x, y, attack, threat.eps_float, ev.batch_size, name, ctx.progress,
+        state=ctx.store.partial(job.kind, job.key) / "progress.npz", norm=threat.norm, precision=ev.precision, **options,
+    )  # fmt: skip
+    if ev.precision != "fp32":
+        torch.manual_seed(int(job.key[:8], 16))
+        result.parity = parity(model, x, y, attack, threat.eps_float, ev.batch_size, name, result, threat.norm, options.get("attack_mask"))
+    return result
 
 
 def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.device) -> torch.Tensor | None:
@@ -208,20 +215,12 @@ def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.
 
 
 def _shard(job: ShardJob, ctx: WorkerContext) -> None:
-    ev = ctx.plan.eval_spec
-    bs = ev.batch_size
+    bs = ctx.plan.eval_spec.batch_size
     ids, x, y = ctx.test_data(job.attack.n_examples)
     batches = shards.shard_batches(len(ids), bs, job.count, job.index)
     part = slice(batches.start * bs, batches.stop * bs)
-    model, threat, name = ctx.load_model(job.weights), _threat(job, ctx), f"{job.display}/{job.column}#{job.index}"
-    result = robust_flags(
-        model, x[part], y[part], _attack(job, ctx), threat.eps_float, bs, name, ctx.progress,
-        state=ctx.store.partial("shard", job.key) / "progress.npz", batch_seeds=shards.batch_seeds(job.spec, batches),
-        norm=threat.norm, precision=ev.precision,
-    )  # fmt: skip
-    if ev.precision != "fp32":
-        torch.manual_seed(int(job.key[:8], 16))
-        result.parity = parity(model, x[part], y[part], _attack(job, ctx), threat.eps_float, bs, name, result, threat.norm)
+    name = f"{job.display}/{job.column}#{job.index}"
+    result = _attacked(job, ctx, x[part], y[part], name, batch_seeds=shards.batch_seeds(job.spec, batches))
     _write_flags(job, ctx, ids[part], result)
 
 
