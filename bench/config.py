@@ -283,11 +283,11 @@ REQUIRED = ("name", "dataset", "model", "threat", "defences")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # one folder name under the results directory
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate mapping keys instead of silently keeping the last."""
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: SafeLoader merges (and checks) it
@@ -303,7 +303,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+def _construct_int(loader: StrictLoader, node: yaml.ScalarNode) -> int:
     """Integers of at most 64 bits (seeds and sizes: what torch accepts); never 5000 digits."""
     try:
         value = yaml.SafeLoader.construct_yaml_int(loader, node)
@@ -315,8 +315,8 @@ def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
     return value
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def file_problem(path: Path) -> str | None:
@@ -340,7 +340,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(str(path), f"not UTF-8 text (byte {e.start})") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
@@ -419,7 +419,7 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
                 raise ConfigError(f"{where}[{i}]", f"cannot import plug-in module {show(spec)}: {e}") from None
 
 
-def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
+def parse_ref(registry: Registry, item: Any, where: str) -> PluginRef:
     """``name`` or ``{name: {param: value}}`` -> PluginRef with strictly parsed params.
 
     ``preset: NAME`` starts from a named params bundle registered with the plug-in (e.g.
@@ -458,12 +458,12 @@ def _ref(registry: Registry, item: Any, where: str) -> PluginRef:
     return PluginRef(registry.kind, name, params, entry.version, special.get("n_examples"), special.get("shards", 1))
 
 
-def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = False) -> list[PluginRef]:
+def parse_ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = False) -> list[PluginRef]:
     if not isinstance(items, list):
         raise ConfigError(where, f"expected a list, got {type(items).__name__}")
     if not items and not allow_empty:
         raise ConfigError(where, "must not be empty")
-    refs = [_ref(registry, item, f"{where}[{i}]") for i, item in enumerate(items)]
+    refs = [parse_ref(registry, item, f"{where}[{i}]") for i, item in enumerate(items)]
     seen: set = set()
     for i, ref in enumerate(refs):
         key = (ref.name, ref.params, ref.n_examples, ref.shards)
@@ -476,7 +476,7 @@ def _ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = Fa
 NORMS = ("Linf", "L2")
 
 
-def _eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
+def parse_eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
     """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 (pixel space)."""
     eps = P.parse_fraction(raw, where)
     if not (0 < eps <= 1 if norm == "Linf" else eps > 0):
@@ -484,7 +484,7 @@ def _eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
     return eps, raw.strip() if isinstance(raw, str) else repr(raw)
 
 
-def _threat(raw: Any, where: str) -> ThreatModel:
+def parse_threat(raw: Any, where: str) -> ThreatModel:
     if not isinstance(raw, dict):
         raise ConfigError(where, "expected a mapping {norm: Linf, eps: 8/255}")
     unknown = set(raw) - {"norm", "eps"}
@@ -495,10 +495,8 @@ def _threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}{P.did_you_mean(norm, NORMS)}")
     if "eps" not in raw:
         raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
-    return ThreatModel(norm, *_eps(raw["eps"], f"{where}.eps", norm))
+    return ThreatModel(norm, *parse_eps(raw["eps"], f"{where}.eps", norm))
 
-
-parse_threat = _threat  # public: bench.attack checks its norm and eps with the suite's rules
 
 
 def _eval_eps(raw: Any, where: str, threat: ThreatModel) -> tuple[ThreatModel, ...]:
@@ -509,7 +507,7 @@ def _eval_eps(raw: Any, where: str, threat: ThreatModel) -> tuple[ThreatModel, .
         raise ConfigError(where, "expected a non-empty list of radii such as [2/255, 4/255, 16/255]")
     out = []
     for i, item in enumerate(raw):
-        eps, text = _eps(item, f"{where}[{i}]", threat.norm)
+        eps, text = parse_eps(item, f"{where}[{i}]", threat.norm)
         if eps in [t.eps for t in out]:
             raise ConfigError(f"{where}[{i}]", f"duplicate radius {text}")
         out.append(ThreatModel(threat.norm, eps, text))
@@ -590,7 +588,7 @@ def _checkpoints(raw: Any, where: str, base: Path, dataset: PluginRef, taken: li
             raise ConfigError(f"{at}.name", f"expected a leaderboard row name, got {show(name)}")
         if name in taken or name in [c.name for c in out]:
             raise ConfigError(f"{at}.name", f"{name!r} is already a row of this suite")
-        model = _ref(MODELS, item["model"], f"{at}.model")
+        model = parse_ref(MODELS, item["model"], f"{at}.model")
         if not isinstance(text, str) or not text:
             raise ConfigError(f"{at}.path", f"expected a file name, got {show(text)}")
         path = (base / Path(text).expanduser()).resolve()  # relative to the suite file; ~ expanded
@@ -642,7 +640,7 @@ def normalize_overrides(overrides: Overrides) -> tuple[str, ...]:
 def _override_value(item: str, where: str) -> tuple[list[str], Any]:
     text = item.split("=", 1)[1]
     try:
-        value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None
+        value = yaml.load(text, Loader=StrictLoader) if text.strip() else None
     except (yaml.YAMLError, RecursionError, ValueError) as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(where, f"invalid YAML value {show(text)}: {problem}") from None
@@ -731,12 +729,12 @@ def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
     suite = Suite(
         name=name,
         path=path,
-        dataset=_ref(DATASETS, raw["dataset"], at("dataset")),
-        model=_ref(MODELS, raw["model"], at("model")),
-        threat=_threat(raw["threat"], at("threat")),
+        dataset=parse_ref(DATASETS, raw["dataset"], at("dataset")),
+        model=parse_ref(MODELS, raw["model"], at("model")),
+        threat=parse_threat(raw["threat"], at("threat")),
         train=train,
-        defences=_ref_list(DEFENCES, raw["defences"], at("defences"), allow_empty=bool(raw.get("checkpoints"))),
-        attacks=_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
+        defences=parse_ref_list(DEFENCES, raw["defences"], at("defences"), allow_empty=bool(raw.get("checkpoints"))),
+        attacks=parse_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
         eval=P.build(EvalSpec, raw_eval, at("eval")),
         seeds=_seeds(raw.get("seeds", [0]), at("seeds")),
         wa=_wa(raw.get("wa", ["none"]), at("wa"), train),

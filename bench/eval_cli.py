@@ -53,24 +53,24 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def _yaml_arg(text: str, where: str) -> Any:
     """A plug-in written as in a suite: a name, or YAML such as ``{pgd: {steps: 50}}``."""
-    from bench.config import _StrictLoader
+    from bench.config import StrictLoader
 
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(where, f"invalid YAML {show(text)}: {getattr(e, 'problem', None) or e}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from bench.checkpoints import dataset_info, load_checkpoint
-    from bench.config import _ref, file_problem
+    from bench.config import file_problem, parse_ref
     from bench.own import DEFAULT_ATTACKS, parse_request, run_evaluation
     from bench.registry import MODELS
 
     attacks = [_yaml_arg(a, f"--attack[{i}]") for i, a in enumerate(args.attacks)] if args.attacks else list(DEFAULT_ATTACKS)
     labels = {"dataset": "--dataset", "attacks": "--attack", "eps": "--eps", "norm": "--norm", "eval": "--n-examples/--batch-size/--seed"}
     request = parse_request(_yaml_arg(args.dataset, "--dataset"), attacks, args.eps, args.norm, args.n_examples, args.batch_size, args.seed, labels)
-    model_ref = _ref(MODELS, _yaml_arg(args.model, "--model"), "--model")
+    model_ref = parse_ref(MODELS, _yaml_arg(args.model, "--model"), "--model")
     path = args.checkpoint  # every Path argument arrives with ~ expanded (cli.main)
     problem = file_problem(path)
     if problem:

@@ -24,7 +24,7 @@ from torch import nn
 
 from bench.aggregate import CLEAN, WORST, collect_outcomes, worst_case
 from bench.checkpoints import module_digest
-from bench.config import CheckpointSpec, EvalSpec, PluginRef, Suite, TrainSpec, _eps, _ref, _ref_list
+from bench.config import CheckpointSpec, EvalSpec, PluginRef, Suite, TrainSpec, parse_eps, parse_ref, parse_ref_list
 from bench.data.loader import to_unit
 from bench.engine import WorkerContext
 from bench.env import resolve_device
@@ -66,9 +66,9 @@ def parse_request(
         raise ConfigError(labels["norm"], f"expected Linf or L2, got {show(norm)}")
     ev = build(EvalSpec, {"n_examples": n_examples, "batch_size": batch_size, "subset_seed": seed}, labels["eval"])
     return EvalRequest(
-        _ref(DATASETS, dataset, labels["dataset"]),
-        _ref_list(ATTACKS, list(attacks) if isinstance(attacks, (list, tuple)) else attacks, labels["attacks"]),
-        ThreatModel(canonical, *_eps(eps, labels["eps"], canonical)),  # type: ignore[arg-type]
+        parse_ref(DATASETS, dataset, labels["dataset"]),
+        parse_ref_list(ATTACKS, list(attacks) if isinstance(attacks, (list, tuple)) else attacks, labels["attacks"]),
+        ThreatModel(canonical, *parse_eps(eps, labels["eps"], canonical)),  # type: ignore[arg-type]
         ev,
     )
 
