@@ -343,9 +343,6 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
     return plan
 
 
-_NOT_ANALYSIS = ("n_examples", "subset_seed", "batch_size", "cascade")  # eval options an analysis does not depend on
-
-
 def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
     """One analysis per analysed leaderboard row and seed (the rows named in ``analysis.rows``)."""
     suite, ev = plan.suite, plan.eval_spec
@@ -370,7 +367,7 @@ def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
             "attacks": [a.plain() for a in plan.attacks],  # perturbation spectra per gradient attack
             "threat": keys.threat_plain(suite.threat),
             # eval.precision bf16 runs the analysis's attacks in bf16 (its forward measurements stay fp32)
-            "eval": {"n_examples": ev.n_examples, "subset_seed": ev.subset_seed, **keys.options_plain(ev, drop=_NOT_ANALYSIS)},
+            "eval": {"n_examples": ev.n_examples, "subset_seed": ev.subset_seed, **({"precision": ev.precision} if ev.precision != "fp32" else {})},
         }
         jobs.setdefault((e.display, e.seed), AnalysisJob(keys.digest(spec), ref, e.weights, e.display, e.seed))
     return list(jobs.values())
