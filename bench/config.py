@@ -110,10 +110,12 @@ class TrainSpec:
     selection: Literal["last", "best_val"] = "best_val"
     val_attack: ValAttackSpec = ValAttackSpec()
     # fast paths (bench/precision.py; README "Speed"): bf16 autocast around the defence's whole loss, attack
-    # steps included (keyed when not fp32); channels_last and torch.compile are parity-tested and not keyed
+    # steps included (keyed when not fp32); channels_last, torch.compile and fuse_bn (eval-mode adversaries
+    # and validation attacks against the model with its BatchNorms folded) are parity-tested and not keyed
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
+    fuse_bn: bool = False
 
     def validate(self):
         if self.epochs < 1:
@@ -128,6 +130,8 @@ class TrainSpec:
             return "subset", "must be at least 1"
         if self.val_examples is not None and self.val_examples < 1:
             return "val_examples", "must be at least 1"
+        if self.fuse_bn and self.compile:
+            return "fuse_bn", "cannot be combined with compile (the folded copy would run uncompiled); choose one"
         return None
 
 

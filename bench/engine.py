@@ -146,7 +146,7 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
             "provenance": ctx.provenance,
             "health": result.health,
             "resumed_from_epoch": result.resumed_from,
-            "fast_paths": {k: getattr(ctx.plan.suite.train, k) for k in ("precision", "channels_last", "compile")},
+            "fast_paths": {k: getattr(ctx.plan.suite.train, k) for k in ("precision", "channels_last", "compile", "fuse_bn")},
             "weights": {
                 tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}
                 for tag, (wa, sel) in selections.items()

@@ -5,7 +5,8 @@ Measured in one run, so the ratios hold on a loaded machine even when the absolu
 * **train**: images/s of the defence's full step exactly as ``bench/train.py`` runs it
   (``train_step``: the loss with its attack steps, backward, optimiser step; batches from uint8
   device tensors), in each precision (fp32, bf16 autocast) x layout (contiguous, channels_last),
-  optionally with ``torch.compile``;
+  then channels_last with ``train.fuse_bn`` (adversaries crafted on the BN-folded view), optionally
+  with ``torch.compile``;
 * **FLOP/s and MFU**: FLOPs of one step counted with ``torch.utils.flop_counter`` (the same in every
   precision), divided by the step time, as a fraction of the peak matmul FLOP/s measured in the
   same run in that precision;
@@ -28,6 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from bench.attacks.pgd import PGDParams, step_size
 from bench.cost import FlopCount, model_flops, shape_and_classes
 from bench.errors import BenchError, ConfigError
 from bench.modes import frozen_eval
-from bench.precision import PRECISIONS, autocast, fuse_bn, prepare
+from bench.precision import PRECISIONS, FoldedView, autocast, fuse_bn, prepare
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
 from bench.types import DatasetInfo, ThreatModel, TrainContext
 
@@ -259,17 +261,19 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     f_fwd = model_flops(base, info.shape, device)
     peak = {p: peak_matmul(device, p) for p in PRECISIONS}
 
-    variants = [(p, cl, False) for p in PRECISIONS for cl in (False, True)]
-    variants += [(p, True, True) for p in PRECISIONS] if args.compile else []
+    variants = [(p, cl, False, False) for p in PRECISIONS for cl in (False, True)]
+    variants += [(p, True, False, True) for p in PRECISIONS]  # + train.fuse_bn
+    variants += [(p, True, True, False) for p in PRECISIONS] if args.compile else []
     configs: list[tuple[dict[str, Any], Callable[..., None]]] = [(
         {"config": "reference (textbook)", "precision": "fp32"},
         reference_loop(copy.deepcopy(base), x_u8[:n], y[:n], eps, alpha, attack_steps, args.batch_size, device),
     )]  # fmt: skip
-    for precision, cl, comp in variants:
+    for precision, cl, comp, fold in variants:
         model = prepare(copy.deepcopy(base), cl, comp)
-        label = f"bench {precision}" + (" channels_last" if cl else "") + (" compile" if comp else "")
-        row = {"config": label, "precision": precision, "channels_last": cl, "compile": comp}
-        configs.append((row, bench_epoch(model, x_dev, y_dev, defence.fn, params, ctx, args.batch_size, precision, cl)))
+        label = f"bench {precision}" + (" channels_last" if cl else "") + (" compile" if comp else "") + (" fuse_bn" if fold else "")
+        row = {"config": label, "precision": precision, "channels_last": cl, "compile": comp, "fuse_bn": fold}
+        run_ctx = replace(ctx, folded=FoldedView.create(model)) if fold else ctx
+        configs.append((row, bench_epoch(model, x_dev, y_dev, defence.fn, params, run_ctx, args.batch_size, precision, cl)))
     for row, epoch in configs:  # warm-up, then rounds interleaved so that load changes hit every configuration
         epoch(1)
     for _ in range(args.rounds):

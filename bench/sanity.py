@@ -5,7 +5,8 @@ Per evaluated weights (one cheap job, cached like evaluations):
 * ``zero_grad_frac``: the fraction of clean-correct points whose input gradient of the CE loss is
   exactly zero (AutoAttack ``checks.py``: zero gradients make every gradient attack a no-op).
 * ``large_eps_acc``: accuracy under PGD-20 at eps = 0.5, half the pixel range, where every image
-  can be turned grey: an honest model is at about 0 % (a cheap unbounded-attack check).
+  can be turned grey: an honest model is at about 0 % (a cheap unbounded-attack check). As in the
+  evaluations, only clean-correct points are attacked; the others count as not robust.
 
 Per run, from the per-sample attack results (no extra compute), with a paired test rather than a
 raw comparison of accuracies (one example in 200 is noise, not a broken attack): an exact McNemar
@@ -34,7 +35,7 @@ from bench.data.loader import to_unit
 from bench.modes import frozen_eval
 from bench.precision import autocast
 
-SANITY_VERSION = 1
+SANITY_VERSION = 2  # 2: the large-eps PGD attacks only clean-correct points
 LARGE_EPS = 0.5
 MAX_POINTS = 256
 ZERO_GRAD_LIMIT = 0.10  # flag when more than this fraction of points has a zero input gradient
@@ -66,10 +67,11 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
             ok = logits.argmax(1) == yb
             zero += int(((grad.flatten(1).abs().amax(1) == 0) & ok).sum())
             correct += int(ok.sum())
-            with autocast(xb.device, precision):
-                x_adv = pgd(model, xb, yb, LARGE_EPS, LARGE_EPS / 8, 20)
-            with torch.no_grad():
-                robust += int((model(x_adv).argmax(1) == yb).sum())
+            if ok.any():
+                with autocast(xb.device, precision):
+                    x_adv = pgd(model, xb[ok], yb[ok], LARGE_EPS, LARGE_EPS / 8, 20)
+                with torch.no_grad():
+                    robust += int((model(x_adv).argmax(1) == yb[ok]).sum())
     return {
         "n": n,
         "zero_grad_frac": zero / correct if correct else 0.0,

@@ -3,7 +3,8 @@
 Per epoch: set the LR from the schedule; for each batch call the defence's pure loss
 ``fn(model, x, y, params, ctx)`` (under bf16 autocast with ``train.precision: bf16``, as are the
 validation attacks, the logit gap's attack and the averagers' BN pass; the layout and
-``torch.compile`` of ``train.channels_last`` / ``train.compile``: ``bench/precision.py``), then
+``torch.compile`` of ``train.channels_last`` / ``train.compile``, and ``train.fuse_bn``'s
+BN-folded model for eval-mode adversaries and validation: ``bench/precision.py``), then
 zero_grad / backward / step, with no host sync inside the step loop (losses are summed on the
 device and read once per epoch); check the loss is finite;
 evaluate the validation split (clean, and PGD when the selection needs it); keep the ``last`` and
@@ -44,7 +45,7 @@ from bench.faults import fault_point
 from bench.models import build
 from bench.modes import frozen_eval
 from bench.plan import TrainJob
-from bench.precision import autocast, prepare, to_layout
+from bench.precision import FoldedView, autocast, fuse_bn, prepare, to_layout
 from bench.progress import Progress
 from bench.registry import DEFENCES
 from bench.store import atomic_write_bytes
@@ -125,9 +126,12 @@ def forked_rng(device: torch.device):
 
 
 def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> dict[str, float]:
-    """Clean (and PGD, when ``robust``) accuracy on the validation split; the attack in ``train.precision``."""
+    """Clean (and PGD, when ``robust``) accuracy on the validation split; the attack in ``train.precision``,
+    against a BN-folded copy with ``train.fuse_bn``."""
     if len(data.val_y) == 0:
         return {}
+    if suite.train.fuse_bn:
+        model = fuse_bn(model)
     eps = suite.threat.eps_float
     va = suite.train.val_attack
     if robust:
@@ -148,9 +152,12 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
     """FR's spectral logit gap (batch2d DFT, methods.md 6.4) on a fixed batch, logged every epoch.
 
     The quantity FR/SAR minimise, measured for every defence: val examples (train ones without a
-    val split), PGD at the val-attack settings in ``train.precision`` (logits in fp32), eval mode; the
-    RNG is forked so logging never changes the training trajectory.
+    val split), PGD at the val-attack settings in ``train.precision`` (logits in fp32), eval mode (a
+    BN-folded copy with ``train.fuse_bn``); the RNG is forked so logging never changes the training
+    trajectory.
     """
+    if suite.train.fuse_bn:
+        model = fuse_bn(model)
     x_u8, y = (data.val_x, data.val_y) if len(data.val_y) else (data.train_x, data.train_y)
     x, y = x_u8[:n].float() / 255, y[:n]
     eps = suite.threat.eps_float
@@ -292,6 +299,7 @@ def train_model(
     info = splits.info
     model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std).to(device)
     prepare(model, spec.channels_last, spec.compile)
+    folded = FoldedView.create(model) if spec.fuse_bn else None
     optimizer = make_optimizer(model, spec.optimizer)
     g = torch.Generator().manual_seed(job.seed)
     milestones = spec.schedule.milestones
@@ -324,7 +332,7 @@ def train_model(
         desc = f"train {job.display} seed={job.seed} epoch {epoch + 1}/{spec.epochs}"
         for i, (x, y) in enumerate(progress.bar(stream, n_batches, desc)):
             fault_point(f"train-batch:{epoch + 1}:{i}")
-            ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes)
+            ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes, folded)
             out = train_step(model, optimizer, entry.fn, x, y, job.defence.params, ctx, spec.precision, spec.channels_last)
             for a in avgs:
                 a.after_step(model, epoch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -33,10 +33,16 @@ class TrainContext:
     milestones: tuple[int, ...]
     threat: ThreatModel
     num_classes: int
+    folded: Any = None  # train.fuse_bn: the run's ``bench.precision.FoldedView`` of the model being trained
 
     @property
     def first_milestone(self) -> int:
         return self.milestones[0] if self.milestones else self.epochs
+
+    def crafting_model(self, model: Any) -> Any:
+        """What to craft an eval-mode adversary against: ``model``, or with ``train.fuse_bn`` (when
+        ``model`` is the model being trained) its BN-folded view, same function up to rounding."""
+        return self.folded.current() if self.folded is not None and model is self.folded.source else model
 
 
 @dataclass

@@ -22,7 +22,9 @@ def pgd_adversary(
     loss: LossFn = ce_loss,
     init: str = "uniform",
 ) -> torch.Tensor:
-    """Craft training adversarial examples in the suite's threat model (eps and norm), in the given BN mode."""
+    """Craft training adversarial examples in the suite's threat model (eps and norm), in the given BN mode
+    (in eval mode with ``train.fuse_bn``: against the model's BN-folded view, ``TrainContext.crafting_model``)."""
     eps = ctx.threat.eps_float
     with bn_mode(model, attack_bn):
-        return pgd(model, x, y, eps, step_size(alpha, eps), steps, loss, init, norm=ctx.threat.norm)
+        target = ctx.crafting_model(model) if attack_bn == "eval" else model
+        return pgd(target, x, y, eps, step_size(alpha, eps), steps, loss, init, norm=ctx.threat.norm)

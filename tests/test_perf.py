@@ -47,7 +47,7 @@ def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 3, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g)
 
 
-def step_grads(model: torch.nn.Module, defence: str = "pgd_at", **kw) -> tuple[float, torch.Tensor]:
+def step_grads(model: torch.nn.Module, defence: str = "pgd_at", ctx: TrainContext = CTX, **kw) -> tuple[float, torch.Tensor]:
     """Loss and flattened parameter gradients of one bench training step (lr 0: weights unchanged)."""
     entry = DEFENCES.get(defence)
     p = params_mod.build(entry.params, {"steps": 3} if "steps" in entry.params.__dataclass_fields__ else {}, defence)
@@ -55,7 +55,7 @@ def step_grads(model: torch.nn.Module, defence: str = "pgd_at", **kw) -> tuple[f
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     opt.zero_grad = lambda set_to_none=True: None  # keep the gradients the step computed
     torch.manual_seed(2)
-    out = train_step(model, opt, entry.fn, x, y, p, CTX, **kw)
+    out = train_step(model, opt, entry.fn, x, y, p, ctx, **kw)
     return float(out.loss.detach()), torch.cat([q.grad.flatten() for q in model.parameters()])
 
 
@@ -167,6 +167,7 @@ def test_fast_path_options_keep_existing_keys_and_key_what_changes_results(tmp_p
     base = plan()
     same = plan(", precision: fp32, channels_last: true, compile: true", "precision: fp32, cascade: false, channels_last: true")
     assert [t.key for t in same.tasks] == [t.key for t in base.tasks]
+    assert [t.key for t in plan(", fuse_bn: true").tasks] == [t.key for t in base.tasks]
     assert "precision" not in base.train_jobs[0].spec["train"]  # keys of caches made before the options exist
     bf16 = plan(", precision: bf16")
     assert bf16.train_jobs[0].key != base.train_jobs[0].key
@@ -244,6 +245,7 @@ def test_training_validation_runs_in_the_training_precision(tmp_path: Path, monk
     [
         (MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1, precision: fp16}"), "train.precision"),
         (MINIMAL_SUITE + "eval: {cascade: maybe}\n", "eval.cascade"),
+        (MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1, fuse_bn: true, compile: true}"), "train.fuse_bn"),
         (
             MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [fgsm, pgd: {shards: 2}]") + "eval: {cascade: true}\n",
             "eval.cascade",
@@ -299,6 +301,16 @@ def test_flop_model_matches_the_landscape_multipliers() -> None:
     assert cost.attack_forwards("fgsm", None) == 4
 
 
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if not n.startswith("wrn")] + ["wrn_28_10"])
+def test_forward_flops_by_hooks_equal_the_flop_counter(name: str) -> None:
+    """model_flops (forward hooks, no dispatch mode) counts what torch's flop_counter formulas count."""
+    shape = (1, 28, 28) if name.startswith("small_cnn") else (3, 32, 32)
+    model = build_model(name, num_classes=10, shape=shape)
+    with cost.FlopCount() as counter, torch.no_grad(), frozen_eval(model):
+        model(torch.zeros(1, *shape))
+    assert cost.model_flops(model, shape) == counter.total > 0
+
+
 def test_estimates_use_the_measured_throughput(tmp_path: Path) -> None:
     plan = expand(load_suite(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE)))
     device = torch.device("cpu")
@@ -329,6 +341,8 @@ def test_profile_cli_json_and_saved_measurement(
         "bench fp32 channels_last",
         "bench bf16",
         "bench bf16 channels_last",
+        "bench fp32 channels_last fuse_bn",
+        "bench bf16 channels_last fuse_bn",
     ]
     assert out["train_flops_in_forwards"] == pytest.approx(
         23, rel=0.05
@@ -440,6 +454,60 @@ def test_fuse_bn_folds_conv_batchnorm_pairs_and_keeps_the_function(name: str) ->
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
     assert fused is not model and count(model) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in build_model(name, num_classes=10, shape=shape).modules())  # the original is untouched
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "small_cnn", "resnet18", "preact_resnet18"])
+def test_folded_view_follows_the_live_model_and_keeps_its_function(name: str) -> None:
+    """train.fuse_bn: after optimiser steps (new weights, new BN statistics) the view gives the live
+    eval-mode model's logits and input gradients; a fold made before the steps would not."""
+    shape = (1, 28, 28) if name == "small_cnn" else (3, 32, 32)
+    torch.manual_seed(0)
+    model = bench.precision.prepare(build_model(name, num_classes=10, shape=shape), channels_last=True)
+    view = bench.precision.FoldedView.create(model)
+    assert view is not None and view.pairs
+    x, y = torch.rand(8, *shape), torch.randint(0, 10, (8,))
+    with torch.no_grad():
+        stale = view.current()(x).clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model.train()(x), y).backward()
+        opt.step()
+
+    def logits_and_grad(m: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        xg = x.clone().requires_grad_(True)
+        out = m(xg)
+        return out.detach(), torch.autograd.grad(F.cross_entropy(out, y), xg)[0]
+
+    with frozen_eval(model):
+        want, want_grad = logits_and_grad(model)
+        got, got_grad = logits_and_grad(view.current())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-3, atol=1e-6)
+    assert not torch.allclose(stale, want, atol=1e-3)  # the steps changed the function: re-folding is needed
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in view.module.modules()) or name.startswith("preact")
+    assert all(p.grad is None for p in view.module.parameters() if not p.requires_grad)  # folded weights: no gradients
+    assert bench.precision.FoldedView.create(build_model("small_cnn_trades", num_classes=10, shape=(1, 28, 28))) is None
+
+
+@pytest.mark.parametrize("defence", sorted(e.name for e in DEFENCES.entries() if e.name != "standard"))
+def test_fuse_bn_training_step_crafts_in_eval_mode_on_the_view_and_matches_the_plain_step(defence: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = bench.precision.FoldedView.current
+    monkeypatch.setattr(bench.precision.FoldedView, "current", lambda self: calls.append(1) or real(self))
+    loss, g = step_grads(tiny(), defence)
+    model = tiny()
+    folded = TrainContext(0, 0, 4, (2,), THREAT, 4, bench.precision.FoldedView.create(model))
+    loss_f, g_f = step_grads(model, defence, ctx=folded)
+    entry = DEFENCES.get(defence)
+    in_eval = getattr(params_mod.build(entry.params, {}, defence), "attack_bn", "eval") == "eval"
+    assert bool(calls) == in_eval, "crafted in eval mode on the folded view, in train mode (AWP's default) on the model"
+    assert loss_f == pytest.approx(loss, rel=1e-3)
+    assert F.cosine_similarity(g_f, g, dim=0) > 0.98  # float rounding can flip a sign step of PGD
+    # a model that is not the view's source (AWP's proxy, another model) is crafted on as it is
+    calls.clear()
+    step_grads(tiny(), defence, ctx=folded)
+    assert not calls
 
 
 def test_sharded_bf16_evaluation_runs_in_bf16_and_pools_each_shard_s_parity_slice(tmp_path: Path) -> None:

@@ -83,3 +83,18 @@ def test_square_flag_needs_significance_against_every_gradient_attack() -> None:
     assert masked["flag_square_beats_whitebox_p"] == pytest.approx(binomial_p(20, 0))  # Holm: max(2 * p30, p20)
     honest = run_flags(None, [*gradient, attack_row("blackbox", robust_first(78))])
     assert not honest["flag_square_beats_whitebox"] and not honest["flag_pgd_weaker_than_fgsm"] and honest["flags"] == ""
+
+
+def test_large_eps_check_attacks_only_clean_correct_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import sanity
+
+    x, y, model = _data()
+    model.net[-1].bias.data[0] += 50.0  # a bias towards class 0: the other classes are misclassified
+    sizes: list[int] = []
+    real = sanity.pgd
+    monkeypatch.setattr(sanity, "pgd", lambda m, xb, yb, *a, **k: sizes.append(len(xb)) or real(m, xb, yb, *a, **k))
+    checks = sanity_checks(model, x, y, 64)
+    with torch.no_grad():
+        correct = int((model(x.float() / 255).argmax(1) == y).sum())
+    assert 0 < sum(sizes) == correct < len(y)  # the misclassified ones count as not robust, unattacked
+    assert checks["large_eps_acc"] <= correct / len(y)
