@@ -146,7 +146,7 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
             "provenance": ctx.provenance,
             "health": result.health,
             "resumed_from_epoch": result.resumed_from,
-            "fast_paths": {k: getattr(ctx.plan.suite.train, k) for k in ("precision", "channels_last", "compile", "fuse_bn")},
+            "fast_paths": _fast_paths(ctx.plan.suite.train),
             "weights": {
                 tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}
                 for tag, (wa, sel) in selections.items()
@@ -239,13 +239,17 @@ def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, f
         if flags.parity is not None:  # eval.precision bf16: the fp32 parity slice
             metrics["parity"] = flags.parity
         write_json(tmp / "metrics.json", metrics)
-        ev = ctx.plan.eval_spec
         manifest = {
             "attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn),
             "provenance": ctx.provenance,
-            "fast_paths": {"precision": ev.precision, "channels_last": ev.channels_last, "fuse_bn": ev.fuse_bn},
+            "fast_paths": _fast_paths(ctx.plan.eval_spec),
         }
         write_json(tmp / "manifest.json", {**manifest, **(extra or {})})
+
+
+def _fast_paths(spec: Any) -> dict[str, Any]:
+    """The fast-path options of a train or eval spec, as its entries' manifests record them."""
+    return {k: getattr(spec, k) for k in ("precision", "channels_last", "compile", "fuse_bn") if hasattr(spec, k)}
 
 
 def _sanity(job: SanityJob, ctx: WorkerContext) -> None:

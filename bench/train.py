@@ -4,7 +4,8 @@ Per epoch: set the LR from the schedule; for each batch call the defence's pure 
 ``fn(model, x, y, params, ctx)`` (under bf16 autocast with ``train.precision: bf16``, as are the
 validation attacks, the logit gap's attack and the averagers' BN pass; the layout and
 ``torch.compile`` of ``train.channels_last`` / ``train.compile``, and ``train.fuse_bn``'s
-BN-folded model for eval-mode adversaries and validation: ``bench/precision.py``), then
+BN-folded views of the trained and averaged models, for eval-mode adversaries, validation and the
+logit gap: ``bench/precision.py``), then
 zero_grad / backward / step, with no host sync inside the step loop (losses are summed on the
 device and read once per epoch); check the loss is finite;
 evaluate the validation split (clean, and PGD when the selection needs it); keep the ``last`` and
@@ -45,7 +46,7 @@ from bench.faults import fault_point
 from bench.models import build
 from bench.modes import frozen_eval
 from bench.plan import TrainJob
-from bench.precision import FoldedView, autocast, fuse_bn, prepare, to_layout
+from bench.precision import FoldedView, autocast, prepare, to_layout
 from bench.progress import Progress
 from bench.registry import DEFENCES
 from bench.store import atomic_write_bytes
@@ -126,12 +127,9 @@ def forked_rng(device: torch.device):
 
 
 def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> dict[str, float]:
-    """Clean (and PGD, when ``robust``) accuracy on the validation split; the attack in ``train.precision``,
-    against a BN-folded copy with ``train.fuse_bn``."""
+    """Clean (and PGD, when ``robust``) accuracy on the validation split; the attack in ``train.precision``."""
     if len(data.val_y) == 0:
         return {}
-    if suite.train.fuse_bn:
-        model = fuse_bn(model)
     eps = suite.threat.eps_float
     va = suite.train.val_attack
     if robust:
@@ -152,12 +150,9 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
     """FR's spectral logit gap (batch2d DFT, methods.md 6.4) on a fixed batch, logged every epoch.
 
     The quantity FR/SAR minimise, measured for every defence: val examples (train ones without a
-    val split), PGD at the val-attack settings in ``train.precision`` (logits in fp32), eval mode (a
-    BN-folded copy with ``train.fuse_bn``); the RNG is forked so logging never changes the training
-    trajectory.
+    val split), PGD at the val-attack settings in ``train.precision`` (logits in fp32), eval mode; the
+    RNG is forked so logging never changes the training trajectory.
     """
-    if suite.train.fuse_bn:
-        model = fuse_bn(model)
     x_u8, y = (data.val_x, data.val_y) if len(data.val_y) else (data.train_x, data.train_y)
     x, y = x_u8[:n].float() / 255, y[:n]
     eps = suite.threat.eps_float
@@ -167,6 +162,12 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
             x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps, norm=suite.threat.norm)
         with torch.no_grad():
             return float(frequency_regularizer(model(x_adv), model(x)))
+
+
+def _evaluated(model: nn.Module, view: FoldedView | None) -> nn.Module:
+    """What validation and the logit gap run: with ``train.fuse_bn`` the model's BN-folded view (its
+    eval-mode function, re-folded from the live weights and statistics, no copy), else the model."""
+    return model if view is None else view.current()
 
 
 CHANCE_AFTER_EPOCHS = 3  # validation accuracy still near chance after this many epochs: flagged
@@ -299,11 +300,12 @@ def train_model(
     info = splits.info
     model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std).to(device)
     prepare(model, spec.channels_last, spec.compile)
-    folded = FoldedView.create(model) if spec.fuse_bn else None
     optimizer = make_optimizer(model, spec.optimizer)
     g = torch.Generator().manual_seed(job.seed)
     milestones = spec.schedule.milestones
     avgs = [Averager(w, model, milestones, spec.epochs, job.seed) for w in job.averagers]
+    folded = FoldedView.create(model) if spec.fuse_bn else None
+    avg_folded = {a.spec: FoldedView.create(a.model) if spec.fuse_bn else None for a in avgs}
     result = TrainResult(Selection(), {a.spec: Selection() for a in avgs})
     select_on_robust = entry.caps.get("selection", "robust") == "robust"
     metric = "val_robust" if select_on_robust else "val_clean"
@@ -344,10 +346,10 @@ def train_model(
         record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})  # one sync per epoch
         if not math.isfinite(record["train_loss"]):
             raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch + 1}")
-        record["logit_gap"] = logit_gap(model, suite, data)
+        record["logit_gap"] = logit_gap(_evaluated(model, folded), suite, data)
         if need_val:
             best_robust = max((r.get("val_robust", 0.0) for r in result.log), default=0.0)
-            record.update(validate(model, suite, data, robust=select_on_robust))
+            record.update(validate(_evaluated(model, folded), suite, data, robust=select_on_robust))
             result.raw.offer(model, epoch, record[metric])
             health_check(result.health, record, epoch, spec.epochs, info.num_classes, best_robust)
         for a in avgs:
@@ -357,7 +359,7 @@ def train_model(
                 with autocast(device, spec.precision):
                     a.recompute_bn(data.train_x, data.train_y, spec.batch_size, aug.crop_padding, aug.flip)
             if need_val:
-                scores = validate(a.model, suite, data, robust=select_on_robust)
+                scores = validate(_evaluated(a.model, avg_folded[a.spec]), suite, data, robust=select_on_robust)
                 record.update({f"{a.spec.kind}_{k}": v for k, v in scores.items()})
                 result.averaged[a.spec].offer(a.model, epoch, scores[metric])
         record["seconds"] = round(time.perf_counter() - t0, 3)

@@ -240,6 +240,28 @@ def test_training_validation_runs_in_the_training_precision(tmp_path: Path, monk
         assert seen == [expected, expected]
 
 
+def test_fuse_bn_validates_the_trained_and_averaged_models_on_their_folded_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.fuse_bn: validation and the logit gap run on BN-folded views (no BatchNorm left), of the
+    raw model and of the weight average; the selection keeps the live models' weights."""
+    import bench.train as train_mod
+    from bench.engine import WorkerContext
+    from bench.store import Store
+
+    seen: list[torch.nn.Module] = []
+    for name in ("validate", "logit_gap"):
+        real = getattr(train_mod, name)
+        monkeypatch.setattr(train_mod, name, lambda m, *a, real=real, **k: seen.append(m) or real(m, *a, **k))
+    text = MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 2, fuse_bn: true, subset: 64, val_examples: 16}")
+    text = text.replace("defences: [standard]", "defences: [pgd_at: {steps: 1}]\nwa: [{kind: swa, start: 0}]")
+    plan = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
+    ctx = WorkerContext(plan, Store(tmp_path / "cache"), torch.device("cpu"))
+    result = train_mod.train_model(plan.train_jobs[0], plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress)
+    has_bn = lambda m: any(isinstance(q, torch.nn.BatchNorm2d) for q in m.modules())  # noqa: E731
+    assert len(seen) == 2 * 3 and not any(has_bn(m) for m in seen)  # per epoch: logit gap, raw and averaged validation
+    assert len({id(m) for m in seen}) == 2  # one view per model, reused every epoch
+    assert all(any(k.endswith("running_mean") for k in sel.states["last"]) for sel in (result.raw, *result.averaged.values()))
+
+
 @pytest.mark.parametrize(
     "text,expected",
     [
