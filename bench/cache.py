@@ -27,9 +27,11 @@ def _human(n: float) -> str:
 def _describe(store: Store, kind: str, key: str) -> str:
     """What an entry is, from its spec (best effort: a damaged entry says so)."""
     try:
-        if kind == "train":
+        if kind in ("train", "prefix"):
             spec = store.read_json(kind, key, "spec.json")
-            return f"{spec['defence']['name']} seed={spec['seed']} on {spec['dataset']['name']}/{spec['model']['name']}"
+            run = spec.get("of", spec)  # a prefix: the training it is the start of
+            epochs = f" epochs 1-{spec['epochs']}" if kind == "prefix" else ""
+            return f"{run['defence']['name']} seed={run['seed']}{epochs} on {run['dataset']['name']}/{run['model']['name']}"
         if kind in ("eval", "shard"):
             spec = store.read_json(kind, key, "spec.json")
             w = spec["weights"]

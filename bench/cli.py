@@ -152,6 +152,9 @@ def print_plan(plan, store) -> None:
         for e in plan.evals_of(t):
             mark = "hit " if store.has("eval", e.key) else "miss"
             print(f"  [{mark}]   eval {e.display:<24} {e.column:<14} {e.weights_label:<14} {e.key[:16]}")
+    for p in plan.prefix_jobs:
+        mark = "hit " if store.has("prefix", p.key) else "miss"
+        print(f"  [{mark}] {p.label} {p.key[:16]}")
     others = [t for t in plan.tasks if t.kind in ("sanity", "analysis", "shard")]
     hits_o = sum(store.has(t.kind, t.key) for t in others)
     print(f"  {len(others)} sanity/analysis/shard tasks ({hits_o} cached); {len(plan.tasks)} tasks in all")

@@ -215,14 +215,14 @@ def task_flops(task: Any, plan: Any, f: float) -> tuple[float, str]:
     suite = plan.suite
     ev = plan.eval_spec
     n_test = min(ev.n_examples or 10**9, TEST_SIZES.get(suite.dataset.name, 10000))
-    if task.kind == "train":
+    if task.kind in ("train", "prefix"):
         spec = suite.train
         n_train = TRAIN_SIZES.get(suite.dataset.name, 50000) * (1 - spec.val_fraction)
         n_train = min(n_train, spec.subset or n_train)
         n_val = min(spec.val_examples or 10**9, TRAIN_SIZES.get(suite.dataset.name, 50000) * spec.val_fraction)
         val = 0 if spec.selection != "best_val" else n_val * (2 * spec.val_attack.steps + 2)
         per_epoch = n_train * train_forwards(task.defence) + val + 128 * (2 * spec.val_attack.steps + 2)
-        return spec.epochs * per_epoch * f * (1 + len(task.averagers) * 0.05), spec.precision
+        return task.epochs * per_epoch * f * (1 + len(task.averagers) * 0.05), spec.precision
     if task.kind in ("eval", "shard"):
         if getattr(task, "shards", ()):
             return 0.0, "fp32"  # merges its shards' flags

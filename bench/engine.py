@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,14 @@ from bench.evaluate import Flags, parity, pool_parity, robust_flags, subset_indi
 from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.params import to_plain
-from bench.plan import AnalysisJob, EvalJob, Plan, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, wa_tag
+from bench.plan import AnalysisJob, EvalJob, Plan, PrefixJob, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, wa_tag
 from bench.precision import fuse_bn, prepare
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import sanity_checks
 from bench.store import Store, write_json
-from bench.train import Selection, TrainData, prepare_data, train_model
-from bench.types import DatasetSplits, ThreatModel
+from bench.train import Selection, SharedState, TrainData, TrainState, prepare_data, train_model
+from bench.types import DatasetSplits, ThreatModel, first_milestone
 
 
 def source_sha(fn: Any) -> str | None:
@@ -122,14 +123,47 @@ class WorkerContext:
 
 def run(task: Task, ctx: WorkerContext) -> None:
     """Compute ``task`` and write its entry (the caller holds its claim)."""
-    {"train": _train, "eval": _evaluate, "shard": _shard, "sanity": _sanity, "analysis": _analyze}[task.kind](task, ctx)
+    runs = {"prefix": _prefix, "train": _train, "eval": _evaluate, "shard": _shard, "sanity": _sanity, "analysis": _analyze}
+    runs[task.kind](task, ctx)
+
+
+def _prefix(job: PrefixJob, ctx: WorkerContext) -> None:
+    """The epochs several trainings share: trained once, the state after them saved as the entry."""
+    store, partial = ctx.store, ctx.store.partial("prefix", job.key)
+    result = train_model(
+        job.as_train(), ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=partial, stop_after=job.epochs
+    )  # fmt: skip
+    with store.writer("prefix", job.key) as tmp:
+        shutil.copyfile(partial / TrainState.FILE, tmp / TrainState.FILE)
+        write_json(tmp / "spec.json", job.spec)
+        manifest = {
+            "seconds": round(result.seconds, 3),
+            "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
+            "data_source": ctx.splits.source,
+            "provenance": ctx.provenance,
+            "shared_by": list(job.shared_by),
+            "fast_paths": _fast_paths(ctx.plan.suite.train),
+        }
+        write_json(tmp / "manifest.json", manifest)
+
+
+def _shared_state(job: TrainJob, ctx: WorkerContext) -> SharedState | None:
+    """The state of the shared start ``job`` continues from, with its defence's logs over those epochs."""
+    if not job.start:
+        return None
+    state = ctx.store.load_weights("prefix", job.start, TrainState.FILE, ctx.device)  # checked, weights_only
+    train = ctx.plan.suite.train
+    share = DEFENCES.get(job.defence.name).caps.get("shared_start")
+    declared = share(job.defence.params, first_milestone(train.schedule.milestones, train.epochs)) if share else None
+    return SharedState(job.start, state, declared.logs if declared else {})
 
 
 def _train(job: TrainJob, ctx: WorkerContext) -> None:
     store = ctx.store
     result = train_model(
-        job, ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=store.partial("train", job.key)
-    )
+        job, ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=store.partial("train", job.key),
+        start=lambda: _shared_state(job, ctx),
+    )  # fmt: skip
     selections: dict[str, tuple[Any, Selection]] = {"raw": (None, result.raw)}
     selections.update({wa_tag(wa): (wa, sel) for wa, sel in result.averaged.items()})
     with store.writer("train", job.key) as tmp:
@@ -146,6 +180,7 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
             "provenance": ctx.provenance,
             "health": result.health,
             "resumed_from_epoch": result.resumed_from,
+            "started_from": result.started_from,
             "fast_paths": _fast_paths(ctx.plan.suite.train),
             "weights": {
                 tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}

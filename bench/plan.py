@@ -11,6 +11,10 @@
   They depend on the ``TrainJob`` that made the weights, named by key in ``WeightsRef``. An attack
   with ``shards: N`` adds N ``ShardJob`` per evaluation; the ``EvalJob`` then needs them and merges
   their per-sample flags by sample id (``bench/shards.py``).
+* ``PrefixJob``: the epochs several trainings share (FR and SAR before their ``start_epoch`` are
+  PGD-AT, ``bench.types.SharedStart``), trained once and saved as a ``prefix`` entry; each of those
+  ``TrainJob`` names it as its ``start`` and continues from it. Their keys do not change (the
+  result is bit-identical), and the prefix is only run while one of them is missing.
 * Reference rows (``zoo:``) and your own weights (``checkpoints:``, ``bench.evaluate``) have a
   ``TrainJob`` with ``zoo=True``: a row source, never run. A checkpoint row is keyed by the content
   of its weights (``bench/checkpoints.py``), not by its file name or row name.
@@ -32,11 +36,12 @@ from bench.attacks import label as attack_label
 from bench.config import CheckpointSpec, EvalSpec, PluginRef, Suite, WASpec
 from bench.errors import ConfigError, show
 from bench.params import non_defaults, to_plain
-from bench.registry import ATTACKS
+from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import SANITY_VERSION
-from bench.types import ThreatModel
+from bench.types import ThreatModel, first_milestone
 
 ANALYSIS_VERSION = 1
+PREFIX_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ def wa_tag(wa: WASpec) -> str:
 @dataclass(frozen=True)
 class Task:
     kind: ClassVar[str]
+    feeds_only: ClassVar[bool] = False  # its entry is only read by the tasks that need it: not run once they exist
     key: str
     suite: SuiteRef
 
@@ -109,6 +115,15 @@ class Task:
         raise NotImplementedError
 
 
+def readers(tasks: list[Task]) -> dict[str, list[Task]]:
+    """Key -> the tasks of ``tasks`` that need that entry."""
+    out: dict[str, list[Task]] = {}
+    for t in tasks:
+        for _, k in t.needs:
+            out.setdefault(k, []).append(t)
+    return out
+
+
 @dataclass(frozen=True)
 class TrainJob(Task):
     kind: ClassVar[str] = "train"
@@ -119,10 +134,47 @@ class TrainJob(Task):
     averagers: tuple[WASpec, ...] = ()
     zoo: bool = False  # pre-trained weights (``robustbench:<name>`` or a checkpoints row): loaded, never trained
     model: str | None = None  # the row's model when it is not the suite's (checkpoints rows)
+    start: str = ""  # the key of the PrefixJob it continues from (not keyed: the result is the same)
+    start_epochs: int = 0  # the epochs that start covers
+
+    @property
+    def epochs(self) -> int:
+        """The epochs this task trains (those of its shared start excluded)."""
+        return self.spec["train"]["epochs"] - self.start_epochs if not self.zoo else 0
+
+    @property
+    def needs(self) -> tuple[tuple[str, str], ...]:
+        return (("prefix", self.start),) if self.start else ()
 
     @property
     def label(self) -> str:
         return f"train {self.display} seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class PrefixJob(Task):
+    """The first ``epochs`` epochs that several trainings share (``bench.types.SharedStart``): the
+    training of ``defence`` (its spec is ``spec["of"]``) stopped after them, its whole state saved
+    in a ``prefix/<key>`` entry; each TrainJob whose ``start`` is this key resumes from it. Run only
+    while some training that starts from it is still missing."""
+
+    kind: ClassVar[str] = "prefix"
+    feeds_only: ClassVar[bool] = True
+    spec: dict
+    defence: PluginRef
+    seed: int
+    display: str
+    averagers: tuple[WASpec, ...]
+    epochs: int
+    shared_by: tuple[str, ...]  # the trainings' display names
+
+    @property
+    def label(self) -> str:
+        return f"train {self.display} seed={self.seed} epochs 1-{self.epochs} (shared by {', '.join(self.shared_by)})"
+
+    def as_train(self) -> TrainJob:
+        """The training it is the start of, as the training loop runs it (stopped after ``epochs``)."""
+        return TrainJob(self.key, self.suite, self.spec["of"], self.defence, self.seed, self.display, self.averagers)
 
 
 @dataclass(frozen=True)
@@ -224,11 +276,13 @@ class Plan:
     analysis_jobs: list[AnalysisJob] = dataclasses.field(default_factory=list)
     shard_jobs: list[ShardJob] = dataclasses.field(default_factory=list)
     paper: Any = None  # bench.papers.PaperSpec when the suite has a ``paper:`` section
+    prefix_jobs: list[PrefixJob] = dataclasses.field(default_factory=list)
 
     @property
     def tasks(self) -> list[Task]:
         """Every runnable task, dependencies first (zoo rows are not tasks)."""
-        return [*(t for t in self.train_jobs if not t.zoo), *self.analysis_jobs, *self.sanity_jobs, *self.shard_jobs, *self.eval_jobs]
+        trains = [t for t in self.train_jobs if not t.zoo]
+        return [*self.prefix_jobs, *trains, *self.analysis_jobs, *self.sanity_jobs, *self.shard_jobs, *self.eval_jobs]
 
     def task(self, key: str) -> Task | None:
         return next((t for t in self.tasks if t.key == key), None)
@@ -312,12 +366,14 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
                 if ev.cascade:
                     left.append(eval_jobs[-1].key)
 
+    prefixes = _prefixes(suite, ref, averagers)
     for defence in suite.defences:
         display = _display(defence, suite.defences, defence.name)
         for seed in suite.seeds:
-            base = keys.train_spec(suite.dataset, suite.model, suite.threat, suite.train, defence, seed)
-            spec = {**base, "averagers": [to_plain(w) for w in averagers]}
-            job = TrainJob(keys.digest(spec), ref, spec, defence, seed, display, averagers)
+            spec = _train_spec(suite, defence, seed, averagers)
+            base = {k: v for k, v in spec.items() if k != "averagers"}
+            start = prefixes.get(keys.digest(spec))
+            job = TrainJob(keys.digest(spec), ref, spec, defence, seed, display, averagers, **_start_fields(start))
             train_jobs.append(job)
             for wa in suite.wa:
                 weights = WeightsRef(job.key, wa, suite.train.selection, base_key=keys.digest(base))
@@ -333,6 +389,7 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         train_jobs.append(job)
         add_weights(WeightsRef(job.key, None, "checkpoint", source=row), row.name, 0)
     plan = Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, shard_jobs=shard_jobs)
+    plan.prefix_jobs = list({p.key: p for p in prefixes.values()}.values())
     plan.analysis_jobs = _analysis_jobs(plan, ref)
     if suite.paper_raw is not None:
         from bench.papers import parse_paper
@@ -341,6 +398,53 @@ def expand(suite: Suite, limit: int | None = None) -> Plan:
         analysed = list(dict.fromkeys(a.display for a in plan.analysis_jobs))
         plan.paper = parse_paper(suite.paper_raw, f"{suite.sources.get('paper', suite.path)}: paper", rows, columns, analysed)
     return plan
+
+
+def _prefixes(suite: Suite, ref: SuiteRef, averagers: tuple[WASpec, ...]) -> dict[str, PrefixJob]:
+    """Train key -> the PrefixJob that training starts from, for the suite's trainings that share a start.
+
+    A defence declaring ``shared_start`` (FR and SAR before their ``start_epoch``) starts from the
+    training of the defence it names stopped after those epochs, and so does that defence's own
+    training when the suite has it (from the longest such start). The trainings' keys do not change:
+    the result is bit-identical either way (``tests/test_resume.py``).
+    """
+    train = suite.train
+    first = first_milestone(train.schedule.milestones, train.epochs)
+    own: dict[str, PrefixJob] = {}  # the defences declaring a shared start
+    base: dict[str, PrefixJob] = {}  # the defences they start from
+    users: dict[str, list[str]] = {}
+    for defence in suite.defences:
+        share = DEFENCES.get(defence.name).caps.get("shared_start")
+        start = share(defence.params, first) if share else None
+        if start is None or not 0 < start.epochs < train.epochs:
+            continue
+        ref_b = PluginRef("defence", start.name, start.params, DEFENCES.get(start.name).version)
+        for seed in suite.seeds:
+            of = _train_spec(suite, ref_b, seed, averagers)
+            spec = {"prefix": PREFIX_VERSION, "of": of, "epochs": start.epochs}
+            job = PrefixJob(keys.digest(spec), ref, spec, ref_b, seed, start.name, averagers, start.epochs, ())
+            own[keys.digest(_train_spec(suite, defence, seed, averagers))] = job
+            held = base.get(keys.digest(of))
+            if held is None or held.epochs < job.epochs:
+                base[keys.digest(of)] = job
+            users.setdefault(job.key, []).append(_display(defence, suite.defences, defence.name))
+    found = {**base, **own}
+    for defence in suite.defences:  # the base defences' rows, when the suite trains them
+        for seed in suite.seeds:
+            key = keys.digest(_train_spec(suite, defence, seed, averagers))
+            if key in base and key not in own:
+                users[found[key].key].append(_display(defence, suite.defences, defence.name))
+    return {k: dataclasses.replace(j, shared_by=tuple(dict.fromkeys(users[j.key]))) for k, j in found.items()}
+
+
+def _start_fields(start: PrefixJob | None) -> dict[str, Any]:
+    return {"start": start.key, "start_epochs": start.epochs} if start else {}
+
+
+def _train_spec(suite: Suite, defence: PluginRef, seed: int, averagers: tuple[WASpec, ...]) -> dict[str, Any]:
+    """What keys a training: the suite's protocol, the defence, the seed and the run's averagers."""
+    base = keys.train_spec(suite.dataset, suite.model, suite.threat, suite.train, defence, seed)
+    return {**base, "averagers": [to_plain(w) for w in averagers]}
 
 
 def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:

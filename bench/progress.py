@@ -42,7 +42,7 @@ def duration(seconds: float) -> str:
 
 def group(task: Any) -> tuple:
     """Tasks expected to take about as long: a defence's training runs, an attack's evaluations."""
-    if task.kind == "train":
+    if task.kind in ("train", "prefix"):  # a prefix's epochs are its defence's
         return ("train", getattr(task.defence, "name", ""), len(getattr(task, "averagers", ())))
     attack = getattr(task, "attack", None)
     if attack is not None:
@@ -76,7 +76,7 @@ class Progress:
         self.kind_seconds: dict[str, list[float]] = defaultdict(list)
         self.ratio: dict[str, list[float]] = defaultdict(list)  # kind -> measured / estimated
         self.per_epoch: dict[tuple, list[float]] = defaultdict(list)  # train group -> seconds per epoch
-        self.epochs_done: dict[str, int] = {}
+        self.epochs_left: dict[str, int] = {}  # running trainings, from their last finished epoch
         self.parallel = 1
         self.slots = slots  # how many tasks can run at once (local workers), when known
         self.start = time.perf_counter()
@@ -124,9 +124,9 @@ class Progress:
         self.parallel = max(self.parallel, min(len(self.running), self.slots or len(self.running)))
 
     def epoch_done(self, task: Any, epoch: int, epochs: int, seconds: float) -> None:
-        """A training epoch finished (``epoch`` counted from 1): refines the training estimates."""
+        """Epoch ``epoch`` (counted from 1) of a run that stops after ``epochs`` finished: refines the training estimates."""
         self.per_epoch[group(task)].append(seconds)
-        self.epochs_done[task.key] = epoch
+        self.epochs_left[task.key] = epochs - epoch
 
     def finished(self, task: Any, status: str, seconds: float = 0.0, where: str = "") -> None:
         """``task`` ended (ran, reused, cached, failed, skipped); prints its line unless it was free."""
@@ -162,7 +162,7 @@ class Progress:
         g = group(task)
         epochs = _epochs(task)
         if epochs and self.per_epoch.get(g):
-            return (epochs - self.epochs_done.get(task.key, 0)) * _mean(self.per_epoch[g])
+            return self.epochs_left.get(task.key, epochs) * _mean(self.per_epoch[g])
         if self.seconds.get(g):
             return _mean(self.seconds[g])
         prior = self.estimates.get(task.key)
@@ -183,7 +183,7 @@ class Progress:
             if guess is None:
                 unknown.append(task.kind)
                 continue
-            if key in self.running and key not in self.epochs_done:  # (a training run's epochs are counted)
+            if key in self.running and key not in self.epochs_left:  # (a training run's epochs are counted)
                 guess = max(guess - (now - self.running[key]), 0.0)
             left += guess
         return left / max(self.parallel, 1), list(dict.fromkeys(unknown))
@@ -219,9 +219,8 @@ class Progress:
 
 
 def _epochs(task: Any) -> int | None:
-    """The number of epochs of a training task (None for other tasks)."""
-    spec = getattr(task, "spec", None) if task.kind == "train" else None
-    epochs = spec.get("train", {}).get("epochs") if isinstance(spec, dict) else None
+    """The number of epochs a training task runs (None for other tasks)."""
+    epochs = getattr(task, "epochs", None) if task.kind in ("train", "prefix") else None
     return epochs if isinstance(epochs, int) else None
 
 

@@ -181,12 +181,13 @@ def run_suite(
     # the ETA before anything is measured: the FLOP model at the throughput `bench profile` measured on this device
     left = any(not store.has(t.kind, t.key) for t in plan.tasks)  # (checks are cached: the scheduler's are free)
     prior = estimates(plan, here or torch.device("cpu"), store.root) if left else {}
-    prog = Progress(progress, estimates=prior, slots=config.workers if config.name == "local" else None)
+    prog = Progress(progress, estimates=prior)
     ctx = WorkerContext(plan, store, here, data, prog) if local else None
     ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
-    kinds = ("train", "analysis", "sanity", "shard", "eval") if evaluate else ("train", "analysis")
+    prog.slots = ex.slots
+    kinds = ("prefix", "train", "analysis", "sanity", "shard", "eval") if evaluate else ("prefix", "train", "analysis")
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}
-    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "shard")
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k not in ("prefix", "shard"))
     prog.log(f"suite {suite.name}: {sum(counts.values())} tasks ({shown}) on {ctx.device if ctx else ex.describe()}")
     try:
         result = run_tasks(plan, store, ex, prog, out / "logs", kinds, debug)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.errors import BenchError, DatasetMissingError
 from bench.executors.base import Executor, WorkerResult
-from bench.plan import Plan, Task
+from bench.plan import Plan, Task, readers
 from bench.progress import Progress
 from bench.store import Store, atomic_write_text
 
@@ -52,7 +52,7 @@ def run_tasks(
     executor: Executor,
     progress: Progress,
     log_dir: Path,
-    kinds: tuple[str, ...] = ("train", "analysis", "sanity", "shard", "eval"),
+    kinds: tuple[str, ...] = ("prefix", "train", "analysis", "sanity", "shard", "eval"),
     debug: bool = False,
 ) -> ScheduleResult:
     """Run every task of ``plan`` of the given kinds (and what they need) once across all processes.
@@ -66,6 +66,7 @@ def run_tasks(
     announced: set[str] = set()
     running: dict[Future, tuple[Task, float]] = {}
     pending = list(tasks)
+    needed_by = readers(tasks)
 
     progress.start_plan(tasks)  # done / total and the ETA over every kind of task
 
@@ -80,17 +81,23 @@ def run_tasks(
         ready: list[Task] = []
         for task in pending:
             needs = task.needs
+            if store.has(task.kind, task.key):  # (what it needs may be gone: a shared start not kept)
+                finish(Outcome(task, "reused" if task.key in announced else "cached"))
+                continue
             if any(k in failed for _, k in needs):
                 finish(Outcome(task, "skipped", error="a task it needs failed"))
                 continue
             if not all(store.has(kind, k) for kind, k in needs):
                 waiting.append(task)
                 continue
-            if store.has(task.kind, task.key):
-                finish(Outcome(task, "reused" if task.key in announced else "cached"))
+            if task.feeds_only and all(store.has(r.kind, r.key) for r in needed_by.get(task.key, ())):
+                finish(Outcome(task, "cached"))  # every task that would read it is done: not needed
                 continue
             if ready and not executor.remote:  # in-process: one task at a time, claimed just before it runs
                 waiting.append(task)
+                continue
+            if executor.remote and executor.slots is not None and len(running) >= executor.slots:
+                waiting.append(task)  # every slot busy: it is handed over when one frees
                 continue
             if not _claim(task, store, executor.remote):
                 if task.key not in announced:
@@ -104,6 +111,11 @@ def run_tasks(
                 finish(Outcome(task, "reused"))
                 continue
             ready.append(task)
+        if executor.remote:  # the longest chain of work first, and no more than the executor runs at once
+            ready = critical_first(ready, needed_by, progress)
+            free = len(ready) if executor.slots is None else max(executor.slots - len(running), 0)
+            ready, later = ready[:free], ready[free:]
+            waiting.extend(later)
         for task in ready:
             progress.log(f"[{task.kind}] {task.label} ({task.key[:12]})")
             progress.started(task)
@@ -123,6 +135,27 @@ def run_tasks(
     return result
 
 
+def critical_first(ready: list[Task], needed_by: dict[str, list[Task]], progress: Progress) -> list[Task]:
+    """``ready`` ordered by the expected seconds of the longest chain of tasks each one starts.
+
+    A chain is a task and the tasks that need it, transitively (a training, then its evaluations);
+    seconds are ``progress.estimate`` (measured, else the FLOP-model prior; 1 s when unknown). With
+    fewer slots than ready tasks this keeps the trainings, which unlock everything else, ahead of
+    short evaluations, and starts the long evaluations before the short ones (the finish is not
+    left to one long task on an otherwise idle machine). Ties keep the plan's order.
+    """
+    if len(ready) < 2:
+        return ready
+    chain: dict[str, float] = {}
+
+    def length(task: Task) -> float:
+        if task.key not in chain:
+            chain[task.key] = (progress.estimate(task) or 1.0) + max(map(length, needed_by.get(task.key, ())), default=0.0)
+        return chain[task.key]
+
+    return sorted(ready, key=lambda t: -length(t))
+
+
 def _claim(task: Task, store: Store, remote: bool) -> bool:
     """Claim ``task`` here (in-process executors), or check nobody else holds it (the worker claims)."""
     if not remote:
@@ -139,6 +172,7 @@ def _outcome(task: Task, future: Future, seconds: float, progress: Progress, log
         value = future.result()
         if not isinstance(value, WorkerResult):
             return Outcome(task, "ran", seconds), ""
+        seconds = value.seconds or seconds  # the worker's own time: a queue (Slurm's, Ray's) is not the task's
         if not value.error:
             return Outcome(task, "ran" if value.ran else "reused", seconds), value.where
         if value.fatal:

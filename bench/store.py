@@ -46,7 +46,7 @@ import torch
 from bench.errors import BenchError
 from bench.faults import fault_point
 
-KINDS = ("train", "eval", "sanity", "analysis", "shard")
+KINDS = ("prefix", "train", "eval", "sanity", "analysis", "shard")
 ENTRY = "ENTRY"
 LEASE_S = float(os.environ.get("BENCH_CLAIM_LEASE", "120"))
 HEARTBEAT_S = max(0.5, LEASE_S / 8)

@@ -15,7 +15,9 @@ Resume: the state saved at the end of every epoch holds the model, the optimiser
 the selection, the log, the step, the data-order generator and every RNG. A run killed at any point
 restarts from the last completed epoch and ends bit-identical (on CPU) to an uninterrupted run.
 Every evaluation inside training (validation, logit gap, averagers' BN pass) forks the RNG, so
-what is measured or averaged never changes the trajectory of the raw weights.
+what is measured or averaged never changes the trajectory of the raw weights. The same state
+saved after a shared start's epochs (a ``prefix`` task, ``stop_after``) is where the trainings that
+share them continue from (``start``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -115,6 +118,28 @@ class TrainResult:
     seconds: float = 0.0
     health: dict[str, Any] = field(default_factory=dict)
     resumed_from: int | None = None  # the epoch a resumed run started from
+    started_from: dict[str, Any] | None = None  # the shared start (prefix entry) the run continued from
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """The saved state of a shared start (a ``prefix`` entry) for a training to continue from.
+
+    ``logs``: the continuing defence's own logged values over those epochs (``SharedStart.logs``),
+    added to the start's epoch records as its loop would have logged them (after ``train_loss``).
+    """
+
+    key: str
+    state: dict
+    logs: dict[str, float]
+
+    def record(self, record: dict) -> dict:
+        out: dict = {}
+        for k, v in record.items():
+            out[k] = v
+            if k == "train_loss":
+                out.update({f"train_{name}": value for name, value in self.logs.items()})
+        return out
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -288,11 +313,15 @@ def train_model(
     device: torch.device,
     progress: Progress,
     state_dir: Path | None = None,
+    start: Callable[[], SharedState | None] | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train ``job``'s defence; record the raw weights and every weight average of the run.
 
     With ``state_dir``, the training state is saved there after every epoch and a saved state is
-    resumed from.
+    resumed from; else the run continues from ``start()``'s state when it gives one (a shared start).
+    ``stop_after``: stop after that many epochs, with the state saved but nothing selected (a
+    ``prefix`` task).
     """
     spec = suite.train
     entry = DEFENCES.get(job.defence.name)
@@ -319,8 +348,14 @@ def train_model(
         first, step = saver.restore(saved, model, optimizer, g, avgs, result)
         result.resumed_from = first
         progress.log(f"  {job.display} seed={job.seed}: resuming after epoch {first}/{spec.epochs}")
-    start = time.perf_counter() - result.seconds
-    for epoch in range(first, spec.epochs):
+    elif start is not None and (shared := start()) is not None:
+        first, step = saver.restore(shared.state, model, optimizer, g, avgs, result)
+        result.log = [shared.record(r) for r in result.log]
+        result.started_from = {"prefix": shared.key, "epochs": first}
+        progress.log(f"  {job.display} seed={job.seed}: continuing after the {first} epochs it shares ({shared.key[:12]})")
+    began = time.perf_counter() - result.seconds
+    last = spec.epochs if stop_after is None else stop_after
+    for epoch in range(first, last):
         t0 = time.perf_counter()
         lr = spec.schedule.lr(spec.optimizer.lr, epoch, spec.epochs)
         for group in optimizer.param_groups:
@@ -364,13 +399,15 @@ def train_model(
                 result.averaged[a.spec].offer(a.model, epoch, scores[metric])
         record["seconds"] = round(time.perf_counter() - t0, 3)
         result.log.append(record)
-        result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - began
         saver.save(epoch, step, model, optimizer, g, avgs, result)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "_" in k)
         progress.log(f"  {desc}: {shown} ({record['seconds']:.1f}s)")
-        progress.epoch_done(job, epoch + 1, spec.epochs, record["seconds"])
+        progress.epoch_done(job, epoch + 1, last, record["seconds"])
+    result.seconds = time.perf_counter() - began
+    if stop_after is not None:
+        return result
     result.raw.finish(model)
     for a in avgs:
         result.averaged[a.spec].finish(a.model)
-    result.seconds = time.perf_counter() - start
     return result

@@ -37,12 +37,35 @@ class TrainContext:
 
     @property
     def first_milestone(self) -> int:
-        return self.milestones[0] if self.milestones else self.epochs
+        return first_milestone(self.milestones, self.epochs)
 
     def crafting_model(self, model: Any) -> Any:
         """What to craft an eval-mode adversary against: ``model``, or with ``train.fuse_bn`` (when
         ``model`` is the model being trained) its BN-folded view, same function up to rounding."""
         return self.folded.current() if self.folded is not None and model is self.folded.source else model
+
+
+def first_milestone(milestones: tuple[int, ...], epochs: int) -> int:
+    """The epoch (0-indexed) of the first LR drop; ``epochs`` when the schedule has none."""
+    return milestones[0] if milestones else epochs
+
+
+@dataclass(frozen=True)
+class SharedStart:
+    """A defence whose first ``epochs`` epochs are exactly another defence's training.
+
+    Declared by a defence as ``shared_start(params, first_milestone) -> SharedStart | None``
+    (a registry capability): until epoch ``epochs`` (0-indexed, exclusive) its loss is the defence
+    ``name`` with ``params`` bit for bit, with the same draws from every RNG. The planner then trains
+    those epochs once, as a ``prefix`` task, and both runs continue from its saved state
+    (``bench/plan.py``); ``logs`` are this defence's own logged values over those epochs (FR's
+    ``fr: 0, fr_active: 0``). ``tests/test_defences.py`` checks the claim for every defence that declares one.
+    """
+
+    name: str
+    params: Any
+    epochs: int
+    logs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

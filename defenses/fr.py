@@ -41,8 +41,9 @@ from torch import nn
 from bench.analysis.fourier import frequency_regularizer
 from bench.params import range_problem
 from bench.registry import DEFENCES
-from bench.types import LossOut, TrainContext
+from bench.types import LossOut, SharedStart, TrainContext
 from defenses._common import pgd_adversary
+from defenses.pgd_at import PGDATParams
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,18 @@ def spectral_at_loss(
     return LossOut(loss, logs)
 
 
-@DEFENCES.register("fr", params=FRParams, version=1, selection="robust")
+def spectral_shared_start(p: FRParams, first_milestone: int, key: str) -> SharedStart | None:
+    """Before ``start_epoch`` the loss is PGD-AT's with the same attack (no clean forward, no extra
+    draw): those epochs are trained once for both runs (``bench.types.SharedStart``)."""
+    start = first_milestone if p.start_epoch == "first_milestone" else p.start_epoch
+    if start <= 0:
+        return None
+    return SharedStart("pgd_at", PGDATParams(p.steps, p.alpha, p.attack_bn), start, {key: 0.0, f"{key}_active": 0.0})
+
+
+@DEFENCES.register(
+    "fr", params=FRParams, version=1, selection="robust", shared_start=lambda p, m: spectral_shared_start(p, m, "fr")
+)
 def fr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: FRParams, ctx: TrainContext) -> LossOut:
     """FR: CE on PGD-10 examples + 0.1 * L1 of the (batch, class) DFT of f(x_adv) - f(x), from the first LR drop."""
     return spectral_at_loss(model, x, y, p, ctx, "fr")

@@ -34,7 +34,7 @@ from torch import nn
 
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
-from defenses.fr import FRParams, spectral_at_loss
+from defenses.fr import FRParams, spectral_at_loss, spectral_shared_start
 
 
 def l1_gain(shape: tuple[int, ...]) -> float:
@@ -51,7 +51,9 @@ class SARParams(FRParams):
     start_epoch: int | Literal["first_milestone"] = 0
 
 
-@DEFENCES.register("sar", params=SARParams, version=1, selection="robust")
+@DEFENCES.register(
+    "sar", params=SARParams, version=1, selection="robust", shared_start=lambda p, m: spectral_shared_start(p, m, "sar")
+)
 def sar(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: SARParams, ctx: TrainContext) -> LossOut:
     """SAR (our reading): CE on PGD-10 examples + 1.2 * L1 of the per-sample class DFT of f(x_adv) - f(x)."""
     return spectral_at_loss(model, x, y, p, ctx, "sar")

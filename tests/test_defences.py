@@ -16,6 +16,7 @@ milestones (1,) so FR's term is on). A defence without an entry fails. After an 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -222,14 +223,51 @@ def test_fr_regularizer_gradient_reaches_both_inputs():
 # ---------------------------------------------------------------- FR / SAR: start epoch and loss
 
 
-def test_fr_before_start_is_pgd_at():
-    fr_model, at_model = make_model().train(), make_model().train()
-    fr = call("fr", fr_model, ctx=make_ctx(epoch=0))  # first_milestone = 1
-    at = call("pgd_at", at_model, ctx=make_ctx(epoch=0))
-    assert torch.equal(fr.loss, at.loss)
-    assert float(fr.logs["fr"]) == 0 and float(fr.logs["fr_active"]) == 0
-    # no clean forward before the start: BatchNorm running statistics match PGD-AT's exactly
-    assert all(torch.equal(a, b) for a, b in zip(fr_model.state_dict().values(), at_model.state_dict().values()))
+SHARING = [n for n in NAMES if DEFENCES.get(n).caps.get("shared_start")]
+
+
+def _sharing_params(name: str) -> list:
+    """Each defence declaring a shared start, with its default params and with the start at the first milestone."""
+    default = DEFENCES.get(name).default_params()
+    return [default, *([dataclasses.replace(default, start_epoch="first_milestone")] if hasattr(default, "start_epoch") else [])]
+
+
+@pytest.mark.parametrize("name", SHARING)
+def test_a_shared_start_is_the_named_defence_bit_for_bit(name):
+    """The claim behind a ``prefix`` task: before its start the defence's step is the named defence's
+    step with the same params: loss, every gradient, BN statistics and the RNG draws are identical,
+    and its logs are the named defence's plus the declared ones."""
+    ctx0 = make_ctx(epoch=0)
+    declared = [DEFENCES.get(name).caps["shared_start"](p, ctx0.first_milestone) for p in _sharing_params(name)]
+    assert any(d is not None for d in declared), f"{name}: no params give a shared start; test one that does"
+    for params, start in zip(_sharing_params(name), declared):
+        if start is None:
+            continue
+        for epoch in range(start.epochs):
+            ctx = make_ctx(epoch=epoch)
+            mine, theirs = make_model().train(), make_model().train()
+            out = call(name, mine, params, ctx)
+            out.loss.backward()
+            rng = torch.get_rng_state()
+            ref = call(start.name, theirs, start.params, ctx)
+            ref.loss.backward()
+            assert torch.equal(torch.get_rng_state(), rng)
+            assert torch.equal(out.loss, ref.loss)
+            assert all(torch.equal(a.grad, b.grad) for a, b in zip(mine.parameters(), theirs.parameters()))
+            assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()))
+            logs = {k: float(v) for k, v in out.logs.items()}
+            assert logs == {**{k: float(v) for k, v in ref.logs.items()}, **start.logs}
+        after = call(name, make_model().train(), params, make_ctx(epoch=start.epochs))
+        assert not torch.equal(after.loss, call(start.name, make_model().train(), start.params, make_ctx(epoch=start.epochs)).loss)
+
+
+def test_fr_and_sar_share_their_start_with_pgd_at_only_before_a_positive_start_epoch():
+    share = DEFENCES.get("fr").caps["shared_start"]
+    start = share(FRParams(steps=5, alpha=0.025), 75)
+    assert (start.name, start.params, start.epochs, start.logs) == ("pgd_at", PGDATParams(5, 0.025, "eval"), 75, {"fr": 0.0, "fr_active": 0.0})
+    assert share(FRParams(start_epoch=0), 75) is None and share(FRParams(start_epoch=3), 75).epochs == 3
+    assert DEFENCES.get("sar").caps["shared_start"](SARParams(), 75) is None  # on from epoch 0
+    assert DEFENCES.get("sar").caps["shared_start"](SARParams(start_epoch=4), 75).logs == {"sar": 0.0, "sar_active": 0.0}
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,10 @@ import pytest
 
 from bench.cli import main
 from bench.config import load_suite
+from bench.executors.base import Executor, WorkerResult
 from bench.plan import expand
+from bench.progress import Progress
+from bench.scheduler import run_tasks
 from bench.store import Store
 from tests.conftest import ROOT, SUITES, write_suite
 
@@ -353,3 +358,49 @@ def test_an_executor_config_file_sets_the_executor_and_flags_win(tmp_path, capsy
     assert err.count("\n") == 1 and "slurm: unknown keys ['partitions']" in err
     assert main(["run", str(SMOKE), "--executor", "slurm", "--slurm-gpus", "-1", "--cache-dir", str(tmp_path / "c")]) == 2
     assert capsys.readouterr().err == "bench: error: slurm gpus: expected an integer >= 0, got -1\n"
+
+
+class Recording(Executor):
+    """A remote-style executor whose 'workers' are threads that write an empty entry for each task
+    after a pause, report 1.5 s of work, and record how many tasks were in flight at once."""
+
+    name = "recording"
+
+    def __init__(self, store: Store, slots: int | None) -> None:
+        self.store, self.slots = store, slots
+        self.pool = ThreadPoolExecutor(8)
+        self.lock = threading.Lock()
+        self.flying = self.most = 0
+        self.order: list[str] = []
+
+    def submit(self, task) -> Future:
+        def work() -> WorkerResult:
+            with self.lock:
+                self.flying += 1
+                self.most = max(self.most, self.flying)
+            time.sleep(0.05)
+            with self.store.writer(task.kind, task.key) as tmp:
+                (tmp / "done").write_text("")
+            with self.lock:
+                self.flying -= 1
+            return WorkerResult("a thread", ran=True, seconds=1.5)
+
+        self.order.append(task.kind)
+        return self.pool.submit(work)
+
+
+@pytest.mark.parametrize("slots", [1, 2, None])
+def test_the_scheduler_fills_the_executor_slots_longest_chain_first(tmp_path, slots) -> None:
+    """No more tasks are handed over than the executor runs at once; with free choice, the shared
+    start and the trainings (which everything else waits for) go before evaluations; the seconds
+    reported are the worker's, not the time the task waited in a queue."""
+    suite = write_suite(tmp_path / "s.yaml", TINY.replace("defences: [{pgd_at: {steps: 2}}]", "defences: [standard, {pgd_at: {steps: 2}}, {fr: {steps: 2}}]"))
+    plan = expand(load_suite(suite))
+    store = Store(tmp_path / "cache")
+    executor = Recording(store, slots)
+    result = run_tasks(plan, store, executor, Progress(False), tmp_path / "logs")
+    assert {o.status for o in result.outcomes} == {"ran"} and len(result.outcomes) == len(plan.tasks)
+    assert executor.most <= (slots or len(plan.tasks))
+    first = ["prefix", "train", "train", "train"] if slots else ["prefix", "train"]  # (None: only these are ready at first)
+    assert executor.order[: len(first)] == first
+    assert {o.seconds for o in result.outcomes} == {1.5}

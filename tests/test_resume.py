@@ -4,6 +4,7 @@ must end bit-identical (CPU) to an uninterrupted run; and the WA trajectory inva
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from bench.config import load_suite
 from bench.engine import WorkerContext
 from bench.plan import expand
 from bench.progress import Progress
+from bench.status import suite_status
 from bench.store import Store
 from bench.train import health_check, train_model
 from tests.conftest import ROOT, write_suite
@@ -58,7 +60,9 @@ def entry_contents(cache: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for kind, key in store.entries():
         for name in store.files(kind, key):
-            if name.endswith(".pt"):
+            if name == "state.pt":  # a shared start's saved state: its weights (the rest holds timings)
+                out[f"{kind}/{key}/{name}"] = store.load_weights(kind, key, name, torch.device("cpu"))["model"]
+            elif name.endswith(".pt"):
                 out[f"{kind}/{key}/{name}"] = store.load_weights(kind, key, name, torch.device("cpu"))
             elif name.endswith(".npz"):
                 out[f"{kind}/{key}/{name}"] = store.read_npz(kind, key, name)
@@ -181,3 +185,69 @@ def test_health_is_flagged_under_the_leaderboard() -> None:
         "training: validation robust accuracy collapsed at epoch 7, 9 (catastrophic overfitting?)"
     )
     assert health_flags({}, "")["flags"] == "" and not health_flags({}, "")["flag_robust_collapse"]
+
+
+# ------------------------------------------------------------------ shared starts (prefix tasks)
+
+SHARED = SUITE.replace("defences: [{pgd_at: {steps: 2}}]", "defences: [{pgd_at: {steps: 2}}, {fr: {steps: 2}}]").replace(
+    "wa: [none, swa, {kind: ema, decay: 0.9}]", "wa: [none, swa]"
+)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    base = tmp_path_factory.mktemp("shared")
+    suite = write_suite(base / "shared.yaml", SHARED)
+    done = bench_run(suite, base / "cache", base / "results")
+    assert done.returncode == 0, done.stderr
+    return suite, entry_contents(base / "cache")
+
+
+def test_trainings_sharing_a_start_end_bit_identical_to_training_from_scratch(shared, tmp_path: Path) -> None:
+    """PGD-AT's first two epochs are trained once (FR starts at the first milestone, 2); both runs
+    continue from that state and end with the weights and logs of runs trained from epoch 1."""
+    suite, contents = shared
+    plan = expand(load_suite(suite))
+    (prefix,) = plan.prefix_jobs
+    assert (prefix.epochs, prefix.defence.name, prefix.shared_by) == (2, "pgd_at", ("fr", "pgd_at"))
+    assert [(t.display, t.start, t.epochs) for t in plan.train_jobs] == [("pgd_at", prefix.key, 2), ("fr", prefix.key, 2)]
+    assert [t.kind for t in plan.tasks[:3]] == ["prefix", "train", "train"]
+    ctx = WorkerContext(plan, Store(tmp_path / "scratch"), torch.device("cpu"))
+    for job in plan.train_jobs:
+        scratch = train_model(job, plan.suite, ctx.splits, ctx.train_data, ctx.device, Progress(False))
+        for tag, sel in [("raw", scratch.raw), *((f"{wa.kind}-", s) for wa, s in scratch.averaged.items())]:
+            for checkpoint, state in sel.states.items():
+                (name,) = [n for n in contents if n.startswith(f"train/{job.key}/weights/{tag}") and n.endswith(f"/{checkpoint}.pt")]
+                assert all(torch.equal(state[k], contents[name][k]) for k in state), name
+        assert contents[f"train/{job.key}/log.jsonl"] == [{k: v for k, v in r.items() if k != "seconds"} for r in scratch.log]
+    store = Store(suite.parent / "cache")
+    for job in plan.train_jobs:
+        assert store.read_json("train", job.key, "manifest.json")["started_from"] == {"prefix": prefix.key, "epochs": 2}
+    fr_log = contents[f"train/{plan.train_jobs[1].key}/log.jsonl"]
+    assert [(r["train_fr"], r["train_fr_active"]) for r in fr_log] == [(0.0, 0.0), (0.0, 0.0), (fr_log[2]["train_fr"], 1.0), (fr_log[3]["train_fr"], 1.0)]
+
+
+@pytest.mark.parametrize("fault", ["train-ckpt:2", "train-batch:3:1"])
+def test_a_killed_shared_start_or_continuation_resumes_bit_identical(shared, tmp_path: Path, fault: str) -> None:
+    """Killed half-way through the prefix's last state write, or in the first continuing run."""
+    suite, expected = shared
+    cache = tmp_path / "cache"
+    assert bench_run(suite, cache, tmp_path / "r", fault=fault).returncode == -signal.SIGKILL
+    partial = sorted(p.name.split("-")[0] for p in (cache / "partial").iterdir())
+    assert partial == (["prefix"] if fault == "train-ckpt:2" else ["train"])
+    assert bench_run(suite, cache, tmp_path / "r").returncode == 0
+    assert_same(entry_contents(cache), expected)
+
+
+def test_a_shared_start_is_not_trained_again_once_its_trainings_exist(shared, tmp_path: Path) -> None:
+    suite, _ = shared
+    cache = tmp_path / "cache"
+    shutil.copytree(suite.parent / "cache", cache)
+    store = Store(cache)
+    (prefix,) = expand(load_suite(suite)).prefix_jobs
+    store.discard("prefix", prefix.key)
+    again = bench_run(suite, cache, tmp_path / "r")
+    assert again.returncode == 0, again.stderr
+    assert not store.has("prefix", prefix.key)  # every training that reads it is done: not recomputed
+    status = suite_status(expand(load_suite(suite)), store, tmp_path / "logs")
+    assert "0 left" in status.splitlines()[0] and "(not needed: what reads it is done)" in status

@@ -230,6 +230,10 @@ class FakeTask:
     defence: Any = None
     attack: Any = None
 
+    @property
+    def epochs(self) -> int | None:  # as TrainJob's: the epochs it trains
+        return self.spec.get("train", {}).get("epochs")
+
 
 @dataclass(frozen=True)
 class Named:

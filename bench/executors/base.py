@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -41,6 +42,7 @@ class WorkerResult:
     error: str = ""  # one line; empty on success
     trace: str = ""  # the worker's traceback
     fatal: bool = False  # a missing dataset: stops the run, as in-process
+    seconds: float = 0.0  # the task's time on the worker (no queueing)
 
 
 def worker_location() -> str:
@@ -52,16 +54,17 @@ def worker_location() -> str:
 
 def run_remote(ref: SuiteRef, key: str, worker: WorkerSpec) -> WorkerResult:
     """Run one task in this process from plain data; never raises for a failing task."""
-    where = worker_location()
+    where, start = worker_location(), time.perf_counter()
     try:
         from bench.engine import run_ref
         from bench.env import resolve_device
 
         ran = run_ref(ref, key, worker.cache_dir, resolve_device(worker.device), worker.data_dir)
-        return WorkerResult(where, ran=ran)
+        return WorkerResult(where, ran=ran, seconds=time.perf_counter() - start)
     except Exception as e:  # noqa: BLE001 - reported to the scheduler with the traceback
         message = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
-        return WorkerResult(where, error=message, trace=traceback.format_exc(), fatal=isinstance(e, DatasetMissingError))
+        fatal = isinstance(e, DatasetMissingError)
+        return WorkerResult(where, error=message, trace=traceback.format_exc(), fatal=fatal, seconds=time.perf_counter() - start)
 
 
 class Executor:
@@ -69,6 +72,7 @@ class Executor:
 
     name = "?"
     remote = True
+    slots: int | None = None  # tasks it runs at once, when known: the scheduler hands over no more (None: all ready ones)
 
     def submit(self, task: Task) -> Future:
         raise NotImplementedError

@@ -24,6 +24,7 @@ class Sequential(Executor):
 
     name = "local"
     remote = False
+    slots = 1
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -72,6 +73,7 @@ class Workers(Executor):
         for i in range(n):
             slots.put(gpus[i] if gpus else "")
         threads = 1 if gpus else max(1, (os.cpu_count() or 1) // n)
+        self.slots = n
         self.pool = ProcessPoolExecutor(n, mp_context=context, initializer=_pin, initargs=(slots, threads))
         self.where = f"{n} worker processes ({'GPUs ' + ','.join(gpus[:n]) if gpus else f'CPU, {threads} threads each'})"
 

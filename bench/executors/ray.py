@@ -53,6 +53,8 @@ class RayExecutor(Executor):
         self.gpu = gpus >= 1
         if worker.device == "cpu":
             self.gpu = False
+        if not address:  # a cluster of this machine's: as many tasks at once as it has GPUs (or CPUs)
+            self.slots = int(gpus if self.gpu else ray.cluster_resources().get("CPU", 1)) or 1
         self.remote_fn = ray.remote(num_gpus=1 if self.gpu else 0, num_cpus=1, max_retries=0)(run_remote)
         self.summary = f"ray ({'cluster ' + address if address else 'local cluster'}: {int(ray.cluster_resources().get('CPU', 0))} CPUs, {int(gpus)} GPUs)"
 
