@@ -84,13 +84,17 @@ def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
             assert value == other, name
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
-    base = tmp_path_factory.mktemp("reference")
-    suite = write_suite(base / "resume.yaml", SUITE)
+def finished(base: Path, text: str) -> tuple[Path, dict[str, object]]:
+    """The suite ``text`` run uninterrupted in ``base``: its file and its cache's contents."""
+    suite = write_suite(base / "suite.yaml", text)
     done = bench_run(suite, base / "cache", base / "results")
     assert done.returncode == 0, done.stderr
     return suite, entry_contents(base / "cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    return finished(tmp_path_factory.mktemp("reference"), SUITE)
 
 
 # Kill points: before any checkpoint; mid-epoch after two completed epochs; half-way through writing
@@ -196,11 +200,7 @@ SHARED = SUITE.replace("defences: [{pgd_at: {steps: 2}}]", "defences: [{pgd_at: 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
-    base = tmp_path_factory.mktemp("shared")
-    suite = write_suite(base / "shared.yaml", SHARED)
-    done = bench_run(suite, base / "cache", base / "results")
-    assert done.returncode == 0, done.stderr
-    return suite, entry_contents(base / "cache")
+    return finished(tmp_path_factory.mktemp("shared"), SHARED)
 
 
 def test_trainings_sharing_a_start_end_bit_identical_to_training_from_scratch(shared, tmp_path: Path) -> None:
