@@ -31,14 +31,14 @@ from bench.evaluate import Flags, parity, pool_parity, robust_flags, subset_indi
 from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.params import to_plain
-from bench.plan import AnalysisJob, EvalJob, Plan, PrefixJob, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, wa_tag
+from bench.plan import AnalysisJob, EvalJob, Plan, PrefixJob, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, shared_start, wa_tag
 from bench.precision import fuse_bn, prepare
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import sanity_checks
 from bench.store import Store, write_json
 from bench.train import Selection, SharedState, TrainData, TrainState, prepare_data, train_model
-from bench.types import DatasetSplits, ThreatModel, first_milestone
+from bench.types import DatasetSplits, ThreatModel
 
 
 def source_sha(fn: Any) -> str | None:
@@ -152,9 +152,7 @@ def _shared_state(job: TrainJob, ctx: WorkerContext) -> SharedState | None:
     if not job.start:
         return None
     state = ctx.store.load_weights("prefix", job.start, TrainState.FILE, ctx.device)  # checked, weights_only
-    train = ctx.plan.suite.train
-    share = DEFENCES.get(job.defence.name).caps.get("shared_start")
-    declared = share(job.defence.params, first_milestone(train.schedule.milestones, train.epochs)) if share else None
+    declared = shared_start(job.defence, ctx.plan.suite.train)  # None for the defence the start is a run of
     return SharedState(job.start, state, declared.logs if declared else {})
 
 

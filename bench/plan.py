@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,7 +39,7 @@ from bench.errors import ConfigError, show
 from bench.params import non_defaults, to_plain
 from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import SANITY_VERSION
-from bench.types import ThreatModel, first_milestone
+from bench.types import SharedStart, ThreatModel, first_milestone
 
 ANALYSIS_VERSION = 1
 PREFIX_VERSION = 1
@@ -122,6 +123,11 @@ def readers(tasks: list[Task]) -> dict[str, list[Task]]:
         for _, k in t.needs:
             out.setdefault(k, []).append(t)
     return out
+
+
+def unneeded(task: Task, needed_by: dict[str, list[Task]], has: Callable[[str, str], bool]) -> bool:
+    """A ``feeds_only`` task whose readers (``needed_by``, from :func:`readers`) all have their entries."""
+    return task.feeds_only and all(has(r.kind, r.key) for r in needed_by.get(task.key, ()))
 
 
 @dataclass(frozen=True)
@@ -409,13 +415,11 @@ def _prefixes(suite: Suite, ref: SuiteRef, averagers: tuple[WASpec, ...]) -> dic
     the result is bit-identical either way (``tests/test_resume.py``).
     """
     train = suite.train
-    first = first_milestone(train.schedule.milestones, train.epochs)
     own: dict[str, PrefixJob] = {}  # the defences declaring a shared start
     base: dict[str, PrefixJob] = {}  # the defences they start from
     users: dict[str, list[str]] = {}
     for defence in suite.defences:
-        share = DEFENCES.get(defence.name).caps.get("shared_start")
-        start = share(defence.params, first) if share else None
+        start = shared_start(defence, train)
         if start is None or not 0 < start.epochs < train.epochs:
             continue
         ref_b = PluginRef("defence", start.name, start.params, DEFENCES.get(start.name).version)
@@ -435,6 +439,12 @@ def _prefixes(suite: Suite, ref: SuiteRef, averagers: tuple[WASpec, ...]) -> dic
             if key in base and key not in own:
                 users[found[key].key].append(_display(defence, suite.defences, defence.name))
     return {k: dataclasses.replace(j, shared_by=tuple(dict.fromkeys(users[j.key]))) for k, j in found.items()}
+
+
+def shared_start(defence: PluginRef, train: Any) -> SharedStart | None:
+    """What ``defence`` declares it shares with another defence's training under the ``train`` spec, if anything."""
+    share = DEFENCES.get(defence.name).caps.get("shared_start")
+    return share(defence.params, first_milestone(train.schedule.milestones, train.epochs)) if share else None
 
 
 def _start_fields(start: PrefixJob | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.errors import BenchError, DatasetMissingError
 from bench.executors.base import Executor, WorkerResult
-from bench.plan import Plan, Task, readers
+from bench.plan import Plan, Task, readers, unneeded
 from bench.progress import Progress
 from bench.store import Store, atomic_write_text
 
@@ -90,7 +90,7 @@ def run_tasks(
             if not all(store.has(kind, k) for kind, k in needs):
                 waiting.append(task)
                 continue
-            if task.feeds_only and all(store.has(r.kind, r.key) for r in needed_by.get(task.key, ())):
+            if unneeded(task, needed_by, store.has):
                 finish(Outcome(task, "cached"))  # every task that would read it is done: not needed
                 continue
             if ready and not executor.remote:  # in-process: one task at a time, claimed just before it runs

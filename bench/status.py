@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench.plan import Plan, readers
+from bench.plan import Plan, readers, unneeded
 from bench.store import Store
 
 STATES = ("done", "running", "failed", "left")
@@ -25,7 +25,7 @@ def suite_status(plan: Plan, store: Store, log_dir: Path) -> str:
         log = log_dir / f"{task.kind}-{task.key[:12]}.log"
         if store.has(task.kind, task.key):
             state, detail = "done", ""
-        elif task.feeds_only and all(store.has(r.kind, r.key) for r in needed_by.get(task.key, ())):
+        elif unneeded(task, needed_by, store.has):
             state, detail = "done", "(not needed: what reads it is done)"
         elif info is not None and info.alive:
             state, detail = "running", f"on {info.where()} for {time.time() - info.started:.0f}s"

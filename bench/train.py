@@ -381,10 +381,11 @@ def train_model(
         record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})  # one sync per epoch
         if not math.isfinite(record["train_loss"]):
             raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch + 1}")
-        record["logit_gap"] = logit_gap(_evaluated(model, folded), suite, data)
+        evaluated = _evaluated(model, folded)  # (re-folded once: the weights do not change until the next epoch)
+        record["logit_gap"] = logit_gap(evaluated, suite, data)
         if need_val:
             best_robust = max((r.get("val_robust", 0.0) for r in result.log), default=0.0)
-            record.update(validate(_evaluated(model, folded), suite, data, robust=select_on_robust))
+            record.update(validate(evaluated, suite, data, robust=select_on_robust))
             result.raw.offer(model, epoch, record[metric])
             health_check(result.health, record, epoch, spec.epochs, info.num_classes, best_robust)
         for a in avgs:

@@ -68,8 +68,7 @@ def spectral_at_loss(
     x_adv = pgd_adversary(model, x, y, ctx, steps=p.steps, alpha=p.alpha, attack_bn=p.attack_bn)
     logits_adv = model(x_adv)
     loss = F.cross_entropy(logits_adv, y)
-    start = ctx.first_milestone if p.start_epoch == "first_milestone" else p.start_epoch
-    active = ctx.epoch >= start
+    active = ctx.epoch >= start_epoch(p, ctx.first_milestone)
     reg = torch.zeros((), device=loss.device)
     if active:
         reg = frequency_regularizer(logits_adv, model(x), p.fft)
@@ -82,10 +81,15 @@ def spectral_at_loss(
     return LossOut(loss, logs)
 
 
+def start_epoch(p: FRParams, first_milestone: int) -> int:
+    """The epoch (0-indexed) the spectral term switches on."""
+    return first_milestone if p.start_epoch == "first_milestone" else p.start_epoch
+
+
 def spectral_shared_start(p: FRParams, first_milestone: int, key: str) -> SharedStart | None:
     """Before ``start_epoch`` the loss is PGD-AT's with the same attack (no clean forward, no extra
     draw): those epochs are trained once for both runs (``bench.types.SharedStart``)."""
-    start = first_milestone if p.start_epoch == "first_milestone" else p.start_epoch
+    start = start_epoch(p, first_milestone)
     if start <= 0:
         return None
     return SharedStart("pgd_at", PGDATParams(p.steps, p.alpha, p.attack_bn), start, {key: 0.0, f"{key}_active": 0.0})
