@@ -706,6 +706,14 @@ def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
     raw, sources = load_raw(path)
     sets = normalize_overrides(overrides)
     raw, touched = apply_overrides(raw, sets, path)
+    try:
+        return _parse(path, raw, sources, sets, touched)
+    except ConfigError as e:
+        raise e.naming(sets) from None
+
+
+def _parse(path: Path, raw: dict[str, Any], sources: dict[str, str], sets: tuple[str, ...], touched: dict[str, str]) -> Suite:
+    """The suite of the merged mapping ``raw`` (``--set`` applied: ``touched`` names them per top-level key)."""
     at = lambda key: f"{sources.get(key, path)}{f' (with{touched[key]})' if key in touched else ''}: {key}"  # noqa: E731
 
     for key in raw:

@@ -31,7 +31,8 @@ from torch.utils.flop_counter import flop_registry
 
 from bench.data import STATIC_INFO
 from bench.modes import frozen_eval
-from bench.store import atomic_write_text
+from bench.progress import duration
+from bench.store import atomic_write_text, default_cache_dir
 
 DEFAULT_FLOP_S = {
     "cpu": 5e10,
@@ -149,10 +150,13 @@ def save_measurement(cache_dir: Path, device: torch.device, profile: dict[str, A
     return path
 
 
+def measured(device: torch.device, cache_dir: Path | None = None) -> bool:
+    """Whether ``bench profile`` saved a measurement for ``device`` (else the estimates are a guess)."""
+    return measurement_path(cache_dir or default_cache_dir(), device).is_file()
+
+
 def throughput(device: torch.device, cache_dir: Path | None = None) -> tuple[dict[str, dict[str, float]], str]:
     """FLOP/s for ``train`` and ``eval`` per precision on ``device``, and where they come from."""
-    from bench.store import default_cache_dir
-
     path = measurement_path(cache_dir or default_cache_dir(), device)
     guess = DEFAULT_FLOP_S.get(device.type, DEFAULT_FLOP_S["cpu"])
     out = {k: {"fp32": guess, "bf16": guess} for k in ("train", "eval")}
@@ -247,7 +251,7 @@ def estimate_seconds(task: Any, plan: Any, device: torch.device, cache_dir: Path
         cache["f"] = forward_flops(plan)
         cache["rate"], cache["source"] = throughput(device, cache_dir)
     flops, precision = task_flops(task, plan, cache["f"])
-    kind = "train" if task.kind == "train" else "eval"
+    kind = "train" if task.kind in ("train", "prefix") else "eval"
     return flops / cache["rate"][kind][precision]
 
 
@@ -267,13 +271,5 @@ def summary(plan: Any, device: torch.device, store: Any) -> str:
     total = sum(by_kind.values())
     if not by_kind:
         return f"  estimated time on {device.type}: nothing to compute (everything cached)"
-    parts = ", ".join(f"{k} {_human(v)}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]))
-    return f"  estimated time on {device.type}: {_human(total)} ({parts}); from {cache['source']}"
-
-
-def _human(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    parts = ", ".join(f"{k} {duration(v)}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    return f"  estimated time on {device.type}: {duration(total)} ({parts}); from {cache['source']}"

@@ -40,6 +40,14 @@ class ConfigError(BenchError):
         self.message = message
         super().__init__(f"{where}: {message}" if where else message)
 
+    def naming(self, overrides: tuple[str, ...]) -> ConfigError:
+        """This error with the ``--set`` overrides named after its file, unless it names one already: an
+        error between keys (a WA start after a changed schedule) may come from an override of another key."""
+        if not overrides or "--set" in self.where:
+            return self
+        file, sep, field = self.where.partition(": ")
+        return ConfigError(f"{file} (with{''.join(f' --set {o}' for o in overrides)}){sep}{field}", self.message)
+
 
 class DatasetMissingError(BenchError):
     """A dataset's files were not found in any of the searched places."""

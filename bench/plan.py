@@ -331,6 +331,13 @@ def check_limit(limit: int | None) -> None:
 def expand(suite: Suite, limit: int | None = None) -> Plan:
     """Plan the grid. ``limit`` caps the number of test examples (it is part of the eval key)."""
     check_limit(limit)
+    try:
+        return _expand(suite, limit)
+    except ConfigError as e:
+        raise e.naming(suite.overrides) from None
+
+
+def _expand(suite: Suite, limit: int | None) -> Plan:
     ev = suite.eval
     if limit is not None:
         n = limit if ev.n_examples is None else min(limit, ev.n_examples)

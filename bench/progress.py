@@ -7,7 +7,10 @@ total over every task kind, the elapsed time and an ETA. The ETA sums an estimat
    its parameters, or a kind), and for training also the seconds per epoch seen so far
    (``epoch_done``), so an estimate exists after the first epoch, not only after the first run;
 2. before that, ``estimates`` (task key -> seconds, e.g. from a FLOP model), scaled by how far the
-   estimates of finished tasks of that kind were off;
+   estimates of that kind were off (finished tasks, and each training epoch); when the estimates are
+   a guess (``calibrated=False``: the device's speed was not measured), a kind not measured yet is
+   scaled by how far the other kinds were off (their geometric mean): a guessed speed is wrong by
+   about the same factor for all of them;
 3. else the mean of the finished tasks of that kind; with none of these the ETA is ``?``.
 
 It is divided by the number of tasks seen running at once. Outside a terminal (CI, Slurm logs) a
@@ -17,6 +20,7 @@ line is printed at least every ``heartbeat_s`` seconds (30) while anything runs:
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -40,6 +44,11 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def kind(task: Any) -> str:
+    """A task's kind for estimates: a prefix's epochs are training epochs."""
+    return "train" if task.kind == "prefix" else task.kind
+
+
 def group(task: Any) -> tuple:
     """Tasks expected to take about as long: a defence's training runs, an attack's evaluations."""
     if task.kind in ("train", "prefix"):  # a prefix's epochs are its defence's
@@ -54,8 +63,9 @@ class Progress:
     """Reports progress to stderr. ``enabled=False`` silences everything (library use, tests).
 
     ``estimates``: prior seconds per task key (``bench.cost.estimates``), used until tasks of a
-    kind have been measured. ``heartbeat_s``: outside a terminal, the longest silence while
-    something runs. ``slots``: tasks that run at once, where known (else the most seen running).
+    kind have been measured; ``calibrated``: whether they come from a measurement of this device
+    (else a guess, corrected across kinds). ``heartbeat_s``: outside a terminal, the longest silence
+    while something runs. ``slots``: tasks that run at once, where known (else the most seen running).
     """
 
     def __init__(
@@ -64,10 +74,12 @@ class Progress:
         estimates: dict[str, float] | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         slots: int | None = None,
+        calibrated: bool = True,
     ) -> None:
         self.enabled = enabled
         self.tty = enabled and sys.stderr.isatty()
         self.estimates = dict(estimates or {})
+        self.calibrated = calibrated
         self.heartbeat_s = heartbeat_s
         self.tasks: dict[str, Any] = {}  # key -> task of the plan
         self.done: set[str] = set()
@@ -127,6 +139,9 @@ class Progress:
         """Epoch ``epoch`` (counted from 1) of a run that stops after ``epochs`` finished: refines the training estimates."""
         self.per_epoch[group(task)].append(seconds)
         self.epochs_left[task.key] = epochs - epoch
+        prior, planned = self.estimates.get(task.key), _epochs(task)
+        if prior and planned and seconds > 0:
+            self.ratio["train"].append(seconds / (prior / planned))
 
     def finished(self, task: Any, status: str, seconds: float = 0.0, where: str = "") -> None:
         """``task`` ended (ran, reused, cached, failed, skipped); prints its line unless it was free."""
@@ -137,7 +152,7 @@ class Progress:
             self.kind_seconds[task.kind].append(seconds)
             prior = self.estimates.get(task.key)
             if prior:
-                self.ratio[task.kind].append(seconds / prior)
+                self.ratio[kind(task)].append(seconds / prior)
         if status in ("cached", "skipped"):
             return
         at = f" on {where}" if where else ""
@@ -167,10 +182,19 @@ class Progress:
             return _mean(self.seconds[g])
         prior = self.estimates.get(task.key)
         if prior is not None:
-            return prior * (_mean(self.ratio[task.kind]) if self.ratio.get(task.kind) else 1.0)
+            return prior * self._correction(kind(task))
         if self.kind_seconds.get(task.kind):
             return _mean(self.kind_seconds[task.kind])
         return None
+
+    def _correction(self, of: str) -> float:
+        """Measured / estimated seconds for tasks of kind ``of`` (see the module: 2.)."""
+        if self.ratio.get(of):
+            return _mean(self.ratio[of])
+        if self.calibrated or not self.ratio:
+            return 1.0
+        means = [_mean(r) for r in self.ratio.values() if r]
+        return math.exp(_mean([math.log(m) for m in means]))
 
     def eta(self) -> tuple[float, list[str]]:
         """Seconds until every task of the plan is done, over the tasks with an estimate, and the

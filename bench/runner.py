@@ -17,7 +17,7 @@ import torch
 from bench.aggregate import collect, collect_outcomes
 from bench.analysis.run import render
 from bench.config import Suite, load_suite
-from bench.cost import estimates
+from bench.cost import estimates, measured
 from bench.engine import WorkerContext
 from bench.env import check_device, provenance, resolve_device
 from bench.errors import BenchError
@@ -180,8 +180,9 @@ def run_suite(
     here = device if isinstance(device, torch.device) else resolve_device(device) if local else check_device(str(device))
     # the ETA before anything is measured: the FLOP model at the throughput `bench profile` measured on this device
     left = any(not store.has(t.kind, t.key) for t in plan.tasks)  # (checks are cached: the scheduler's are free)
-    prior = estimates(plan, here or torch.device("cpu"), store.root) if left else {}
-    prog = Progress(progress, estimates=prior)
+    on = here or torch.device("cpu")
+    prior = estimates(plan, on, store.root) if left else {}
+    prog = Progress(progress, estimates=prior, calibrated=measured(on, store.root))
     ctx = WorkerContext(plan, store, here, data, prog) if local else None
     ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
     prog.slots = ex.slots

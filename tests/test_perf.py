@@ -334,17 +334,23 @@ def test_forward_flops_by_hooks_equal_the_flop_counter(name: str) -> None:
 
 
 def test_estimates_use_the_measured_throughput(tmp_path: Path) -> None:
-    plan = expand(load_suite(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE)))
+    """Training (a shared start's prefix included) at the measured training FLOP/s, the rest at the evaluation's."""
+    text = MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 4, schedule: {name: piecewise, milestones: [2]}}")
+    plan = expand(load_suite(write_suite(tmp_path / "s.yaml", text.replace("[standard]", "[pgd_at, fr]"))))
+    assert {t.kind for t in plan.tasks} >= {"prefix", "train", "eval"}
     device = torch.device("cpu")
     guessed = cost.estimates(plan, device, tmp_path / "cache")
     assert set(guessed) == {t.key for t in plan.tasks} and all(v > 0 for v in guessed.values())
+    assert not cost.measured(device, tmp_path / "cache")
     path = cost.measurement_path(tmp_path / "cache", device)
     path.parent.mkdir(parents=True)
-    rate = cost.DEFAULT_FLOP_S["cpu"] * 10
-    path.write_text(json.dumps({"train_flop_s": {"fp32": rate}, "eval_flop_s": {"fp32": rate}}))
+    rate = cost.DEFAULT_FLOP_S["cpu"]
+    path.write_text(json.dumps({"train_flop_s": {"fp32": rate * 10}, "eval_flop_s": {"fp32": rate * 100}}))
     measured = cost.estimates(plan, device, tmp_path / "cache")
-    for key, seconds in guessed.items():
-        assert measured[key] == pytest.approx(seconds / 10)
+    assert cost.measured(device, tmp_path / "cache")
+    for task in plan.tasks:
+        faster = 10 if task.kind in ("prefix", "train") else 100
+        assert measured[task.key] == pytest.approx(guessed[task.key] / faster), task.label
 
 
 def test_profile_cli_json_and_saved_measurement(
@@ -505,7 +511,9 @@ def test_folded_view_follows_the_live_model_and_keeps_its_function(name: str) ->
         want, want_grad = logits_and_grad(model)
         got, got_grad = logits_and_grad(view.current())
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got_grad, want_grad, rtol=1e-3, atol=1e-6)
+    # the gradients as vectors: a ReLU whose input rounds to the other side of 0 in the folded convolution
+    # moves a few elements by a few % of the largest (seen on resnet18 on one CPU: 48 of 24,576)
+    assert (got_grad - want_grad).norm() <= 1e-2 * want_grad.norm()
     assert not torch.allclose(stale, want, atol=1e-3)  # the steps changed the function: re-folding is needed
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in view.module.modules()) or name.startswith("preact")
     assert all(p.grad is None for p in view.module.parameters() if not p.requires_grad)  # folded weights: no gradients

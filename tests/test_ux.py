@@ -75,6 +75,14 @@ def test_overrides_are_part_of_the_digest_and_workers_replan_with_them() -> None
     ("setting", "expected"),
     [
         ("train.epochs=0", "smoke.yaml (with --set train.epochs=0): train.epochs: must be at least 1"),
+        (  # an error between keys (SWA starts at the first milestone) names the override of the other key
+            "train.schedule.milestones=[7]",
+            "smoke.yaml (with --set train.schedule.milestones=[7]): wa[1].start: 7 is not before the end of training",
+        ),
+        (  # and so does a planner error
+            "defences=[pgd_at]",
+            "smoke.yaml (with --set defences=[pgd_at]): analysis.rows[0]: no leaderboard row 'standard'",
+        ),
         ("trian.epochs=2", "trian: unknown key (did you mean 'train'?)"),
         ("train.epoch=2", "train.epoch: unknown key (did you mean 'epochs'?)"),
         (
@@ -265,6 +273,30 @@ def test_progress_counts_every_kind_and_estimates_from_priors_then_measurements(
         line.startswith("[done 1/6, running 0, left 5] ran train d0 (50.0s)") and "elapsed 0s, ETA 1m00s" in line
     )  # 20 + 10 + 20 + 5 + 5
     prog.close()
+
+
+def test_guessed_priors_are_corrected_across_kinds_by_what_was_measured() -> None:
+    """Without a `bench profile` measurement the priors come from a guessed speed, off by about the same
+    factor for every kind: a kind not measured yet takes the others' correction (geometric mean)."""
+    prefix = FakeTask("prefix", "p0", "train pgd_at epochs 1-2", {"train": {"epochs": 2}}, Named("pgd_at"))
+    tasks = [prefix, *fake_plan()]
+    priors = {"p0": 20.0, "t0": 100.0, "t1": 100.0, "s0": 10.0, "a0": 20.0, "e0": 5.0, "e1": 5.0}
+    guessed, measured = Progress(False, estimates=priors, calibrated=False), Progress(False, estimates=priors)
+    for prog in (guessed, measured):
+        prog.start_plan(tasks)
+        prog.started(prefix)
+        prog.epoch_done(prefix, 1, 2, 2.0)  # 2 s for an epoch estimated at 10 s: the guess is 5x slow
+    assert guessed.estimate(tasks[3]) == pytest.approx(2.0) and measured.estimate(tasks[3]) == 10.0
+    assert guessed.estimate(tasks[1]) == pytest.approx(20.0)  # another defence's training: its prior x 0.2
+    trades = FakeTask("train", "t9", "train trades", {"train": {"epochs": 10}}, Named("trades"))
+    measured.estimates["t9"] = 50.0
+    assert measured.estimate(trades) == pytest.approx(10.0)  # a training not timed yet: the epochs' correction (0.2)
+    measured.finished(prefix, "ran", 8.0)  # a prefix is training: 8 s for 20 estimated
+    assert measured.estimate(trades) == pytest.approx(50.0 * (0.2 + 0.4) / 2)
+    guessed.finished(tasks[3], "ran", 5.0)  # the sanity check took half its prior
+    assert guessed.estimate(tasks[5]) == pytest.approx(5.0 * (0.2 * 0.5) ** 0.5)  # eval: geometric mean of train and sanity
+    guessed.ratio.clear()
+    assert guessed.estimate(tasks[4]) == 20.0  # nothing measured: the prior as it is
 
 
 def test_progress_without_priors_says_what_is_not_timed_yet(capsys: pytest.CaptureFixture) -> None:
