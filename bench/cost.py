@@ -31,7 +31,7 @@ from torch.utils.flop_counter import flop_registry
 
 from bench.data import STATIC_INFO
 from bench.modes import frozen_eval
-from bench.progress import duration
+from bench.progress import duration, estimate_kind
 from bench.store import atomic_write_text, default_cache_dir
 
 DEFAULT_FLOP_S = {
@@ -150,19 +150,27 @@ def save_measurement(cache_dir: Path, device: torch.device, profile: dict[str, A
     return path
 
 
+def _saved(device: torch.device, cache_dir: Path | None) -> tuple[dict[str, Any] | None, Path]:
+    """What ``bench profile`` saved for ``device`` (None: nothing readable) and where."""
+    path = measurement_path(cache_dir or default_cache_dir(), device)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, path
+    return (saved if isinstance(saved, dict) else None), path
+
+
 def measured(device: torch.device, cache_dir: Path | None = None) -> bool:
-    """Whether ``bench profile`` saved a measurement for ``device`` (else the estimates are a guess)."""
-    return measurement_path(cache_dir or default_cache_dir(), device).is_file()
+    """Whether the estimates for ``device`` come from a ``bench profile`` measurement (else from a guess)."""
+    return _saved(device, cache_dir)[0] is not None
 
 
 def throughput(device: torch.device, cache_dir: Path | None = None) -> tuple[dict[str, dict[str, float]], str]:
     """FLOP/s for ``train`` and ``eval`` per precision on ``device``, and where they come from."""
-    path = measurement_path(cache_dir or default_cache_dir(), device)
+    saved, path = _saved(device, cache_dir)
     guess = DEFAULT_FLOP_S.get(device.type, DEFAULT_FLOP_S["cpu"])
     out = {k: {"fp32": guess, "bf16": guess} for k in ("train", "eval")}
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if saved is None:
         return out, f"a guessed {guess / 1e9:.0f} GFLOP/s (run `bench profile` on this machine to measure)"
     for kind in ("train", "eval"):
         for p, v in (saved.get(f"{kind}_flop_s") or {}).items():
@@ -219,7 +227,7 @@ def task_flops(task: Any, plan: Any, f: float) -> tuple[float, str]:
     suite = plan.suite
     ev = plan.eval_spec
     n_test = min(ev.n_examples or 10**9, TEST_SIZES.get(suite.dataset.name, 10000))
-    if task.kind in ("train", "prefix"):
+    if estimate_kind(task) == "train":
         spec = suite.train
         n_train = TRAIN_SIZES.get(suite.dataset.name, 50000) * (1 - spec.val_fraction)
         n_train = min(n_train, spec.subset or n_train)
@@ -251,7 +259,7 @@ def estimate_seconds(task: Any, plan: Any, device: torch.device, cache_dir: Path
         cache["f"] = forward_flops(plan)
         cache["rate"], cache["source"] = throughput(device, cache_dir)
     flops, precision = task_flops(task, plan, cache["f"])
-    kind = "train" if task.kind in ("train", "prefix") else "eval"
+    kind = "train" if estimate_kind(task) == "train" else "eval"
     return flops / cache["rate"][kind][precision]
 
 

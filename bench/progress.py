@@ -44,14 +44,14 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def kind(task: Any) -> str:
-    """A task's kind for estimates: a prefix's epochs are training epochs."""
+def estimate_kind(task: Any) -> str:
+    """The kind whose measurements and FLOP/s estimate ``task``: a prefix's epochs are training epochs."""
     return "train" if task.kind == "prefix" else task.kind
 
 
 def group(task: Any) -> tuple:
     """Tasks expected to take about as long: a defence's training runs, an attack's evaluations."""
-    if task.kind in ("train", "prefix"):  # a prefix's epochs are its defence's
+    if estimate_kind(task) == "train":  # a prefix's epochs are its defence's
         return ("train", getattr(task.defence, "name", ""), len(getattr(task, "averagers", ())))
     attack = getattr(task, "attack", None)
     if attack is not None:
@@ -152,7 +152,7 @@ class Progress:
             self.kind_seconds[task.kind].append(seconds)
             prior = self.estimates.get(task.key)
             if prior:
-                self.ratio[kind(task)].append(seconds / prior)
+                self.ratio[estimate_kind(task)].append(seconds / prior)
         if status in ("cached", "skipped"):
             return
         at = f" on {where}" if where else ""
@@ -182,7 +182,7 @@ class Progress:
             return _mean(self.seconds[g])
         prior = self.estimates.get(task.key)
         if prior is not None:
-            return prior * self._correction(kind(task))
+            return prior * self._correction(estimate_kind(task))
         if self.kind_seconds.get(task.kind):
             return _mean(self.kind_seconds[task.kind])
         return None
@@ -244,7 +244,7 @@ class Progress:
 
 def _epochs(task: Any) -> int | None:
     """The number of epochs a training task runs (None for other tasks)."""
-    epochs = getattr(task, "epochs", None) if task.kind in ("train", "prefix") else None
+    epochs = getattr(task, "epochs", None) if estimate_kind(task) == "train" else None
     return epochs if isinstance(epochs, int) else None
 
 

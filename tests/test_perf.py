@@ -344,6 +344,8 @@ def test_estimates_use_the_measured_throughput(tmp_path: Path) -> None:
     assert not cost.measured(device, tmp_path / "cache")
     path = cost.measurement_path(tmp_path / "cache", device)
     path.parent.mkdir(parents=True)
+    path.write_text("[1, 2")  # unreadable: the guess, and the ETA is told so
+    assert not cost.measured(device, tmp_path / "cache") and cost.estimates(plan, device, tmp_path / "cache") == guessed
     rate = cost.DEFAULT_FLOP_S["cpu"]
     path.write_text(json.dumps({"train_flop_s": {"fp32": rate * 10}, "eval_flop_s": {"fp32": rate * 100}}))
     measured = cost.estimates(plan, device, tmp_path / "cache")
