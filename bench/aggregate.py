@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import stats
+from bench import parity, stats
 from bench.params import to_plain
 from bench.plan import EvalJob, Plan
 from bench.registry import ATTACKS
@@ -92,9 +92,10 @@ def cell_fields(cell: stats.CellStats) -> dict[str, Any]:
     }
 
 
-def _parity(check: dict[str, Any]) -> dict[str, Any]:
-    """An eval.precision bf16 evaluation's fp32 parity slice, as row columns (pooled by the leaderboard's note)."""
-    return {"bf16_parity_pp": check["diff_pp"], "bf16_parity_n": check["n"], "bf16_parity_flips": check["flips"]}
+def _ran(manifest: dict[str, Any]) -> str | None:
+    """The precision path an entry ran (``auto`` resolved where it ran); entries from before ``auto``: the asked one."""
+    fast = manifest.get("fast_paths") or {}
+    return fast.get("precision_ran") or fast.get("precision")
 
 
 def _run_rows(
@@ -121,8 +122,9 @@ def _run_rows(
                 "attack_version": ejob.attack.version,
                 "eval_seconds": metrics.get("seconds"),
                 "eval_device": eval_manifest.get("provenance", {}).get("device"),
+                "eval_precision": _ran(eval_manifest),
                 "max_perturbation": metrics.get("max_dist"),  # largest distance of x_adv from x (in the threat's norm); > eps is an error
-                **(_parity(metrics["parity"]) if "parity" in metrics else {}),  # eval.precision bf16
+                **(parity.row_fields(metrics["parity"]) if "parity" in metrics else {}),  # a low-precision evaluation
                 **_params("attack", ejob.attack.params),
             }
         )
@@ -132,6 +134,9 @@ def _run_rows(
     outcomes.setdefault((jobs[0].display, CLEAN), {})[tjob.seed] = (ref_ids, clean)
     compared = [{**r, "sample_id": ids, "robust": robust} for r, (ids, _, robust) in zip(run_rows, results)]
     flags = run_flags(checks, compared)
+    flags.update(parity.parity_flags(run_rows))
+    if flags.get("parity_message"):
+        flags["flags"] = "; ".join(m for m in (flags.get("flags"), flags.pop("parity_message")) if m)
     if len(run_rows) == len(jobs):
         common, worst = worst_case([(ids, robust) for ids, _, robust in results])
         outcomes.setdefault((jobs[0].display, WORST), {})[tjob.seed] = (common, worst)
@@ -157,6 +162,7 @@ def _run_rows(
         "train_key": tjob.key,
         "defence_version": tjob.defence.version,
         "train_seconds": manifest.get("seconds"),
+        "train_precision": _ran(manifest),
         "best_epoch": _one_based(manifest.get("weights", {}).get(first.weights.tag, {}).get("best_epoch")),
         **flags,
         **health_flags(manifest.get("health", {}), flags.get("flags", "")),

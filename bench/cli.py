@@ -68,7 +68,8 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where tasks run (see README: Running on many GPUs or a cluster)")
     g.add_argument("--executor", choices=["local", "ray", "slurm"], default=None, help="local (default), ray or slurm")
     g.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="YAML with executor: and its options (the flags below win)")
-    g.add_argument("--workers", type=int, default=None, metavar="N", help="local: N worker processes (one per visible GPU, or CPU threads split)")
+    g.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help="local: N worker processes (one per visible GPU, or CPU threads split); auto = one per GPU, or per core as the tasks allow")
     g.add_argument("--ray-address", default=None, metavar="ADDR", help="ray: join this cluster (default: start a local one)")
     g.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition (default: the cluster's default)")
     g.add_argument("--slurm-time", dest="slurm_time_min", type=int, default=None, metavar="MIN", help="slurm: time limit per task in minutes (requeued and resumed past it)")
@@ -180,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     local = executor.name == "local" and executor.workers == 1
     device = resolve_device(args.device) if local else args.device  # resolved by each worker otherwise
+    if executor.name == "local" or (executor.name == "ray" and not executor.ray_address):  # the tasks run on this machine
+        _warn_precision(suite, resolve_device(args.device), args.cache_dir or default_cache_dir())
     summary = run_suite(
         suite, args.cache_dir, args.results_dir, device, limit=args.limit, data_dir=args.data_dir,
         progress=not args.quiet, debug=args.debug, executor=executor,
@@ -193,6 +196,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"leaderboard: {out / 'leaderboard.md'}")
     return _report_failures(summary)
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: a positive number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or auto, got {text!r}") from None
+
+
+def _warn_precision(suite, device, cache_dir) -> None:
+    """One line per explicit precision this machine only emulates (``bench/native.py``), on stderr."""
+    from bench.native import precision_warnings
+
+    for line in precision_warnings(suite, device, cache_dir):
+        print(f"bench: warning: {line}", file=sys.stderr)
 
 
 def _report_failures(summary) -> int:
@@ -242,7 +263,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     device = check_device(args.device) or resolve_device()  # an estimate for a device this machine lacks is fine
     suite = load_suite(args.suite, args.set)
     plan, store = expand(suite, args.limit), Store(args.cache_dir or default_cache_dir())
+    _warn_precision(suite, device, store.root)
     print_plan(plan, store)
+    if "auto" in (suite.train.precision, suite.eval.precision):
+        from bench.native import explain
+
+        print(f"  precision auto on {device.type} here: {explain('auto', device, store.root)} (each worker decides for its own device)")
     print(summary(plan, device, store))
     print("ok")
     return 0

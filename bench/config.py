@@ -109,10 +109,12 @@ class TrainSpec:
     subset: int | None = None  # train on a seeded subset of this many examples (after the val split)
     selection: Literal["last", "best_val"] = "best_val"
     val_attack: ValAttackSpec = ValAttackSpec()
-    # fast paths (bench/precision.py; README "Speed"): bf16 autocast around the defence's whole loss, attack
-    # steps included (keyed when not fp32); channels_last, torch.compile and fuse_bn (eval-mode adversaries
-    # and validation attacks against the model with its BatchNorms folded) are parity-tested and not keyed
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # fast paths (bench/precision.py; README "Speed"): the precision of the defence's whole loss, attack
+    # steps included: fp32, bf16/fp16 autocast, tf32 (CUDA), or auto (the fastest path the device runs
+    # natively, resolved where the task runs: bench/native.py); keyed when not fp32, auto keyed as auto.
+    # channels_last, torch.compile and fuse_bn (eval-mode adversaries and validation attacks against the
+    # model with its BatchNorms folded) are parity-tested and not keyed
+    precision: Literal["fp32", "bf16", "fp16", "tf32", "auto"] = "fp32"
     channels_last: bool = False
     compile: bool = False
     fuse_bn: bool = False
@@ -140,8 +142,9 @@ class EvalSpec:
     n_examples: int | None = None  # None = the whole test set
     batch_size: int = 500
     subset_seed: int = 0  # which test examples when n_examples is smaller than the test set
-    # bf16: attacks under bf16 autocast, predictions re-checked in fp32, a fp32 parity slice reported (keyed)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # bf16/fp16/tf32/auto (as train.precision): attacks in that path, predictions re-checked in fp32, a
+    # fp32 parity slice reported when the path is not fp32 (keyed when not fp32)
+    precision: Literal["fp32", "bf16", "fp16", "tf32", "auto"] = "fp32"
     # cascade: each attack runs only on the points no attack to its left broke (keyed by those evaluations)
     cascade: bool = False
     # channels_last: evaluated models (attacks, sanity checks, analyses) in channels_last layout; fuse_bn:

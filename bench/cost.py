@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from bench.data import STATIC_INFO
+from bench.env import device_slug
 from bench.modes import frozen_eval
+from bench.native import cpu_speeds, resolve
 from bench.progress import duration, estimate_kind
 from bench.store import atomic_write_text, default_cache_dir
 
@@ -111,27 +112,6 @@ def model_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.de
     return total
 
 
-def device_slug(device: torch.device) -> str:
-    """A file-name-safe name of the device: ``cpu-amd-epyc-...`` or ``cuda-nvidia-h200``."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = _cpu_model()
-    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def measurement_path(cache_dir: Path, device: torch.device) -> Path:
     return Path(cache_dir) / "perf" / f"{device_slug(device)}.json"
 
@@ -139,8 +119,8 @@ def measurement_path(cache_dir: Path, device: torch.device) -> Path:
 def save_measurement(cache_dir: Path, device: torch.device, profile: dict[str, Any]) -> Path:
     """Keep what ``bench profile`` measured (FLOP/s per precision, train and eval) for the estimates."""
     fwd = profile["forward_flops_per_image"]
-    train = {p: max((r["flop_s"] for r in profile["train"] if r.get("precision") == p and "flop_s" in r), default=None)
-             for p in ("fp32", "bf16")}  # fmt: skip
+    paths = dict.fromkeys(r["precision"] for r in profile["train"] if "flop_s" in r)
+    train = {p: max(r["flop_s"] for r in profile["train"] if r.get("precision") == p and "flop_s" in r) for p in paths}
     pgd = {e["precision"]: e["img_s"] * 41 * fwd for e in profile["eval"] if e["attack"] == "PGD-20" and e.get("paths", "plain") == "plain"}
     record = {"device": profile["device"], "model": profile["model"], "train_flop_s": train, "eval_flop_s": pgd,
               "threads": profile["threads"], "load_avg": profile["load_avg"]}  # fmt: skip
@@ -169,7 +149,7 @@ def throughput(device: torch.device, cache_dir: Path | None = None) -> tuple[dic
     """FLOP/s for ``train`` and ``eval`` per precision on ``device``, and where they come from."""
     saved, path = _saved(device, cache_dir)
     guess = DEFAULT_FLOP_S.get(device.type, DEFAULT_FLOP_S["cpu"])
-    out = {k: {"fp32": guess, "bf16": guess} for k in ("train", "eval")}
+    out = {k: {"fp32": guess} for k in ("train", "eval")}
     if saved is None:
         return out, f"a guessed {guess / 1e9:.0f} GFLOP/s (run `bench profile` on this machine to measure)"
     for kind in ("train", "eval"):
@@ -260,7 +240,18 @@ def estimate_seconds(task: Any, plan: Any, device: torch.device, cache_dir: Path
         cache["rate"], cache["source"] = throughput(device, cache_dir)
     flops, precision = task_flops(task, plan, cache["f"])
     kind = "train" if estimate_kind(task) == "train" else "eval"
-    return flops / cache["rate"][kind][precision]
+    return flops / path_rate(cache["rate"][kind], precision, device, cache_dir)
+
+
+def path_rate(rates: dict[str, float], precision: str, device: torch.device, cache_dir: Path | None) -> float:
+    """FLOP/s of ``precision`` (``auto`` resolved on ``device``): measured, else fp32's scaled by the
+    precision probe's ratio on a CPU (an emulated bf16 is estimated as slow as it runs), else fp32's."""
+    path = resolve(precision, device, cache_dir)
+    if path in rates:
+        return rates[path]
+    if device.type == "cpu" and path in ("bf16", "fp16"):
+        return rates["fp32"] * cpu_speeds(cache_dir)["ratios"].get(path, 1.0)
+    return rates["fp32"]
 
 
 def estimates(plan: Any, device: torch.device, cache_dir: Path | None = None) -> dict[str, float]:

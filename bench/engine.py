@@ -27,12 +27,14 @@ from bench.config import load_suite
 from bench.data import load_dataset
 from bench.env import provenance
 from bench.errors import BenchError
-from bench.evaluate import Flags, parity, pool_parity, robust_flags, subset_indices
+from bench.evaluate import Flags, parity, robust_flags, subset_indices
 from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.params import to_plain
 from bench.plan import AnalysisJob, EvalJob, Plan, PrefixJob, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, shared_start, wa_tag
-from bench.precision import fuse_bn, prepare
+from bench.native import resolve
+from bench.parity import pool as pool_parity
+from bench.precision import configure, fuse_bn, prepare
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
 from bench.sanity import sanity_checks
@@ -58,7 +60,17 @@ class WorkerContext:
         self._external: dict[str, torch.nn.Module] = {}  # checkpoints rows by train key
         self._preloaded: set[str] = set()  # of those, the models handed to bench.evaluate
         self._test: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
+        self._paths: dict[str, str] = {}
         self.provenance = provenance(device)
+        configure(device)
+
+    def path(self, kind: str) -> str:
+        """The path ``train.precision`` (``kind="train"``) or ``eval.precision`` runs on this worker's device:
+        ``auto`` resolved here, where the task runs (``bench/native.py``; the probe is kept in the cache)."""
+        if kind not in self._paths:
+            spec = self.plan.suite.train if kind == "train" else self.plan.eval_spec
+            self._paths[kind] = resolve(spec.precision, self.device, self.store.root)
+        return self._paths[kind]
 
     @property
     def splits(self) -> DatasetSplits:
@@ -131,7 +143,8 @@ def _prefix(job: PrefixJob, ctx: WorkerContext) -> None:
     """The epochs several trainings share: trained once, the state after them saved as the entry."""
     store, partial = ctx.store, ctx.store.partial("prefix", job.key)
     result = train_model(
-        job.as_train(), ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=partial, stop_after=job.epochs
+        job.as_train(), ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=partial, stop_after=job.epochs,
+        precision=ctx.path("train"),
     )  # fmt: skip
     with store.writer("prefix", job.key) as tmp:
         shutil.copyfile(partial / TrainState.FILE, tmp / TrainState.FILE)
@@ -142,7 +155,7 @@ def _prefix(job: PrefixJob, ctx: WorkerContext) -> None:
             "data_source": ctx.splits.source,
             "provenance": ctx.provenance,
             "shared_by": list(job.shared_by),
-            "fast_paths": _fast_paths(ctx.plan.suite.train),
+            "fast_paths": _fast_paths(ctx.plan.suite.train, result.precision),
         }
         write_json(tmp / "manifest.json", manifest)
 
@@ -160,7 +173,7 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
     store = ctx.store
     result = train_model(
         job, ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=store.partial("train", job.key),
-        start=lambda: _shared_state(job, ctx),
+        start=lambda: _shared_state(job, ctx), precision=ctx.path("train"),
     )  # fmt: skip
     selections: dict[str, tuple[Any, Selection]] = {"raw": (None, result.raw)}
     selections.update({wa_tag(wa): (wa, sel) for wa, sel in result.averaged.items()})
@@ -179,7 +192,7 @@ def _train(job: TrainJob, ctx: WorkerContext) -> None:
             "health": result.health,
             "resumed_from_epoch": result.resumed_from,
             "started_from": result.started_from,
-            "fast_paths": _fast_paths(ctx.plan.suite.train),
+            "fast_paths": _fast_paths(ctx.plan.suite.train, result.precision),
             "weights": {
                 tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}
                 for tag, (wa, sel) in selections.items()
@@ -207,8 +220,8 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
         flags = shards.merge(parts, ids, job.label)
         seconds = sum(m["seconds"] for m in metrics)
         result = Flags(flags["clean"], flags["robust"], max(m["max_dist"] for m in metrics), seconds)
-        if ev.precision != "fp32":  # each shard checked its own first points in fp32
-            result.parity = pool_parity([m["parity"] for m in metrics])
+        if any("parity" in m for m in metrics):  # each shard checked a slice of its own points in fp32
+            result.parity = pool_parity([m["parity"] for m in metrics if "parity" in m])
     else:
         mask = _survivors(job, ctx, ids, x.device)
         result = _attacked(job, ctx, x, y, f"{job.display}/{job.column}", attack_mask=mask)
@@ -220,18 +233,20 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
 
 def _attacked(job: EvalJob | ShardJob, ctx: WorkerContext, x: torch.Tensor, y: torch.Tensor, name: str, **options: Any) -> Flags:
     """The flags of ``job``'s attack on ``x, y`` with the suite's evaluation options (resumable from the
-    task's partial state; ``options``: ``attack_mask``, ``batch_seeds``) and, in bf16, the fp32 parity
-    slice of these points. The attack's randomness is a function of the task's key."""
-    ev, threat, attack = ctx.plan.eval_spec, _threat(job, ctx), _attack(job, ctx)
+    task's partial state; ``options``: ``attack_mask``, ``batch_seeds``) and, in a path other than fp32,
+    the fp32 parity slice of these points. The attack's randomness (and the slice) is a function of the task's key."""
+    ev, threat, attack, path = ctx.plan.eval_spec, _threat(job, ctx), _attack(job, ctx), ctx.path("eval")
     model = ctx.load_model(job.weights)
-    torch.manual_seed(int(job.key[:8], 16))
+    seed = int(job.key[:8], 16)
+    torch.manual_seed(seed)
     result = robust_flags(
         model, x, y, attack, threat.eps_float, ev.batch_size, name, ctx.progress,
-        state=ctx.store.partial(job.kind, job.key) / "progress.npz", norm=threat.norm, precision=ev.precision, **options,
+        state=ctx.store.partial(job.kind, job.key) / "progress.npz", norm=threat.norm, precision=path, **options,
     )  # fmt: skip
-    if ev.precision != "fp32":
-        torch.manual_seed(int(job.key[:8], 16))
-        result.parity = parity(model, x, y, attack, threat.eps_float, ev.batch_size, name, result, threat.norm, options.get("attack_mask"))
+    if path != "fp32":
+        torch.manual_seed(seed)
+        result.parity = parity(model, x, y, attack, threat.eps_float, ev.batch_size, name, result, seed, path, threat.norm,
+                               options.get("attack_mask"))  # fmt: skip
     return result
 
 
@@ -269,27 +284,29 @@ def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, f
             "max_dist": flags.max_dist,
             "seconds": round(flags.seconds, 3),
         }
-        if flags.parity is not None:  # eval.precision bf16: the fp32 parity slice
+        if flags.parity is not None:  # a low-precision evaluation: the fp32 parity slice
             metrics["parity"] = flags.parity
         write_json(tmp / "metrics.json", metrics)
         manifest = {
             "attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn),
             "provenance": ctx.provenance,
-            "fast_paths": _fast_paths(ctx.plan.eval_spec),
+            "fast_paths": _fast_paths(ctx.plan.eval_spec, ctx.path("eval")),
         }
         write_json(tmp / "manifest.json", {**manifest, **(extra or {})})
 
 
-def _fast_paths(spec: Any) -> dict[str, Any]:
-    """The fast-path options of a train or eval spec, as its entries' manifests record them."""
-    return {k: getattr(spec, k) for k in ("precision", "channels_last", "compile", "fuse_bn") if hasattr(spec, k)}
+def _fast_paths(spec: Any, ran: str) -> dict[str, Any]:
+    """The fast-path options of a train or eval spec, as its entries' manifests record them, with the
+    precision path that actually ran (``precision_ran``: ``auto`` resolved on this device)."""
+    out = {k: getattr(spec, k) for k in ("precision", "channels_last", "compile", "fuse_bn") if hasattr(spec, k)}
+    return {**out, "precision_ran": ran}
 
 
 def _sanity(job: SanityJob, ctx: WorkerContext) -> None:
     _, x, y = ctx.test_data()
     model = ctx.load_model(job.weights)
     torch.manual_seed(int(job.key[:8], 16))
-    checks = sanity_checks(model, x, y, ctx.plan.eval_spec.batch_size, ctx.plan.eval_spec.precision)
+    checks = sanity_checks(model, x, y, ctx.plan.eval_spec.batch_size, ctx.path("eval"))
     with ctx.store.writer("sanity", job.key) as tmp:
         write_json(tmp / "checks.json", checks)
 
@@ -306,7 +323,7 @@ def _analyze(job: AnalysisJob, ctx: WorkerContext) -> None:
         for a, column in zip(plan.attacks, plan.columns)
         if ATTACKS.get(a.name).caps["family"] in ("fgsm", "iterative")
     }
-    arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks, plan.eval_spec.precision)
+    arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks, ctx.path("eval"))
     with ctx.store.writer("analysis", job.key) as tmp:
         np.savez_compressed(tmp / "arrays.npz", **arrays)
         write_json(tmp / "metrics.json", metrics)

@@ -41,6 +41,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-examples", type=int, default=None, metavar="N", help="test examples (default: the whole test set)")
     p.add_argument("--batch-size", type=int, default=500, metavar="N", help="evaluation batch size (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="which test examples when N is smaller than the test set (default: 0)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "tf32", "auto"),
+                   help="attack precision, as eval.precision: auto = the fastest path this device runs natively (default: fp32)")
     p.add_argument("--name", default=None, help="row label (default: the file name without .pt)")
     p.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking sanity checks")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -68,8 +70,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bench.registry import MODELS
 
     attacks = [_yaml_arg(a, f"--attack[{i}]") for i, a in enumerate(args.attacks)] if args.attacks else list(DEFAULT_ATTACKS)
-    labels = {"dataset": "--dataset", "attacks": "--attack", "eps": "--eps", "norm": "--norm", "eval": "--n-examples/--batch-size/--seed"}
-    request = parse_request(_yaml_arg(args.dataset, "--dataset"), attacks, args.eps, args.norm, args.n_examples, args.batch_size, args.seed, labels)
+    labels = {"dataset": "--dataset", "attacks": "--attack", "eps": "--eps", "norm": "--norm", "eval": "--n-examples/--batch-size/--seed/--precision"}
+    request = parse_request(
+        _yaml_arg(args.dataset, "--dataset"), attacks, args.eps, args.norm, args.n_examples, args.batch_size, args.seed, labels, args.precision
+    )  # fmt: skip
     model_ref = parse_ref(MODELS, _yaml_arg(args.model, "--model"), "--model")
     path = args.checkpoint  # every Path argument arrives with ~ expanded (cli.main)
     problem = file_problem(path)

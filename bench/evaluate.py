@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ from bench.data.loader import to_unit
 from bench.errors import EvaluationError
 from bench.faults import fault_point
 from bench.modes import frozen_eval
-from bench.precision import autocast
+from bench.parity import check, parity_slice
+from bench.precision import attack_model, autocast
 from bench.progress import Progress
 from bench.store import atomic_write_bytes
 
@@ -38,7 +40,7 @@ class Flags:
     robust: np.ndarray  # bool per sample (False where clean is False)
     max_dist: float
     seconds: float
-    parity: dict[str, float | int] | None = None  # eval.precision bf16: the fp32 check (``parity``)
+    parity: dict[str, Any] | None = None  # a low-precision evaluation's fp32 check (``parity``)
 
     @property
     def clean_acc(self) -> float:
@@ -72,8 +74,9 @@ def robust_flags(
     With ``state`` (a file in the store's partial area), the per-sample flags so far and the RNG
     state are saved every ``EVAL_SAVE_S`` seconds; a killed evaluation resumes from there and gives
     the flags an uninterrupted one gives. With ``batch_seeds`` each batch first seeds the torch RNG
-    with its own seed (sharded evaluation: ``bench/shards.py``). ``precision`` bf16 runs the attack
-    under bf16 autocast (predictions stay fp32). With ``attack_mask`` (bool per sample, on the
+    with its own seed (sharded evaluation: ``bench/shards.py``). ``precision`` (a resolved path:
+    ``bench/native.py``) is the attack's context: bf16/fp16 autocast (fp16 through the input-gradient
+    scaling view, ``bench.precision.attack_model``) or TF32; predictions stay fp32. With ``attack_mask`` (bool per sample, on the
     device), only the points it marks are attacked; the others count as not robust (``eval.cascade``:
     the points an earlier attack already broke).
     """
@@ -104,7 +107,7 @@ def robust_flags(
             if target.any():
                 xs, ys = xb[target], yb[target]
                 with autocast(xb.device, precision):
-                    x_adv = attack(model, xs, ys)
+                    x_adv = attack(attack_model(model, precision), xs, ys)
                 if model.training or any(m.training for m in model.modules()):
                     raise EvaluationError(f"attack {name!r} changed the model's mode (it must stay in eval mode)")
                 max_dist = max(max_dist, check_adversarial(name, xs, x_adv, eps, norm=norm))
@@ -155,53 +158,14 @@ def subset_indices(n_total: int, n_examples: int | None, seed: int) -> np.ndarra
     return np.sort(np.random.RandomState(seed).permutation(n_total)[:n_examples])
 
 
-# eval.precision bf16: the first parity_size(n) evaluated points of each evaluation are also attacked in fp32
-PARITY_MIN, PARITY_MAX, PARITY_SHARE = 16, 64, 16  # between 16 and 64 points, about 1/16 of the evaluation
-
-
-def parity_size(n: int) -> int:
-    """Points of an ``n``-point bf16 evaluation re-attacked in fp32: n/16, at least 16 and at most 64 (all if fewer).
-
-    Small per evaluation on purpose: the check is for a systematic gap (bf16 weakening an attack),
-    which shows in the slices pooled over a run (the leaderboard's note), not in one 16-point slice.
-    """
-    return min(n, max(PARITY_MIN, min(PARITY_MAX, n // PARITY_SHARE)))
-
-
 def parity(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn, eps: float, batch_size: int, name: str,
-    bf16: Flags, norm: str = "Linf", attack_mask: torch.Tensor | None = None,
-) -> dict[str, float | int]:  # fmt: skip
-    """The bf16 evaluation's check: the first ``parity_size(n)`` points attacked again in fp32.
-
-    Reports the robust accuracy of both on that slice, their difference in percentage points and the
-    number of points whose flag differs (the attack's randomness differs between the two runs, so a
-    few flips on margins are expected; a systematic gap means bf16 weakens the attack).
-    """
-    n = parity_size(len(y))
-    mask = None if attack_mask is None else attack_mask[:n]
-    fp32 = robust_flags(model, x[:n], y[:n], attack, eps, batch_size, f"{name} fp32 parity", norm=norm, attack_mask=mask)
-    low = bf16.robust[:n]
-    return {
-        "n": n,
-        "robust_acc_bf16": float(low.mean()) if n else float("nan"),
-        "robust_acc_fp32": fp32.robust_acc,
-        "diff_pp": 100 * (float(low.mean()) - fp32.robust_acc) if n else 0.0,
-        "flips": int((low != fp32.robust).sum()),
-        "seconds": round(fp32.seconds, 3),
-    }
-
-
-def pool_parity(checks: list[dict[str, float | int]]) -> dict[str, float | int]:
-    """Several parity slices as one (a sharded evaluation: one slice per shard)."""
-    n = sum(int(c["n"]) for c in checks)
-    pooled = lambda key: sum(c[key] * c["n"] for c in checks) / n if n else float("nan")  # noqa: E731
-    low, high = pooled("robust_acc_bf16"), pooled("robust_acc_fp32")
-    return {
-        "n": n,
-        "robust_acc_bf16": low,
-        "robust_acc_fp32": high,
-        "diff_pp": 100 * (low - high) if n else 0.0,
-        "flips": sum(int(c["flips"]) for c in checks),
-        "seconds": round(sum(c["seconds"] for c in checks), 3),
-    }
+    low: Flags, seed: int, path: str, norm: str = "Linf", attack_mask: torch.Tensor | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The low-precision evaluation's check (``bench/parity.py``): a random slice of its points, drawn
+    with ``seed``, attacked again in fp32 and compared per sample with ``low``'s flags."""
+    idx = parity_slice(len(y), seed)
+    index = torch.from_numpy(idx).to(x.device)
+    mask = None if attack_mask is None else attack_mask[index]
+    fp32 = robust_flags(model, x[index], y[index], attack, eps, batch_size, f"{name} fp32 parity", norm=norm, attack_mask=mask)
+    return check(path, low.robust[idx], fp32.robust, fp32.seconds)

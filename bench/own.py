@@ -56,7 +56,8 @@ class EvalRequest:
 
 
 def parse_request(
-    dataset: Any, attacks: Any, eps: Any, norm: str, n_examples: int | None, batch_size: int, seed: int, labels: dict[str, str]
+    dataset: Any, attacks: Any, eps: Any, norm: str, n_examples: int | None, batch_size: int, seed: int, labels: dict[str, str],
+    precision: str = "fp32",
 ) -> EvalRequest:
     """Validate the arguments as a suite's ``dataset:``, ``attacks:``, ``threat:`` and ``eval:`` (same errors)."""
     if isinstance(attacks, (str, dict)):
@@ -64,7 +65,7 @@ def parse_request(
     canonical = {n.lower(): n for n in NORMS}.get(norm.lower()) if isinstance(norm, str) else None
     if canonical is None:
         raise ConfigError(labels["norm"], f"expected Linf or L2, got {show(norm)}")
-    ev = build(EvalSpec, {"n_examples": n_examples, "batch_size": batch_size, "subset_seed": seed}, labels["eval"])
+    ev = build(EvalSpec, {"n_examples": n_examples, "batch_size": batch_size, "subset_seed": seed, "precision": precision}, labels["eval"])
     return EvalRequest(
         parse_ref(DATASETS, dataset, labels["dataset"]),
         parse_ref_list(ATTACKS, list(attacks) if isinstance(attacks, (list, tuple)) else attacks, labels["attacks"]),
@@ -137,6 +138,7 @@ def evaluate(
     name: str | None = None,
     sanity: bool = True,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Evaluation:
     """Evaluate ``model`` (any ``nn.Module`` on [0,1] inputs) as a leaderboard row; cached by its weights.
 
@@ -145,10 +147,12 @@ def evaluate(
     ``L2`` (any case). ``n_examples`` test examples (None: all) drawn with ``seed``. ``normalize=(mean,
     std)`` when the model expects normalised inputs. ``name`` labels the row (default: the class name).
     ``sanity=False`` skips the gradient-masking checks. ``device="auto"``: CUDA when available; the
-    model is copied there if it lives elsewhere (your model is never moved).
+    model is copied there if it lives elsewhere (your model is never moved). ``precision`` is a suite's
+    ``eval.precision``: ``fp32`` (default), ``bf16``, ``fp16``, ``tf32`` or ``auto`` (the fastest path
+    this device runs natively; keyed as ``auto``, the path that ran recorded with the results).
     """
     labels = {k: f"{WHERE}: {k}" for k in ("dataset", "attacks", "eps", "norm", "eval")}
-    request = parse_request(dataset, attacks, eps, norm, n_examples, batch_size, seed, labels)
+    request = parse_request(dataset, attacks, eps, norm, n_examples, batch_size, seed, labels, precision)
     if not isinstance(model, nn.Module):
         raise BenchError(f"{WHERE}: model: expected a torch.nn.Module, got {type(model).__name__}")
     model_name = _class_name(model)

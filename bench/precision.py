@@ -1,9 +1,19 @@
-"""Fast paths in one place: bf16 autocast, channels_last layout, ``torch.compile``.
+"""Fast paths in one place: low-precision autocast, channels_last layout, ``torch.compile``.
 
-* ``autocast(device, precision)``: bf16 autocast around a block (``fp32``: nothing). Used around the
+* Precisions (``train.precision``, ``eval.precision``): ``fp32``; ``bf16`` and ``fp16`` autocast;
+  ``tf32`` (CUDA: fp32 tensors with TF32 matmuls and convolutions, keyed since it changes numerics);
+  ``auto``, resolved where a task runs into the path it actually runs (``bench/native.py``).
+* ``autocast(device, path)``: the path's context around a block (``fp32``: nothing). Used around the
   defence's whole loss, attack steps included (``train.precision``), and around an attack at
   evaluation (``eval.precision``). Losses reduce in fp32 under autocast; final predictions at
   evaluation are recomputed in fp32 outside it.
+* ``configure(device)``: once per process: ``cudnn.benchmark`` (fixed input shapes) and IEEE fp32
+  matmuls and convolutions on CUDA (PyTorch's default lets cuDNN convolutions use TF32; here TF32 is
+  only ever the explicit ``tf32`` path).
+* fp16's narrow exponent: training scales the loss (``torch.amp.GradScaler``, ``bench/train.py``);
+  attacks take input gradients through :class:`InputGradScaling` (``attack_model``), which scales
+  each example's logit gradient to about 1 before it enters the fp16 backward and divides it out at
+  the input, in fp32, so small gradients of confident points do not underflow to zero.
 * ``to_layout(t, channels_last)``: 4-D tensors (and a model's parameters) in channels_last memory
   format; element-wise attack steps keep the format of their input.
 * ``fuse_bn(model)``: a copy with the BatchNorms after convolutions folded into them (``eval.fuse_bn``,
@@ -18,22 +28,115 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
 from torch import nn
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+Precision = Literal["fp32", "bf16", "fp16", "tf32", "auto"]
+PRECISION_CHOICES: tuple[str, ...] = ("fp32", "bf16", "fp16", "tf32", "auto")  # what a suite may say
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # what `bench profile` times on a CPU by default
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_BACKEND = "inductor"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``precision == "bf16"``; a no-op for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
+    """The context of a resolved precision path on ``device``: bf16/fp16 autocast, TF32 on CUDA, or
+    nothing (``fp32``, and ``tf32`` off CUDA)."""
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=DTYPES[precision])
+    if precision == "tf32" and device.type == "cuda":
+        return _tf32()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _tf32() -> Iterator[None]:
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
+    matmul.fp32_precision = conv.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
+
+
+def configure(device: torch.device) -> None:
+    """Per-process CUDA settings: cuDNN autotuning for fixed shapes, IEEE fp32 unless a block asks for TF32."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+
+
+class _ScaleLogitGrad(torch.autograd.Function):
+    """Identity (to fp32) forward; backward scales the gradient by powers of two (exact) so that each
+    example's largest entry (or, ``per_example=False``, the batch's) lies in [1, 2), recording the
+    factors for :class:`_UnscaleInputGrad`."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, factors: list, per_example: bool) -> torch.Tensor:  # noqa: ANN001
+        ctx.factors, ctx.dtype, ctx.per_example = factors, logits.dtype, per_example
+        return logits.float()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        peak = grad.flatten(1).abs().amax(1)
+        if not ctx.per_example:
+            peak = peak.amax().expand_as(peak)
+        scale = torch.where(peak > 0, torch.exp2(-torch.floor(torch.log2(peak.clamp_min(1e-38)))), torch.ones_like(peak))
+        ctx.factors.append(scale)
+        return (grad * _per_sample(scale, grad)).to(ctx.dtype), None, None
+
+
+class _UnscaleInputGrad(torch.autograd.Function):
+    """Identity forward; backward divides the input gradient (fp32) by the factors the logits' backward used."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factors: list) -> torch.Tensor:  # noqa: ANN001
+        ctx.factors = factors
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        if not ctx.factors:
+            return grad, None
+        return grad / _per_sample(ctx.factors.pop(), grad), None
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class InputGradScaling(nn.Module):
+    """``model`` for attacks under fp16: the same outputs (as fp32), input gradients without underflow.
+
+    Each example's gradient at the logits is scaled by a power of two (exact) to a largest entry in
+    [1, 2) before it flows back through the fp16 network, and divided out at the input in fp32: input
+    gradients equal fp32's up to fp16 rounding, where unscaled ones of confident points (softmax
+    gradients below fp16's 6e-8) round to exactly zero and silently weaken every gradient attack.
+    Per-example factors are exact only when examples do not interact, so with any module in train
+    mode (BatchNorm batch statistics) one factor, from the batch's largest entry, is used for all.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return self.model(x).float()
+        factors: list = []
+        per_example = not any(m.training for m in self.model.modules())
+        return _ScaleLogitGrad.apply(self.model(_UnscaleInputGrad.apply(x, factors)), factors, per_example)
+
+
+def attack_model(model: nn.Module, precision: str) -> nn.Module:
+    """What attacks take gradients through under ``precision``: ``model``, or under fp16 its
+    :class:`InputGradScaling` view."""
+    return InputGradScaling(model) if precision == "fp16" else model
 
 
 def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:

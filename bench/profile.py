@@ -4,7 +4,8 @@ Measured in one run, so the ratios hold on a loaded machine even when the absolu
 
 * **train**: images/s of the defence's full step exactly as ``bench/train.py`` runs it
   (``train_step``: the loss with its attack steps, backward, optimiser step; batches from uint8
-  device tensors), in each precision (fp32, bf16 autocast) x layout (contiguous, channels_last),
+  device tensors), in each precision (``--precisions``; by default fp32 and bf16 on a CPU, fp32,
+  tf32, bf16 (compute capability 8.0 and later) and fp16 on CUDA) x layout (contiguous, channels_last),
   then channels_last with ``train.fuse_bn`` (adversaries crafted on the BN-folded view), optionally
   with ``torch.compile``;
 * **FLOP/s and MFU**: FLOPs of one step counted with ``torch.utils.flop_counter`` (the same in every
@@ -18,7 +19,8 @@ Measured in one run, so the ratios hold on a loaded machine even when the absolu
   for the plain model and for the evaluation fast paths (channels_last, BatchNorms folded).
 
 The measured FLOP/s are saved under the cache directory (``perf/<device>.json``) for the time
-estimates of ``bench validate`` (``bench/cost.py``).
+estimates of ``bench validate`` (``bench/cost.py``). The table also says what ``precision: auto``
+resolves to on this device and why (``bench/native.py``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from bench.attacks.pgd import PGDParams, step_size
 from bench.cost import FlopCount, model_flops, shape_and_classes
 from bench.errors import BenchError, ConfigError
 from bench.modes import frozen_eval
-from bench.precision import PRECISIONS, FoldedView, autocast, fuse_bn, prepare
+from bench.native import explain
+from bench.precision import DTYPES, PRECISION_CHOICES, PRECISIONS, FoldedView, attack_model, autocast, fuse_bn, prepare
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
 from bench.types import DatasetInfo, ThreatModel, TrainContext
 
@@ -85,6 +88,9 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aa", choices=("quick", "standard", "none"), default="quick",
                    help="AutoAttack timed: quick = APGD-CE+APGD-T, 50 it, 2 targets (the quickstart's); standard; none")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) of the fast paths")
+    p.add_argument("--precisions", default=None, metavar="LIST",
+                   help="comma-separated paths to time (fp32,bf16,fp16,tf32; default: fp32,bf16 on a CPU, "
+                        "fp32,tf32,bf16,fp16 on CUDA, bf16 from compute capability 8.0)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--data-dir", default=None, help="dataset root (default: $BENCH_DATA or ~/.cache/bench-data)")
     p.add_argument(
@@ -124,7 +130,7 @@ def peak_matmul(device: torch.device, precision: str, seconds: float | None = No
     reached 187 GFLOP/s in fp32 and the convolution 414, so a matmul-only peak put MFU above 100 %.
     """
     n = 4096 if device.type == "cuda" else 1024
-    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    dtype = DTYPES[precision]
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     x = torch.randn(64, n, 8, 8, device=device).to(dtype).contiguous(memory_format=torch.channels_last)  # 4n x n
@@ -135,7 +141,7 @@ def peak_matmul(device: torch.device, precision: str, seconds: float | None = No
         reps = max(1, int((seconds or PEAK_SECONDS) / 6 / max(per_call, 1e-6)))
         return flops / min(timed(fn, reps, device) for _ in range(3))
 
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, "tf32" if precision == "tf32" else "fp32"):
         return max(speed(lambda: a @ b, 2 * n**3), speed(lambda: torch.conv2d(x, w), 2 * 64 * 64 * n * n))
 
 
@@ -193,13 +199,14 @@ def bench_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fn: An
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
+    scaler = torch.amp.GradScaler(x.device.type) if precision == "fp16" else None  # as bench/train.py
 
     def epoch(limit: int | None = None) -> None:
         model.train()
         for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=True, g=g)):
             if i == limit:
                 return
-            train_step(model, opt, fn, xb, yb, params, ctx, precision, channels_last)
+            train_step(model, opt, fn, xb, yb, params, ctx, precision, channels_last, scaler)
 
     return epoch
 
@@ -228,7 +235,7 @@ def eval_speed(
 
         def run() -> None:
             with autocast(x.device, precision):
-                entry.fn(model, x, y, threat, p)
+                entry.fn(attack_model(model, precision), x, y, threat, p)
 
         start = time.perf_counter()
         run()
@@ -259,11 +266,12 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         step_flops(base, x_dev[: args.batch_size], y_dev[: args.batch_size], defence.fn, params, ctx) / args.batch_size
     )
     f_fwd = model_flops(base, info.shape, device)
-    peak = {p: peak_matmul(device, p) for p in PRECISIONS}
+    paths = precisions(args.precisions, device)
+    peak = {p: peak_matmul(device, p) for p in paths}
 
-    variants = [(p, cl, False, False) for p in PRECISIONS for cl in (False, True)]
-    variants += [(p, True, False, True) for p in PRECISIONS]  # + train.fuse_bn
-    variants += [(p, True, True, False) for p in PRECISIONS] if args.compile else []
+    variants = [(p, cl, False, False) for p in paths for cl in (False, True)]
+    variants += [(p, True, False, True) for p in paths]  # + train.fuse_bn
+    variants += [(p, True, True, False) for p in paths] if args.compile else []
     configs: list[tuple[dict[str, Any], Callable[..., None]]] = [(
         {"config": "reference (textbook)", "precision": "fp32"},
         reference_loop(copy.deepcopy(base), x_u8[:n], y[:n], eps, alpha, attack_steps, args.batch_size, device),
@@ -288,7 +296,7 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     bench_rows = [r for r in rows if "mfu" in r]
     fp32 = max((r for r in bench_rows if r["precision"] == "fp32"), key=lambda r: r["img_s"])  # the fp32 path: layout fast paths on
     best = max(bench_rows, key=lambda r: r["img_s"])
-    evals = _eval_rows(base, x_u8[: args.eval_images].to(device), threat, args.aa)
+    evals = _eval_rows(base, x_u8[: args.eval_images].to(device), threat, args.aa, paths)
     return {
         "device": device_name(device),
         "model": args.model, "dataset": source, "defence": args.defence, "params": params_mod.to_plain(params),
@@ -297,23 +305,38 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "forward_flops_per_image": f_fwd, "train_flops_per_image": flops, "train_flops_in_forwards": flops / f_fwd,
         "peak_matmul_flop_s": peak,
         "train": rows, "eval": evals,
-        "train_img_s": best["img_s"], "best_config": best["config"], "mfu": {p: max(r["mfu"] for r in bench_rows if r["precision"] == p) for p in PRECISIONS},
+        "train_img_s": best["img_s"], "best_config": best["config"], "mfu": {p: max(r["mfu"] for r in bench_rows if r["precision"] == p) for p in paths},
+        "auto": explain("auto", device, args.cache_dir), "precisions": list(paths),
         "speedup_vs_reference": best["speedup"], "fp32_speedup_vs_reference": fp32["speedup"], "fp32_config": fp32["config"],
         "reference_img_s": ref,
     }  # fmt: skip
 
 
-def _eval_rows(model: torch.nn.Module, x_u8: torch.Tensor, threat: ThreatModel, aa: str) -> list[dict[str, Any]]:
+def precisions(text: str | None, device: torch.device) -> tuple[str, ...]:
+    """The paths ``--precisions`` names (checked), or the device's default set."""
+    if text is None:
+        if device.type != "cuda":
+            return PRECISIONS
+        major, _ = torch.cuda.get_device_capability(device)
+        return ("fp32", "tf32", *(("bf16",) if major >= 8 else ()), "fp16")
+    paths = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [p for p in paths if p not in PRECISION_CHOICES or p == "auto"]
+    if bad or not paths:
+        raise ConfigError("bench profile: --precisions", f"unknown {bad[0] if bad else 'empty list'!r}; choose from fp32, bf16, fp16, tf32")
+    return paths
+
+
+def _eval_rows(model: torch.nn.Module, x_u8: torch.Tensor, threat: ThreatModel, aa: str, paths: tuple[str, ...]) -> list[dict[str, Any]]:
     x = x_u8.float() / 255
     attacks = [("PGD-20", "pgd", PGDParams(steps=20))]
     if aa != "none":
         attacks.append((f"AutoAttack {aa}", "autoattack", QUICK_AA if aa == "quick" else AutoAttackParams()))
     fast = prepare(fuse_bn(model), channels_last=True)  # eval.channels_last + eval.fuse_bn
     return [
-        {"attack": label, "precision": p, "paths": paths, "img_s": eval_speed(m, name, params, x, threat, p)}
+        {"attack": label, "precision": p, "paths": kind, "img_s": eval_speed(m, name, params, x, threat, p)}
         for label, name, params in attacks
-        for paths, m in (("plain", model), (EVAL_FAST, fast))
-        for p in PRECISIONS
+        for kind, m in (("plain", model), (EVAL_FAST, fast))
+        for p in paths
     ]
 
 
@@ -335,6 +358,7 @@ def table(r: dict[str, Any]) -> str:
     lines += [f"{e['attack']:<36} {e['precision']:>9} {e.get('paths', 'plain'):>22} {e['img_s']:8.1f}" for e in r["eval"]]
     best, fp32 = r["speedup_vs_reference"], r["fp32_speedup_vs_reference"]
     lines += ["", f"speed-up over the textbook loop: {best:.2f}x ({r['best_config']}), fp32 path {fp32:.2f}x ({r['fp32_config']})"]
+    lines += [f"precision: auto resolves to {r['auto']} here"]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from bench.aggregate import CLEAN, WORST
 from bench.papers import latex_escape
+from bench.parity import parity_note
 from bench.plan import Plan
 from bench.stats import ALPHA, BOOT_SEED, N_BOOT, detectable_difference, min_discordant
 from bench.store import atomic_write_text
@@ -24,26 +25,19 @@ MARKDOWN_BOLD: Bold = ("**", "**")
 
 
 def speed_lines(plan: Any, rows: list[dict]) -> list[str]:
-    """Header notes for the evaluation fast paths (``eval.cascade``, ``eval.precision``)."""
+    """Header notes for the fast paths: ``eval.cascade``, and the precision each phase asked for and ran."""
     out = []
     if plan.eval_spec.cascade:
         out.append("- Cascade (`eval.cascade`): each attack column counts the points that survived it *after the attacks "
                    "to its left* (it attacked only those); Worst case is exact.")  # fmt: skip
-    if plan.eval_spec.precision != "fp32":
-        out.append(f"- Attacks ran in {plan.eval_spec.precision} autocast, final predictions in fp32; {parity_summary(rows)}.")
+    train, ev = plan.suite.train.precision, plan.eval_spec.precision
+    if train != "fp32" or ev != "fp32":
+        ran = lambda key: ", ".join(sorted({str(r[key]) for r in rows if r.get(key)})) or "not recorded"  # noqa: E731
+        out.append(f"- Precision: training `{train}` (ran {ran('train_precision')}), attacks `{ev}` (ran {ran('eval_precision')}); "
+                   "final predictions always fp32. `auto` is the fastest path each device runs natively (keyed as `auto`).")  # fmt: skip
+    if any(r.get("eval_precision") not in (None, "fp32") for r in rows) or (ev not in ("fp32", "auto") and not rows):
+        out.append(f"- {parity_note(rows)}.")
     return out
-
-
-def parity_summary(rows: list[dict]) -> str:
-    """The bf16 evaluations' fp32 parity slices pooled over the run: robust accuracy difference and flips."""
-    checks = [r for r in rows if r.get("bf16_parity_pp") is not None]
-    if not checks:
-        return "no fp32 parity check recorded"
-    n = sum(r["bf16_parity_n"] for r in checks)
-    diff = sum(r["bf16_parity_pp"] * r["bf16_parity_n"] for r in checks) / max(n, 1)  # pooled: robust points bf16 - fp32, in pp
-    flips = sum(r["bf16_parity_flips"] for r in checks)
-    return (f"fp32 parity: the first points of each of {len(checks)} evaluations ({n} in all) attacked again in fp32, robust "
-            f"accuracy bf16 − fp32 {diff:+.2f} pp pooled, {flips} per-sample flag(s) differ")  # fmt: skip
 
 
 def _cell(values: list[float], stats: dict[str, Any] | None = None, bold: Bold = MARKDOWN_BOLD) -> str:

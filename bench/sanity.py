@@ -33,7 +33,7 @@ from bench import stats
 from bench.attacks.pgd import pgd
 from bench.data.loader import to_unit
 from bench.modes import frozen_eval
-from bench.precision import autocast
+from bench.precision import attack_model, autocast
 
 SANITY_VERSION = 2  # 2: the large-eps PGD attacks only clean-correct points
 LARGE_EPS = 0.5
@@ -54,7 +54,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     """Zero-gradient fraction and large-eps accuracy on the first ``MAX_POINTS`` test points.
 
     The gradients are always fp32 (bf16 could round small gradients to exactly zero); the large-eps
-    PGD runs in ``precision`` (``eval.precision``), its final predictions in fp32.
+    PGD runs in ``precision`` (the path ``eval.precision`` resolved to), its final predictions in fp32.
     """
     zero = correct = robust = 0
     n = min(len(y), MAX_POINTS)
@@ -69,7 +69,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
             correct += int(ok.sum())
             if ok.any():
                 with autocast(xb.device, precision):
-                    x_adv = pgd(model, xb[ok], yb[ok], LARGE_EPS, LARGE_EPS / 8, 20)
+                    x_adv = pgd(attack_model(model, precision), xb[ok], yb[ok], LARGE_EPS, LARGE_EPS / 8, 20)
                 with torch.no_grad():
                     robust += int((model(x_adv).argmax(1) == yb[ok]).sum())
     return {

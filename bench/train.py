@@ -1,7 +1,8 @@
 """THE training loop: the only place that owns the optimiser, the schedule and checkpoint selection.
 
 Per epoch: set the LR from the schedule; for each batch call the defence's pure loss
-``fn(model, x, y, params, ctx)`` (under bf16 autocast with ``train.precision: bf16``, as are the
+``fn(model, x, y, params, ctx)`` (in the path ``train.precision`` resolves to on this device,
+``bench/native.py``: bf16/fp16 autocast, with a ``GradScaler`` for fp16, or TF32 on CUDA; as are the
 validation attacks, the logit gap's attack and the averagers' BN pass; the layout and
 ``torch.compile`` of ``train.channels_last`` / ``train.compile``, and ``train.fuse_bn``'s
 BN-folded views of the trained and averaged models, for eval-mode adversaries, validation and the
@@ -28,7 +29,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ from bench.faults import fault_point
 from bench.models import build
 from bench.modes import frozen_eval
 from bench.plan import TrainJob
-from bench.precision import FoldedView, autocast, prepare, to_layout
+from bench.native import resolve
+from bench.precision import FoldedView, attack_model, autocast, prepare, to_layout
 from bench.progress import Progress
 from bench.registry import DEFENCES
 from bench.store import atomic_write_bytes
@@ -119,6 +121,7 @@ class TrainResult:
     health: dict[str, Any] = field(default_factory=dict)
     resumed_from: int | None = None  # the epoch a resumed run started from
     started_from: dict[str, Any] | None = None  # the shared start (prefix entry) the run continued from
+    precision: str = "fp32"  # the path train.precision ran (bench/native.py)
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,9 @@ def forked_rng(device: torch.device):
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
-def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> dict[str, float]:
-    """Clean (and PGD, when ``robust``) accuracy on the validation split; the attack in ``train.precision``."""
+def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool, precision: str = "fp32") -> dict[str, float]:
+    """Clean (and PGD, when ``robust``) accuracy on the validation split; the attack in ``precision``
+    (the path ``train.precision`` runs)."""
     if len(data.val_y) == 0:
         return {}
     eps = suite.threat.eps_float
@@ -163,7 +167,7 @@ def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> d
         attack = lambda m, x, y: x  # noqa: E731
     with forked_rng(data.val_x.device):
         flags = robust_flags(
-            model, data.val_x, data.val_y, attack, eps, 512, "val", norm=suite.threat.norm, precision=suite.train.precision
+            model, data.val_x, data.val_y, attack, eps, 512, "val", norm=suite.threat.norm, precision=precision
         )
     out = {"val_clean": flags.clean_acc}
     if robust:
@@ -171,11 +175,11 @@ def validate(model: nn.Module, suite: Suite, data: TrainData, robust: bool) -> d
     return out
 
 
-def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> float:
+def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128, precision: str = "fp32") -> float:
     """FR's spectral logit gap (batch2d DFT, methods.md 6.4) on a fixed batch, logged every epoch.
 
     The quantity FR/SAR minimise, measured for every defence: val examples (train ones without a
-    val split), PGD at the val-attack settings in ``train.precision`` (logits in fp32), eval mode; the
+    val split), PGD at the val-attack settings in ``precision`` (logits in fp32), eval mode; the
     RNG is forked so logging never changes the training trajectory.
     """
     x_u8, y = (data.val_x, data.val_y) if len(data.val_y) else (data.train_x, data.train_y)
@@ -183,8 +187,8 @@ def logit_gap(model: nn.Module, suite: Suite, data: TrainData, n: int = 128) -> 
     eps = suite.threat.eps_float
     va = suite.train.val_attack
     with forked_rng(x.device), frozen_eval(model):
-        with autocast(x.device, suite.train.precision):
-            x_adv = pgd(model, x, y, eps, step_size(va.alpha, eps), va.steps, norm=suite.threat.norm)
+        with autocast(x.device, precision):
+            x_adv = pgd(attack_model(model, precision), x, y, eps, step_size(va.alpha, eps), va.steps, norm=suite.threat.norm)
         with torch.no_grad():
             return float(frequency_regularizer(model(x_adv), model(x)))
 
@@ -222,7 +226,8 @@ class TrainState:
         self.key = key
 
     def save(self, epoch: int, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, g: torch.Generator,
-             avgs: list[Averager], result: TrainResult) -> None:  # fmt: skip
+             avgs: list[Averager], result: TrainResult, precision: str = "fp32",
+             scaler: torch.amp.GradScaler | None = None) -> None:  # fmt: skip
         if self.path is None:
             return
         np_state = np.random.get_state()
@@ -237,6 +242,8 @@ class TrainState:
             "selection": [_selection_state(result.raw)] + [_selection_state(result.averaged[a.spec]) for a in avgs],
             "log": result.log,
             "health": result.health,
+            "precision": precision,  # the path it ran: a resumed or continued run keeps it
+            "scaler": scaler.state_dict() if scaler is not None else {},
             "seconds": result.seconds,
             "rng_torch": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
@@ -262,9 +269,11 @@ class TrainState:
         return state
 
     def restore(self, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, g: torch.Generator,
-                avgs: list[Averager], result: TrainResult) -> tuple[int, int]:  # fmt: skip
+                avgs: list[Averager], result: TrainResult, scaler: torch.amp.GradScaler | None = None) -> tuple[int, int]:  # fmt: skip
         """Put the saved state back; returns (next epoch, step)."""
         model.load_state_dict(state["model"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         optimizer.load_state_dict(state["optimizer"])
         g.set_state(state["data_generator"])
         for a, saved in zip(avgs, state["averagers"], strict=True):
@@ -291,15 +300,22 @@ def _selection_state(sel: Selection) -> dict[str, Any]:
 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, fn: Any, x: torch.Tensor, y: torch.Tensor, params: Any,
-    ctx: TrainContext, precision: str = "fp32", channels_last: bool = False,
+    ctx: TrainContext, precision: str = "fp32", channels_last: bool = False, scaler: torch.amp.GradScaler | None = None,
 ) -> LossOut:  # fmt: skip
-    """One step of the defence ``fn``: its whole loss (attack steps included) under ``precision``'s
-    autocast, then zero_grad / backward / step. No host sync. ``bench profile`` times exactly this."""
+    """One step of the defence ``fn``: its whole loss (attack steps included) in the resolved path
+    ``precision`` (``ctx.precision`` is what its adversary crafting sees), then zero_grad / backward /
+    step, through ``scaler`` (fp16's loss scaling: a step whose gradients overflowed is skipped and the
+    scale lowered) when given. No host sync. ``bench profile`` times exactly this."""
     with autocast(x.device, precision):
-        out = fn(model, to_layout(x, channels_last), y, params, ctx)
+        out = fn(model, to_layout(x, channels_last), y, params, ctx if ctx.precision == precision else replace(ctx, precision=precision))
     optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    optimizer.step()
+    if scaler is None:
+        out.loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(out.loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     if out.after_step is not None:
         out.after_step()
     return out
@@ -315,13 +331,15 @@ def train_model(
     state_dir: Path | None = None,
     start: Callable[[], SharedState | None] | None = None,
     stop_after: int | None = None,
+    precision: str | None = None,
 ) -> TrainResult:
     """Train ``job``'s defence; record the raw weights and every weight average of the run.
 
     With ``state_dir``, the training state is saved there after every epoch and a saved state is
     resumed from; else the run continues from ``start()``'s state when it gives one (a shared start).
     ``stop_after``: stop after that many epochs, with the state saved but nothing selected (a
-    ``prefix`` task).
+    ``prefix`` task). ``precision``: the path ``train.precision`` resolves to on this device (resolved
+    here when not given); a resumed or continued run keeps the path its saved state ran.
     """
     spec = suite.train
     entry = DEFENCES.get(job.defence.name)
@@ -344,12 +362,17 @@ def train_model(
     saver = TrainState(state_dir, job.key)
     first, step = 0, 0
     saved = saver.load(device)
+    shared = None if saved is not None or start is None else start()
+    from_state = saved if saved is not None else shared.state if shared is not None else {}
+    path = from_state.get("precision") or precision or resolve(spec.precision, device)
+    result.precision = path
+    scaler = torch.amp.GradScaler(device.type) if path == "fp16" else None
     if saved is not None:
-        first, step = saver.restore(saved, model, optimizer, g, avgs, result)
+        first, step = saver.restore(saved, model, optimizer, g, avgs, result, scaler)
         result.resumed_from = first
         progress.log(f"  {job.display} seed={job.seed}: resuming after epoch {first}/{spec.epochs}")
-    elif start is not None and (shared := start()) is not None:
-        first, step = saver.restore(shared.state, model, optimizer, g, avgs, result)
+    elif shared is not None:
+        first, step = saver.restore(shared.state, model, optimizer, g, avgs, result, scaler)
         result.log = [shared.record(r) for r in result.log]
         result.started_from = {"prefix": shared.key, "epochs": first}
         progress.log(f"  {job.display} seed={job.seed}: continuing after the {first} epochs it shares ({shared.key[:12]})")
@@ -369,8 +392,8 @@ def train_model(
         desc = f"train {job.display} seed={job.seed} epoch {epoch + 1}/{spec.epochs}"
         for i, (x, y) in enumerate(progress.bar(stream, n_batches, desc)):
             fault_point(f"train-batch:{epoch + 1}:{i}")
-            ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes, folded)
-            out = train_step(model, optimizer, entry.fn, x, y, job.defence.params, ctx, spec.precision, spec.channels_last)
+            ctx = TrainContext(epoch, step, spec.epochs, milestones, suite.threat, info.num_classes, folded, path)
+            out = train_step(model, optimizer, entry.fn, x, y, job.defence.params, ctx, path, spec.channels_last, scaler)
             for a in avgs:
                 a.after_step(model, epoch)
             step += 1
@@ -382,26 +405,26 @@ def train_model(
         if not math.isfinite(record["train_loss"]):
             raise TrainingError(f"training {job.display} (seed {job.seed}) diverged: loss is {record['train_loss']} at epoch {epoch + 1}")
         evaluated = _evaluated(model, folded)  # (re-folded once: the weights do not change until the next epoch)
-        record["logit_gap"] = logit_gap(evaluated, suite, data)
+        record["logit_gap"] = logit_gap(evaluated, suite, data, precision=path)
         if need_val:
             best_robust = max((r.get("val_robust", 0.0) for r in result.log), default=0.0)
-            record.update(validate(evaluated, suite, data, robust=select_on_robust))
+            record.update(validate(evaluated, suite, data, robust=select_on_robust, precision=path))
             result.raw.offer(model, epoch, record[metric])
             health_check(result.health, record, epoch, spec.epochs, info.num_classes, best_robust)
         for a in avgs:
             if not a.after_epoch(model, epoch):
                 continue
             if a.spec.bn_recompute:
-                with autocast(device, spec.precision):
+                with autocast(device, path):
                     a.recompute_bn(data.train_x, data.train_y, spec.batch_size, aug.crop_padding, aug.flip)
             if need_val:
-                scores = validate(_evaluated(a.model, avg_folded[a.spec]), suite, data, robust=select_on_robust)
+                scores = validate(_evaluated(a.model, avg_folded[a.spec]), suite, data, robust=select_on_robust, precision=path)
                 record.update({f"{a.spec.kind}_{k}": v for k, v in scores.items()})
                 result.averaged[a.spec].offer(a.model, epoch, scores[metric])
         record["seconds"] = round(time.perf_counter() - t0, 3)
         result.log.append(record)
         result.seconds = time.perf_counter() - began
-        saver.save(epoch, step, model, optimizer, g, avgs, result)
+        saver.save(epoch, step, model, optimizer, g, avgs, result, path, scaler)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "_" in k)
         progress.log(f"  {desc}: {shown} ({record['seconds']:.1f}s)")
         progress.epoch_done(job, epoch + 1, last, record["seconds"])

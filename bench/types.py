@@ -34,6 +34,7 @@ class TrainContext:
     threat: ThreatModel
     num_classes: int
     folded: Any = None  # train.fuse_bn: the run's ``bench.precision.FoldedView`` of the model being trained
+    precision: str = "fp32"  # the path the step runs (train.precision resolved: bench/native.py)
 
     @property
     def first_milestone(self) -> int:
@@ -43,6 +44,14 @@ class TrainContext:
         """What to craft an eval-mode adversary against: ``model``, or with ``train.fuse_bn`` (when
         ``model`` is the model being trained) its BN-folded view, same function up to rounding."""
         return self.folded.current() if self.folded is not None and model is self.folded.source else model
+
+    def attack_target(self, model: Any, bn: str = "eval") -> Any:
+        """What a defence takes its adversary's input gradients through, in BatchNorm mode ``bn`` (the
+        caller sets the mode): :meth:`crafting_model` in eval mode, and under fp16 the gradient-scaling
+        view (``bench.precision.attack_model``) so small input gradients do not underflow."""
+        from bench.precision import attack_model
+
+        return attack_model(self.crafting_model(model) if bn == "eval" else model, self.precision)
 
 
 def first_milestone(milestones: tuple[int, ...], epochs: int) -> int:

@@ -23,8 +23,9 @@ def pgd_adversary(
     init: str = "uniform",
 ) -> torch.Tensor:
     """Craft training adversarial examples in the suite's threat model (eps and norm), in the given BN mode
-    (in eval mode with ``train.fuse_bn``: against the model's BN-folded view, ``TrainContext.crafting_model``)."""
+    (in eval mode with ``train.fuse_bn``: against the model's BN-folded view; under fp16 through the
+    input-gradient scaling view: ``TrainContext.attack_target``)."""
     eps = ctx.threat.eps_float
     with bn_mode(model, attack_bn):
-        target = ctx.crafting_model(model) if attack_bn == "eval" else model
+        target = ctx.attack_target(model, attack_bn)
         return pgd(target, x, y, eps, step_size(alpha, eps), steps, loss, init, norm=ctx.threat.norm)

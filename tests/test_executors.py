@@ -325,7 +325,7 @@ def test_a_missing_extra_or_unreachable_cluster_is_a_one_line_error(tiny_referen
     assert main([*args, "--executor", "ray", "--workers", "2"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [
-        "bench: error: --workers: must be a positive number of processes, got 0",
+        "bench: error: --workers: must be a positive number of processes or auto, got 0",
         "bench: error: --workers: only for --executor local (the ray cluster decides how many run at once)",
     ]
     assert not (tmp_path / "r").exists()

@@ -199,26 +199,31 @@ def test_eval_precision_keys_the_analyses_only_when_bf16(tmp_path: Path) -> None
 
 
 def test_parity_slice_is_a_sixteenth_between_16_and_64_points() -> None:
-    from bench.evaluate import parity_size
+    from bench.parity import parity_size
 
     assert [parity_size(n) for n in (5, 16, 200, 500, 1000, 10000)] == [5, 16, 16, 31, 62, 64]
 
 
 def test_leaderboard_note_pools_the_parity_slices() -> None:
-    from bench.render import parity_summary
+    from bench.parity import parity_note
 
     rows = [
-        {"bf16_parity_pp": -6.25, "bf16_parity_n": 16, "bf16_parity_flips": 1},
-        {"bf16_parity_pp": 0.0, "bf16_parity_n": 16, "bf16_parity_flips": 2},
+        {"parity_pp": -6.25, "parity_n": 16, "parity_flips": 1, "parity_low_only": 0, "parity_fp32_only": 1, "display_name": "a"},
+        {"parity_pp": 0.0, "parity_n": 16, "parity_flips": 2, "parity_low_only": 1, "parity_fp32_only": 1, "display_name": "a"},
         {"robust_acc": 0.5},
     ]
-    text = parity_summary(rows)
-    assert "2 evaluations (32 in all)" in text and "-3.12 pp pooled" in text.replace("−", "-") and "3 per-sample" in text
-    assert parity_summary([{"robust_acc": 0.5}]) == "no fp32 parity check recorded"
+    text = parity_note(rows).replace("−", "-")
+    assert "2 evaluations (32 points in all)" in text and "-3.12 pp pooled" in text
+    assert "1 point(s) robust only in the low precision, 2 only in fp32" in text and "no row differs significantly" in text
+    lo, hi = (float(v) for v in text.split("[95 % interval ")[1].split("]")[0].split(", "))
+    assert lo < -3.12 < hi  # the interval of the pooled paired difference holds the estimate
+    old = [{"parity_pp": -6.25, "parity_n": 16, "parity_flips": 1}]  # entries written before the counts were kept
+    assert "1 per-sample flag(s) differ" in parity_note(old)
+    assert parity_note([{"robust_acc": 0.5}]) == "no fp32 parity check recorded"
 
 
 def test_training_validation_runs_in_the_training_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """train.precision bf16: the validation attack and the logit gap's attack run under autocast."""
+    """train.precision bf16 (the path train_model passes): the validation attack and the logit gap's attack run under autocast."""
     import bench.train as train_mod
 
     seen = []
@@ -235,8 +240,8 @@ def test_training_validation_runs_in_the_training_precision(tmp_path: Path, monk
         text = MINIMAL_SUITE.replace("train: {epochs: 1}", f"train: {{epochs: 1, precision: {precision}}}")
         suite = load_suite(write_suite(tmp_path / "s.yaml", text))
         seen.clear()
-        train_mod.validate(model, suite, data, robust=True)
-        train_mod.logit_gap(model, suite, data)
+        train_mod.validate(model, suite, data, robust=True, precision=precision)
+        train_mod.logit_gap(model, suite, data, precision=precision)
         assert seen == [expected, expected]
 
 
@@ -265,7 +270,7 @@ def test_fuse_bn_validates_the_trained_and_averaged_models_on_their_folded_views
 @pytest.mark.parametrize(
     "text,expected",
     [
-        (MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1, precision: fp16}"), "train.precision"),
+        (MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1, precision: fp8}"), "train.precision"),
         (MINIMAL_SUITE + "eval: {cascade: maybe}\n", "eval.cascade"),
         (MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 1, fuse_bn: true, compile: true}"), "train.fuse_bn"),
         (
@@ -304,9 +309,10 @@ def test_bf16_evaluation_parity_slice_reports_the_difference() -> None:
     identity = lambda m, xb, yb: xb.clone()
     low = robust_flags(model, x, y, identity, 0.1, 8, "id", precision="bf16")
     low.robust[:2] = False  # as if bf16 had broken two points fp32 does not
-    report = parity(model, x, y, identity, 0.1, 8, "id", low)
-    assert report["n"] == 8 and report["flips"] == 2
-    assert report["robust_acc_fp32"] == 1.0 and report["diff_pp"] == pytest.approx(-25.0)
+    report = parity(model, x, y, identity, 0.1, 8, "id", low, seed=3, path="bf16")
+    assert report["n"] == 8 and report["flips"] == 2 and report["low_only"] == 0 and report["fp32_only"] == 2
+    assert report["robust_acc_fp32"] == 1.0 and report["diff_pp"] == pytest.approx(-25.0) and report["path"] == "bf16"
+    assert report["diff_low_pp"] <= -25.0 <= report["diff_high_pp"] and report["p"] == pytest.approx(0.5)
 
 
 def test_flop_model_matches_the_landscape_multipliers() -> None:
@@ -401,7 +407,7 @@ def test_eval_layout_and_bn_fusion_give_the_plain_flags_in_fp32(tmp_path: Path) 
     conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # more than one input channel
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert store.read_json("eval", job.key, "manifest.json")["fast_paths"] == {"precision": "fp32", "channels_last": True, "fuse_bn": True}
+    assert store.read_json("eval", job.key, "manifest.json")["fast_paths"] == {"precision": "fp32", "channels_last": True, "fuse_bn": True, "precision_ran": "fp32"}
     stored = store.read_npz("eval", job.key, "flags.npz")
 
     plain = WorkerContext(expand(load_suite(write_suite(tmp_path / "p.yaml", text.replace(", channels_last: true, fuse_bn: true", "")))), store, torch.device("cpu"))
@@ -552,7 +558,7 @@ def test_sharded_bf16_evaluation_runs_in_bf16_and_pools_each_shard_s_parity_slic
     plan, store = expand(load_suite(suite)), Store(cache)
     job = plan.eval_jobs[0]
     slices = [store.read_json("shard", k, "metrics.json")["parity"] for k in job.shards]
-    assert [s["n"] for s in slices] == [16, 16]  # each shard's first points (of 24 and 16), in fp32
+    assert [s["n"] for s in slices] == [16, 16]  # a random slice of each shard's points (of 24 and 16), in fp32
     assert all(store.read_json("shard", k, "manifest.json")["fast_paths"]["precision"] == "bf16" for k in job.shards)
     merged = store.read_json("eval", job.key, "metrics.json")["parity"]
     assert merged["n"] == 32 and merged["flips"] == sum(s["flips"] for s in slices)

@@ -24,7 +24,7 @@ from bench.attacks.pgd import pgd, step_size
 from bench.config import AnalysisSpec
 from bench.evaluate import AttackFn
 from bench.modes import frozen_eval
-from bench.precision import autocast
+from bench.precision import attack_model, autocast
 from bench.store import atomic_write_text
 from bench.types import ThreatModel
 
@@ -51,7 +51,7 @@ def analyze(
 
     ``attacks`` (column label -> attack) adds a perturbation spectrum per suite attack; the
     analysis's own PGD (``spec.attack_*``) is always analysed and drives the filtered accuracy.
-    The attacks run in ``precision`` (``eval.precision``); the heat map and the filtered accuracies
+    The attacks run in ``precision`` (the path ``eval.precision`` resolved to); the heat map and the filtered accuracies
     are fp32 forward passes.
     """
     h, w = x.shape[-2:]
@@ -64,10 +64,11 @@ def analyze(
 
     label = f"PGD-{spec.attack_steps}"
     with frozen_eval(model), autocast(x.device, precision):
-        adversarial = {label: attack(model, x, y)}
+        target = attack_model(model, precision)
+        adversarial = {label: attack(target, x, y)}
         for name, fn in (attacks or {}).items():
             if name not in adversarial:  # the suite's column of the same label is the analysis's own PGD: not re-run
-                adversarial[name] = fn(model, x, y).detach()
+                adversarial[name] = fn(target, x, y).detach()
     arrays: dict[str, np.ndarray] = {}
     metrics: dict[str, Any] = {"n_images": len(y), "energy_radius": spec.energy_radius, "attack": label, "energy": {}}
     for name, x_adv in adversarial.items():

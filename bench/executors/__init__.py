@@ -23,7 +23,7 @@ EXECUTORS = ("local", "ray", "slurm")
 @dataclass(frozen=True)
 class ExecutorConfig:
     name: str = "local"
-    workers: int = 1  # local: worker processes (1 = in this process)
+    workers: int | str = 1  # local: worker processes (1 = in this process), or "auto" (executors/local.py)
     ray_address: str | None = None  # ray: a running cluster (default: start a local one)
     ray_cpus: int | None = None  # ray: CPUs of the local cluster (default: all)
     slurm: dict[str, Any] = field(default_factory=dict)  # SlurmOptions fields
@@ -31,9 +31,9 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if self.name not in EXECUTORS:
             raise BenchError(f"--executor {self.name}: unknown (choose from {', '.join(EXECUTORS)})")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise BenchError(f"--workers: must be a positive number of processes, got {self.workers!r}")
-        if self.workers > 1 and self.name != "local":
+        if self.workers != "auto" and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
+            raise BenchError(f"--workers: must be a positive number of processes or auto, got {self.workers!r}")
+        if self.workers != 1 and self.name != "local":
             raise BenchError(f"--workers: only for --executor local (the {self.name} cluster decides how many run at once)")
 
 
@@ -72,6 +72,8 @@ def make_executor(config: ExecutorConfig, worker: WorkerSpec, ctx: Any = None) -
     if config.name == "local":
         from bench.executors.local import Sequential, Workers
 
+        if config.workers == "auto":
+            raise BenchError("--workers auto: resolve it against the plan first (bench.runner.run_suite does)")
         return Sequential(ctx) if config.workers == 1 else Workers(config.workers, worker)
     if config.name == "ray":
         from bench.executors.ray import RayExecutor

@@ -2,13 +2,15 @@
 
 ``--workers N`` starts N spawned processes. With GPUs visible (``--device auto|cuda``), worker i is
 pinned to one of them with ``CUDA_VISIBLE_DEVICES`` (N may not exceed the GPUs); on CPU each worker
-gets ``cpus // N`` threads.
+gets ``cpus // N`` threads. ``--workers auto`` (:func:`auto_workers`): one worker per visible GPU;
+on a CPU as many as the cores and the tasks that can run at once make worthwhile.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import torch
@@ -45,6 +47,33 @@ def visible_gpus(device: str) -> list[str]:
         return []
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     return [g for g in env.split(",") if g] if env else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def plan_width(tasks: list[Task], done: Callable[[str, str], bool]) -> int:
+    """The most tasks of ``tasks`` not done yet that can run at once: tasks grouped by the length of the
+    longest chain of unfinished tasks they wait for, the largest group's size (1 for a plan with none)."""
+    todo = {t.key: t for t in tasks if not done(t.kind, t.key)}
+    depth: dict[str, int] = {}
+
+    def level(key: str) -> int:
+        if key not in depth:
+            waits = [k for _, k in todo[key].needs if k in todo]
+            depth[key] = 1 + max((level(k) for k in waits), default=0)
+        return depth[key]
+
+    counts: dict[int, int] = {}
+    for key in todo:
+        counts[level(key)] = counts.get(level(key), 0) + 1
+    return max(counts.values(), default=1)
+
+
+def auto_workers(device: str, tasks: list[Task], done: Callable[[str, str], bool], cpus: int | None = None) -> int:
+    """``--workers auto``: one per visible GPU; on a CPU, one per core, but no more than the plan's
+    width (:func:`plan_width`: more processes than tasks that can run at once only split the cores)."""
+    gpus = visible_gpus(device)
+    if gpus:
+        return len(gpus)
+    return max(1, min(cpus or os.cpu_count() or 1, plan_width(tasks, done)))
 
 
 def _pin(slots: multiprocessing.Queue, threads: int) -> None:
