@@ -112,7 +112,7 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 
 SIGN_FLIP = "exact sign-flip test over examples (seeds summed per example)"
-MCNEMAR = "exact McNemar"
+MCNEMAR = "exact McNemar test"
 
 
 def test_name(n_seeds: int) -> str:

@@ -225,4 +225,4 @@ def test_paired_reports_the_test_it_made() -> None:
     r = stats.paired(a, b)
     assert r.test == stats.SIGN_FLIP and (r.favour_a, r.favour_b) == (1, 0) and r.p == 1.0
     one = stats.paired(runs(np.array([1, 1, 0, 1])), runs(np.array([0, 1, 0, 1])))
-    assert one.test == "exact McNemar" and one.p == stats.mcnemar_exact(1, 0)
+    assert one.test == "exact McNemar test" and one.p == stats.mcnemar_exact(1, 0)
