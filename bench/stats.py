@@ -230,6 +230,10 @@ def aligned(*runs: Runs) -> tuple[list[int], list[np.ndarray]]:
     seeds = sorted(set.intersection(*(set(r) for r in runs))) if runs else []
     if not seeds:
         return [], [np.zeros((0, 0), dtype=bool) for _ in runs]
+    ids0 = runs[0][seeds[0]][0]
+    if all(np.array_equal(r[s][0], ids0) for r in runs for s in seeds):  # the usual case: the same examples everywhere
+        order = np.argsort(ids0)
+        return seeds, [np.stack([np.asarray(r[s][1], dtype=bool)[order] for s in seeds]) for r in runs]
     common = None
     for r in runs:
         for s in seeds:
