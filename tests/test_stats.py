@@ -226,3 +226,32 @@ def test_paired_reports_the_test_it_made() -> None:
     assert r.test == stats.SIGN_FLIP and (r.favour_a, r.favour_b) == (1, 0) and r.p == 1.0
     one = stats.paired(runs(np.array([1, 1, 0, 1])), runs(np.array([0, 1, 0, 1])))
     assert one.test == "exact McNemar test" and one.p == stats.mcnemar_exact(1, 0)
+
+
+def test_bold_follows_the_rank_range_where_the_best_row_rule_contradicted_it() -> None:
+    ids = np.arange(200)
+    a = ids < 120
+    b = a.copy()
+    b[:9], b[150] = False, True  # against a: 9 vs 1 discordant, p = 0.0195
+    c = a.copy()
+    c[10:13], c[160] = False, True  # against a: 3 vs 1, p = 0.625; against b: 4 vs 10, p = 0.18
+    cells = {"a": runs(a), "b": runs(b), "c": runs(c)}
+    p_ab = stats.mcnemar_exact(9, 1)
+    # the rule it replaces: b against the best row a, Holm over the other two rows: 2 * 0.0195 < 0.05, not bold ...
+    assert stats.holm([p_ab, stats.mcnemar_exact(3, 1)])[0] < 0.05
+    # ... while all three pairwise tests (Holm over the 3 pairs: 3 * 0.0195 > 0.05) rank b anywhere in 1-3
+    out = stats.column_stats(cells)
+    assert [(out[r].rank_low, out[r].rank_high, out[r].tied_with_best) for r in "abc"] == [(1, 3, True)] * 3
+    assert out["b"].p_vs_best == pytest.approx(3 * p_ab)
+
+
+def test_compare_names_the_test_it_made(tmp_path) -> None:
+    from bench.compare import comparison_text
+
+    a = runs(np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1]))
+    b = runs(np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1]))
+    text = comparison_text("x", "y", "PGD-20", stats.paired(a, b))
+    assert "exact sign-flip test over examples (seeds summed per example): 1 examples favour x, 0 favour y" in text
+    assert "net +2 (seed, example) pairs), p = 1 (not significant at 0.05)" in text
+    one = comparison_text("x", "y", "PGD-20", stats.paired(runs(np.array([1, 1, 0, 1])), runs(np.array([0, 1, 0, 1]))))
+    assert "exact McNemar test: 1 vs 0 discordant, p = 1 (not significant at 0.05)" in one
