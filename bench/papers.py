@@ -185,8 +185,8 @@ def leaderboard_ties(spec: PaperSpec, outcomes: dict[tuple[str, str], stats.Runs
     ours = [r.ours for r in spec.rows if r.ours is not None]
     ties = {}
     for col in spec.columns:
-        cells = stats.column_stats({row: outcomes[(row, col.ours)] for row in ours if (row, col.ours) in outcomes})
-        ties.update({(row, col.ours): cell.tied_with_best for row, cell in cells.items()})
+        ranked = stats.ranks({row: outcomes[(row, col.ours)] for row in ours if (row, col.ours) in outcomes})
+        ties.update({(row, col.ours): r.bold for row, r in ranked.items()})
     return ties
 
 

@@ -145,21 +145,22 @@ def main(reps: int = 4000) -> None:
     """The table for the closing note: false-positive rates and power, before and after."""
     print(f"null: {N} examples, p[i, r] ~ Beta(q_i, 1 - q_i), q_i ~ U(0, 1); alpha = {ALPHA}; {reps} replicates "
           f"(Monte Carlo s.e. at alpha {math.sqrt(ALPHA * (1 - ALPHA) / reps):.4f})")  # fmt: skip
-    print("\nfalse-positive rate of the paired test (2 rows)\nseeds  before (pooled McNemar)  after (paired_p)")
-    for seeds in (1, 3, 5):
-        print(f"{seeds:>5}  {rate(rejects(p_before), 2, seeds, reps, seeds):>23.4f}  {rate(rejects(p_now), 2, seeds, reps, seeds):>16.4f}")
+    sections = [  # title, (column, event) pairs, rows of the simulated column, share of reps, first rng seed
+        ("false-positive rate of the paired test (2 rows)", [("before (pooled McNemar)", rejects(p_before)), ("after (paired_p)", rejects(p_now))], 2, 1, 0),
+        ("P(a row flagged 'iterative attack weaker than FGSM'), attacks equally strong",
+         [("before (per seed, any)", flagged_before), ("after (pooled)", flagged_now)], 2, 1, 200),
+        ("P(a row flagged 'Square beats every gradient attack'), attacks equally strong", [("after", square_flagged_now)], 3, 2, 300),
+    ]  # fmt: skip
+    for title, events, rows, share, seed in sections:
+        print(f"\n{title}\nseeds  " + "  ".join(name for name, _ in events))
+        for seeds in (1, 3, 5):
+            cells = [f"{rate(event, rows, seeds, reps // share, seed + seeds):>{len(name)}.4f}" for name, event in events]
+            print(f"{seeds:>5}  " + "  ".join(cells))
     print("\nP(some row not bold), all rows equally accurate\nrows seeds  before  after")
     for rows in (2, 5, 10):
         for seeds in (1, 3, 5):
-            r = reps // 4
-            print(f"{rows:>4} {seeds:>5}  {rate(not_bold_before, rows, seeds, r, 100 + rows + seeds):.4f}  "
-                  f"{rate(not_bold_now, rows, seeds, r, 100 + rows + seeds):.4f}")  # fmt: skip
-    print("\nP(a row flagged 'iterative attack weaker than FGSM'), attacks equally strong\nseeds  before (per seed, any)  after (pooled)")
-    for seeds in (1, 3, 5):
-        print(f"{seeds:>5}  {rate(flagged_before, 2, seeds, reps, 200 + seeds):>24.4f}  {rate(flagged_now, 2, seeds, reps, 200 + seeds):>14.4f}")
-    print("\nP(a row flagged 'Square beats every gradient attack'), attacks equally strong (after)")
-    for seeds in (1, 3, 5):
-        print(f"{seeds:>5}  {rate(square_flagged_now, 3, seeds, reps // 2, 300 + seeds):.4f}")
+            before, after = (rate(event, rows, seeds, reps // 4, 100 + rows + seeds) for event in (not_bold_before, not_bold_now))
+            print(f"{rows:>4} {seeds:>5}  {before:.4f}  {after:.4f}")
     print("\npower of paired_p: 500 examples, b never robust on a fixed 10 % of them (5 pp in expectation)")
     for seeds in (1, 3, 5):
         print(f"{seeds:>5}  {power(seeds, reps // 4, 400 + seeds):.4f}")
