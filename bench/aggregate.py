@@ -6,9 +6,11 @@ all of them (fra31/auto-attack#45).
 
 Every tidy row also carries the statistics of its leaderboard cell (``bench/stats.py``), computed
 from the per-sample flags of every seed: ``ci_low`` / ``ci_high`` (95 %, in %), ``ci_method``,
-``p_vs_best`` (exact McNemar against the column's best row, Holm-corrected over the rows),
-``tied_with_best``, ``is_best`` and ``rank_low`` / ``rank_high``; the same with a ``clean_`` prefix
-for the Clean column.
+``p_vs_best`` (``stats.paired_p`` against the column's best row, Holm-corrected over all pairs of
+the column's rows), ``tied_with_best`` (bold: no row significantly better, i.e. ``rank_low == 1``),
+``is_best`` and ``rank_low`` / ``rank_high``; the same with a ``clean_`` prefix for the Clean column.
+The attack-comparison sanity flags of a run are computed from all seeds of its leaderboard row
+(the same values on every seed's rows), so a row with S seeds is tested once, not S times.
 """
 
 from __future__ import annotations
@@ -50,15 +52,18 @@ def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Ou
     suite = plan.suite
     rows: list[dict[str, Any]] = []
     outcomes: Outcomes = {}
+    runs = []
     for tjob in plan.train_jobs:
         for wa in suite.wa:
             jobs = [e for e in plan.evals_of(tjob) if e.wa == wa and e.threat is None]  # eval.eps radii: curves only
-            if not jobs:
-                continue
+            if jobs:
+                runs.append((tjob, jobs, _load_run(jobs, tjob.seed, store, outcomes)))
+    for tjob, jobs, loaded in runs:  # every seed's outcomes are in: the flags pool them per row
+        if loaded:
             manifest = store.read_json("train", tjob.key, "manifest.json") if store.has("train", tjob.key) else {}
-            sjob = plan.sanity_of(tjob, wa)
+            sjob = plan.sanity_of(tjob, jobs[0].wa)
             checks = store.read_json("sanity", sjob.key, "checks.json") if sjob and store.has("sanity", sjob.key) else None
-            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, store, outcomes))
+            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, loaded, outcomes))
     add_cell_stats(rows, outcomes)
     return rows, outcomes
 
@@ -98,9 +103,8 @@ def _ran(manifest: dict[str, Any]) -> str | None:
     return fast.get("precision_ran") or fast.get("precision")
 
 
-def _run_rows(
-    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, store: Store, outcomes: Outcomes
-) -> list[dict[str, Any]]:
+def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) -> list[dict[str, Any]]:
+    """One run's evaluated attacks: their tidy rows and flags, recorded in ``outcomes`` (with Clean and Worst case)."""
     run_rows = []
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
     for ejob in jobs:
@@ -110,7 +114,7 @@ def _run_rows(
         metrics = store.read_json("eval", ejob.key, "metrics.json")
         eval_manifest = store.read_json("eval", ejob.key, "manifest.json")
         results.append((flags["sample_id"], flags["clean"], flags["robust"]))
-        outcomes.setdefault((ejob.display, ejob.column), {})[tjob.seed] = (flags["sample_id"], flags["robust"])
+        outcomes.setdefault((ejob.display, ejob.column), {})[seed] = (flags["sample_id"], flags["robust"])
         run_rows.append(
             {
                 "attack": ejob.column,
@@ -129,21 +133,29 @@ def _run_rows(
             }
         )
     if not run_rows:
-        return []
+        return run_rows
     ref_ids, clean = _align(results, jobs[0].display)
-    outcomes.setdefault((jobs[0].display, CLEAN), {})[tjob.seed] = (ref_ids, clean)
-    compared = [{**r, "sample_id": ids, "robust": robust} for r, (ids, _, robust) in zip(run_rows, results)]
-    flags = run_flags(checks, compared)
-    flags.update(parity.parity_flags(run_rows))
-    if flags.get("parity_message"):
-        flags["flags"] = "; ".join(m for m in (flags.get("flags"), flags.pop("parity_message")) if m)
+    outcomes.setdefault((jobs[0].display, CLEAN), {})[seed] = (ref_ids, clean)
     if len(run_rows) == len(jobs):
         common, worst = worst_case([(ids, robust) for ids, _, robust in results])
-        outcomes.setdefault((jobs[0].display, WORST), {})[tjob.seed] = (common, worst)
+        outcomes.setdefault((jobs[0].display, WORST), {})[seed] = (common, worst)
         run_rows.append(
             {"attack": WORST, "attack_name": "worst", "family": "worst", "n": int(len(common)), "robust_acc": float(worst.mean()), "eval_key": None}
         )
+    return run_rows
+
+
+def _run_rows(
+    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, run_rows: list[dict[str, Any]], outcomes: Outcomes
+) -> list[dict[str, Any]]:
+    """The run's tidy rows: its attack rows (from :func:`_load_run`) with the run's columns, flags and provenance."""
     first = jobs[0]
+    clean = outcomes[(first.display, CLEAN)][tjob.seed][1]
+    attacks = [{"family": r["family"], "runs": outcomes[(first.display, r["attack"])]} for r in run_rows if r["attack"] != WORST]
+    flags = run_flags(checks, attacks, cascade=any(j.after for j in jobs))
+    flags.update(parity.parity_flags(run_rows))
+    if flags.get("parity_message"):
+        flags["flags"] = "; ".join(m for m in (flags.get("flags"), flags.pop("parity_message")) if m)
     base = {
         "suite": suite.name,
         "dataset": suite.dataset.name,

@@ -2,7 +2,9 @@
 
 Prints the 2x2 table of per-sample outcomes over the examples (and seeds) both rows were evaluated
 on, the accuracy difference with its 95 % interval (paired two-level bootstrap over seeds and
-examples, ``bench/stats.py``) and the exact McNemar p-value. Nothing is computed but statistics.
+examples, ``bench/stats.py``) and the p-value of ``stats.paired_p``, naming the test it made: the
+exact McNemar test with one seed, the exact sign-flip test over examples (each example's
+differences summed over the seeds) with several. Nothing is computed but statistics.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ EXAMPLES = """examples:
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "compare", help="paired comparison of two leaderboard rows (2x2 table, difference, exact McNemar p)",
+        "compare", help="paired comparison of two leaderboard rows (2x2 table, difference, exact paired p)",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("suite", type=Path, help="suite YAML file")
@@ -58,10 +60,17 @@ def comparison_text(row_a: str, row_b: str, column: str, result: Paired) -> str:
         f"accuracy: {row_a} {100 * result.acc_a:.2f} %, {row_b} {100 * result.acc_b:.2f} %",
         f"difference {row_a} - {row_b}: {100 * result.delta:+.2f} pp, 95 % interval "
         f"[{100 * result.delta_low:+.2f}, {100 * result.delta_high:+.2f}] (paired bootstrap over seeds and examples)",
-        f"exact McNemar test: {result.a_only} vs {result.b_only} discordant, p = {result.p:.4g}"
-        + (" (not significant at 0.05)" if result.p >= 0.05 else ""),
+        f"{result.test}: {_evidence(row_a, row_b, result)}, p = {result.p:.4g}" + (" (not significant at 0.05)" if result.p >= 0.05 else ""),
     ]
     return "\n".join(lines)
+
+
+def _evidence(row_a: str, row_b: str, result: Paired) -> str:
+    """What the test counted: discordant examples (one seed) or examples favouring each row (several)."""
+    if len(result.seeds) == 1:
+        return f"{result.a_only} vs {result.b_only} discordant"
+    return (f"{result.favour_a} examples favour {row_a}, {result.favour_b} favour {row_b} "
+            f"(net {result.a_only - result.b_only:+d} (seed, example) pairs)")  # fmt: skip
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

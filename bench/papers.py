@@ -1,11 +1,12 @@
 """Paper tables: a suite's ``paper:`` section lays its results out like a published table.
 
 Each cell shows our value (mean ± std over seeds), the paper's value and the difference Δ, with
-"—" where a value is missing; cells with |Δ| above the suite's tolerance are flagged. Bold marks
-our best value per column and, in the ``leaderboard`` layout, every row of the table that is not
-significantly different from it (exact McNemar test on the per-sample flags, seeds paired,
-Holm-corrected over the table's rows, ``bench/stats.py``): papers bold margins of one example,
-we do not. A column filled from one of ours with another name is headed ``paper name (ours)``,
+"—" where a value is missing; cells with |Δ| above the suite's tolerance are flagged. In the
+``leaderboard`` layout bold marks every row of the table that no other row of the table is
+significantly better than (its rank range starts at 1: ``stats.paired_p`` on the per-sample flags,
+the test example as the unit, Holm over all pairs of the table's rows, ``bench/stats.py``), the
+leaderboard's rule: papers bold margins of one example, we do not; the ``lpf`` layout bolds our
+best mean. A column filled from one of ours with another name is headed ``paper name (ours)``,
 e.g. ``AA (APGD-CE+T·50it·2tgt)``, so a reduced AutoAttack is never shown as the standard one.
 Two layouts:
 
@@ -180,17 +181,17 @@ def lpf_values(analyses: list[dict[str, Any]]) -> dict[tuple[str, str, str], lis
 
 
 def leaderboard_ties(spec: PaperSpec, outcomes: dict[tuple[str, str], stats.Runs]) -> dict[tuple[str, str], bool]:
-    """(our row, our column) -> best or tied with the best among the table's rows, from per-sample outcomes."""
+    """(our row, our column) -> bold: no row of the table significantly better, from per-sample outcomes."""
     ours = [r.ours for r in spec.rows if r.ours is not None]
     ties = {}
     for col in spec.columns:
-        cells = stats.column_stats({row: outcomes[(row, col.ours)] for row in ours if (row, col.ours) in outcomes})
-        ties.update({(row, col.ours): cell.tied_with_best for row, cell in cells.items()})
+        ranked = stats.ranks({row: outcomes[(row, col.ours)] for row in ours if (row, col.ours) in outcomes})
+        ties.update({(row, col.ours): r.bold for row, r in ranked.items()})
     return ties
 
 
 def build_cells(spec: PaperSpec, values: dict, ties: dict[tuple[str, str], bool] | None = None) -> list[list[Cell]]:
-    """The table's cells; ``ties`` (leaderboard layout) bolds every row tied with the best, else only the best mean."""
+    """The table's cells; ``ties`` (leaderboard layout) bolds the rows it marks, else only the best mean."""
     table = []
     for row in spec.rows:
         cells = []
@@ -234,7 +235,8 @@ def heading(col: PaperColumn) -> str:
 def bold_note(spec: PaperSpec) -> str:
     if spec.layout == "lpf":  # analyses keep no per-sample flags: no test, the best mean only
         return "bold = our best per column"
-    return "bold = our best per column and every row not significantly different from it (exact McNemar, Holm, α = 0.05)"
+    return ("bold = every row no other row is significantly better than (paired test over the test examples: exact McNemar "
+            "for one seed, exact sign-flip over examples for several; Holm over all pairs of the column, α = 0.05)")
 
 
 def render_markdown(spec: PaperSpec, table: list[list[Cell]], footer: list[str]) -> str:

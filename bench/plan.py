@@ -347,7 +347,7 @@ def _expand(suite: Suite, limit: int | None) -> Plan:
         raise ConfigError(f"{suite.sources.get('eval', suite.path)}: eval.cascade", "cannot be combined with sharded attacks (shards: N)")
     none = ATTACKS.get("none")
     attacks = suite.attacks or [PluginRef("attack", "none", none.params(), none.version)]
-    labels = [attack_label(a.name, a.params) for a in attacks]
+    labels = [attack_label(a.name, a.params, suite.threat.norm) for a in attacks]
     columns = [_display(a, attacks, lab) if labels.count(lab) > 1 else lab for a, lab in zip(attacks, labels)]
     if len(set(columns)) != len(columns):
         columns = [f"{c} #{i + 1}" for i, c in enumerate(columns)]

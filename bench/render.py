@@ -29,7 +29,9 @@ def speed_lines(plan: Any, rows: list[dict]) -> list[str]:
     out = []
     if plan.eval_spec.cascade:
         out.append("- Cascade (`eval.cascade`): each attack column counts the points that survived it *after the attacks "
-                   "to its left* (it attacked only those); Worst case is exact.")  # fmt: skip
+                   "to its left* (it attacked only those); Worst case is exact. The attack-comparison sanity flags (Square "
+                   "beats every gradient attack, an iterative attack weaker than FGSM) are not computed under cascade: "
+                   "a later column never attacked the points an earlier one broke, so no two columns can be compared.")  # fmt: skip
     train, ev = plan.suite.train.precision, plan.eval_spec.precision
     if train != "fp32" or ev != "fp32":
         ran = lambda key: ", ".join(sorted({str(r[key]) for r in rows if r.get(key)})) or "not recorded"  # noqa: E731
@@ -41,7 +43,7 @@ def speed_lines(plan: Any, rows: list[dict]) -> list[str]:
 
 
 def _cell(values: list[float], stats: dict[str, Any] | None = None, bold: Bold = MARKDOWN_BOLD) -> str:
-    """``mean [ci_low, ci_high]`` (mean over seeds, in %), bold when best or tied with the best."""
+    """``mean [ci_low, ci_high]`` (mean over seeds, in %), bold when no row is significantly better (``tied_with_best``)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return MISSING
@@ -108,26 +110,42 @@ NORMS = {"Linf": "L∞", "L2": "L2"}
 
 
 def uncertainty_lines(plan: Plan, n: int | None) -> list[str]:
-    """Header lines stating the interval method, the paired test and the smallest detectable difference."""
+    """Header lines stating the interval method, the paired test, the family of comparisons behind
+    bold and ranks, and the smallest difference that test could ever declare significant."""
     seeds = len(plan.suite.seeds)
     method = (
         "Wilson score interval over the test examples (one seed)"
         if seeds == 1
         else f"two-level bootstrap over seeds and test examples ({N_BOOT} replicates, seed {BOOT_SEED}, percentile)"
     )
+    test = (
+        "exact McNemar test on the per-sample flags over the common examples"
+        if seeds == 1
+        else "exact sign-flip test over the common test examples, each example's differences summed over the seeds "
+        "(the example is the independent unit, not the (seed, example) pair)"
+    )
     lines = [
         f"- Each cell: accuracy [95 % interval: {method}].",
-        f"- **Bold**: the column's best row and every row not significantly different from it (exact McNemar "
-        f"test on per-sample flags over the common examples, seeds paired, Holm-corrected over the rows, "
-        f"α = {ALPHA:g}); Rank: the ranks by worst case compatible with all pairwise tests (Holm).",
+        f"- Paired test: {test}; family: all k(k−1)/2 pairs of rows within a column, Holm-corrected, "
+        f"α = {ALPHA:g}. **Bold**: no row of the column is significantly better (its rank range starts at 1); "
+        "Rank: the ranks by worst case compatible with all pairwise tests.",
     ]
     if n:
         k = min_discordant(ALPHA)
-        lines.append(
-            f"- Smallest detectable difference: with {n} test examples × {seeds} seed(s), an exact McNemar test "
-            f"needs at least {k} discordant examples, all one way, for p < {ALPHA:g}: differences below "
-            f"{100 * detectable_difference(n * seeds, ALPHA):.2f} pp can never be significant here."
-        )
+        if seeds == 1:
+            lines.append(
+                f"- Smallest detectable difference: with {n} test examples × 1 seed, an exact McNemar test "
+                f"needs at least {k} discordant examples, all one way, for p < {ALPHA:g}: differences below "
+                f"{100 * detectable_difference(n, 1, ALPHA):.2f} pp can never be significant here."
+            )
+        else:
+            lines.append(
+                f"- Smallest detectable difference: with {n} test examples × {seeds} seeds, the sign-flip test needs "
+                f"at least {k} examples that differ, all one way, for p < {ALPHA:g}: differences below "
+                f"{100 * detectable_difference(n, seeds, ALPHA):.2f} pp ({k} examples differing on one seed each) can "
+                f"never be significant here, and below {100 * detectable_difference(n, 1, ALPHA):.2f} pp when the rows "
+                "differ on the same examples in every seed."
+            )
     return lines
 
 
@@ -171,7 +189,7 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
 
 
 def leaderboard_latex(plan: Plan, rows: list[dict[str, Any]]) -> str:
-    """The leaderboard table as LaTeX (booktabs rules, ``\\textbf`` for the best and the rows tied with it)."""
+    """The leaderboard table as LaTeX (booktabs rules, ``\\textbf`` for the rows no row is significantly better than)."""
     headers, body = leaderboard_rows(plan, rows, plan.suite.leaderboard.cost, bold=("\\textbf{", "}"))
     lines = [
         "% generated by `bench report --format latex`; needs \\usepackage{booktabs}",

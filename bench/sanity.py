@@ -8,16 +8,23 @@ Per evaluated weights (one cheap job, cached like evaluations):
   can be turned grey: an honest model is at about 0 % (a cheap unbounded-attack check). As in the
   evaluations, only clean-correct points are attacked; the others count as not robust.
 
-Per run, from the per-sample attack results (no extra compute), with a paired test rather than a
-raw comparison of accuracies (one example in 200 is noise, not a broken attack): an exact McNemar
-test on the examples both attacks saw, Holm-corrected over the comparisons of the flag, at
-``ALPHA`` (``bench/stats.py``):
+Per leaderboard row, from the per-sample attack results of all its seeds (no extra compute), with
+a paired test rather than a raw comparison of accuracies (one example in 200 is noise, not a
+broken attack): ``stats.paired_p`` on the examples both attacks saw (exact McNemar for one seed,
+the exact sign-flip test over examples for several), Holm-corrected over the comparisons of the
+flag, at ``ALPHA`` (``bench/stats.py``):
 
 * ``square_beats_whitebox``: the black-box Square attack is significantly stronger than every
   gradient attack: a gradient-masking signal (AutoAttack ``flags_doc.md``).
 * ``pgd_weaker_than_fgsm``: an iterative gradient attack is significantly weaker than one-step FGSM.
 
 The smallest Holm-adjusted p-value of each comparison flag is stored beside it (``*_p``).
+
+Under ``eval.cascade`` both comparison flags are ``None`` (not computed): a cascaded column only
+attacked the points the columns to its left left robust, so for any two columns the points the
+earlier one broke were never attacked by the later one, and one cell of their 2x2 table is never
+observed. Compared as if independent, a later attack can never look weaker (a completely broken PGD
+after FGSM passes) and Square last always looks stronger (a false masking alarm on an honest model).
 """
 
 from __future__ import annotations
@@ -80,23 +87,31 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     }
 
 
+def _runs(row: dict[str, Any]) -> stats.Runs:
+    """An attack result's per-seed outcomes: ``runs`` (seed -> (ids, robust)) or one seed's ``sample_id`` and ``robust``."""
+    if "runs" in row:
+        return row["runs"]
+    return {0: (np.asarray(row["sample_id"]), np.asarray(row["robust"], dtype=bool))}
+
+
 def stronger_p(strong: dict[str, Any], weak: dict[str, Any]) -> float:
     """One-sided evidence that attack ``strong`` leaves fewer robust points than ``weak``.
 
-    Exact McNemar p-value on the examples both saw when ``strong`` wins more discordant pairs,
-    else 1. Each argument has ``sample_id`` and per-sample ``robust`` flags.
+    ``stats.paired_p`` on the seeds and examples both saw when ``strong`` leaves fewer robust, else
+    1. Each argument has ``runs`` (seed -> (sample ids, robust flags)), or one seed's
+    ``sample_id`` and per-sample ``robust`` flags.
     """
-    common = np.intersect1d(strong["sample_id"], weak["sample_id"])
-    a = np.asarray(strong["robust"], dtype=bool)[np.isin(strong["sample_id"], common)]
-    b = np.asarray(weak["robust"], dtype=bool)[np.isin(weak["sample_id"], common)]
-    only_strong_robust, only_weak_robust = stats.discordant(a, b)
-    return stats.mcnemar_exact(only_strong_robust, only_weak_robust) if only_weak_robust > only_strong_robust else 1.0
+    seeds, (a, b) = stats.aligned(_runs(strong), _runs(weak))
+    if not seeds or a.sum() >= b.sum():
+        return 1.0
+    return stats.paired_p(a, b)
 
 
-def run_flags(checks: dict[str, Any] | None, attacks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Flag columns for one run from its sanity checks and its attack results.
+def run_flags(checks: dict[str, Any] | None, attacks: list[dict[str, Any]], cascade: bool = False) -> dict[str, Any]:
+    """Flag columns for one run from its sanity checks and its row's attack results.
 
-    Each attack result has ``family``, ``sample_id`` and per-sample ``robust`` flags.
+    Each attack result has ``family`` and its outcomes (see :func:`stronger_p`); ``cascade``:
+    the attacks ran as an ``eval.cascade``, so the comparison flags are ``None`` (module docstring).
     """
     out: dict[str, Any] = {}
     if checks:
@@ -108,15 +123,22 @@ def run_flags(checks: dict[str, Any] | None, attacks: list[dict[str, Any]]) -> d
     for row in attacks:
         by_family.setdefault(row["family"], []).append(row)
     gradient = by_family.get("fgsm", []) + by_family.get("iterative", [])
-    if by_family.get("blackbox") and gradient:
-        # Square counts as beating the white-box attacks when it is significantly stronger than each of them
-        per_square = [max(stats.holm([stronger_p(sq, g) for g in gradient])) for sq in by_family["blackbox"]]
-        out["flag_square_beats_whitebox_p"] = min(per_square)
-        out["flag_square_beats_whitebox"] = out["flag_square_beats_whitebox_p"] < ALPHA
-    if by_family.get("fgsm") and by_family.get("iterative"):
-        pairs = [(f, it) for it in by_family["iterative"] for f in by_family["fgsm"]]
-        out["flag_pgd_weaker_than_fgsm_p"] = min(stats.holm([stronger_p(f, it) for f, it in pairs]))
-        out["flag_pgd_weaker_than_fgsm"] = out["flag_pgd_weaker_than_fgsm_p"] < ALPHA
+    square = bool(by_family.get("blackbox") and gradient)
+    fgsm_vs_iterative = bool(by_family.get("fgsm") and by_family.get("iterative"))
+    if cascade:  # not computed: one cell of each 2x2 table is never observed (module docstring)
+        for name, present in (("square_beats_whitebox", square), ("pgd_weaker_than_fgsm", fgsm_vs_iterative)):
+            if present:
+                out[f"flag_{name}_p"] = out[f"flag_{name}"] = None
+    else:
+        if square:
+            # Square counts as beating the white-box attacks when it is significantly stronger than each of them
+            per_square = [max(stats.holm([stronger_p(sq, g) for g in gradient])) for sq in by_family["blackbox"]]
+            out["flag_square_beats_whitebox_p"] = min(per_square)
+            out["flag_square_beats_whitebox"] = out["flag_square_beats_whitebox_p"] < ALPHA
+        if fgsm_vs_iterative:
+            pairs = [(f, it) for it in by_family["iterative"] for f in by_family["fgsm"]]
+            out["flag_pgd_weaker_than_fgsm_p"] = min(stats.holm([stronger_p(f, it) for f, it in pairs]))
+            out["flag_pgd_weaker_than_fgsm"] = out["flag_pgd_weaker_than_fgsm_p"] < ALPHA
     raised = [MESSAGES[k].format(**out) for k in MESSAGES if out.get(k)]
     out["flags"] = "; ".join(raised)
     return out

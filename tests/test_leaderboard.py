@@ -93,3 +93,16 @@ def test_cost_column_is_optional(tmp_path: Path) -> None:
 def test_leaderboard_key_is_strict(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"leaderboard\.cots: .*did you mean 'cost'"):
         load_suite(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE + "leaderboard: {cots: true}\n"))
+
+
+def test_header_states_the_test_and_the_detectable_difference_of_several_seeds(tmp_path: Path) -> None:
+    from bench.render import uncertainty_lines
+
+    plan = expand(load_suite(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE + "seeds: [0, 1, 2]\n")))
+    text = "\n".join(uncertainty_lines(plan, 200))
+    assert "exact sign-flip test over the common test examples, each example's differences summed over the seeds" in text
+    assert "family: all k(k−1)/2 pairs of rows within a column, Holm-corrected" in text and "rank range starts at 1" in text
+    # 6 examples, one way: 6 / (200 x 3) = 1 pp when each differs on one seed, 6 / 200 = 3 pp on every seed
+    assert "differences below 1.00 pp (6 examples differing on one seed each)" in text and "below 3.00 pp when the rows" in text
+    one = "\n".join(uncertainty_lines(expand(load_suite(write_suite(tmp_path / "t.yaml", MINIMAL_SUITE))), 200))
+    assert "exact McNemar test on the per-sample flags" in one and "differences below 3.00 pp can never be significant" in one

@@ -63,7 +63,7 @@ def test_markdown(table) -> None:
     assert lines[-1] == "footer line"
 
 
-def test_bold_marks_every_row_tied_with_the_best_on_per_sample_flags() -> None:
+def test_bold_marks_every_row_no_row_is_significantly_better_than_on_per_sample_flags() -> None:
     spec = parse_paper(PAPER, "s.yaml: paper", ROWS, COLUMNS, [])
     ids = np.arange(200)
     fr_pgd, at_pgd = ids < 119, ids < 116  # the fr vs pgd_at: 119 vs 116, p = 0.25
@@ -79,7 +79,7 @@ def test_bold_marks_every_row_tied_with_the_best_on_per_sample_flags() -> None:
     assert cells[0][1].bold and cells[1][1].bold  # PGD-20: 58.00 vs 59.50, tied
     assert cells[1][2].bold and not cells[0][2].bold  # C&W_x (our FGSM): fr significantly better
     assert not any(c.bold for c in (cells[0][0], cells[1][0]))  # Clean: no outcomes, nothing is bold
-    assert "every row not significantly different" in render_markdown(spec, cells, [])
+    assert "bold = every row no other row is significantly better than" in render_markdown(spec, cells, [])
 
 
 def test_latex_structure_and_escaping(table) -> None:
@@ -142,3 +142,29 @@ def test_shipped_paper_suites_parse() -> None:
     assert [r.label for r in table2.rows] == ["PGD-AT", "TRADES", "MART", "AWP", "AT-SWA", "AT-FR", "AT-FR-SWA"]
     assert table2.rows[-1].reported["AA"] == 54.35
     assert expand(load_suite(SUITES / "papers" / "fr-aaai23-table1-lpf.yaml")).paper.layout == "lpf"
+
+
+def test_a_paper_table_renders_on_an_empty_cache_and_never_replaces_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from bench.cli import main
+
+    suite = str(SUITES / "papers" / "fr-aaai23-table2.yaml")
+    report = ["report", suite, "--cache-dir", str(tmp_path / "empty"), "--results-dir", str(tmp_path / "r")]
+    assert main(report) == 0
+    out = capsys.readouterr().out
+    written = tmp_path / "r" / "fr-aaai23-table2" / "paper.md"
+    assert "| AT-FR | — / 80.59 | — / 61.47 | — / 59.49 | — / 54.33 | — / 52.06 |" in out and f"written: {written}" in out
+    assert written.read_text() in out and sorted(p.name for p in written.parent.iterdir()) == ["paper.md"]
+    assert main([*report, "--format", "latex"]) == 0 and "-- / 84.62" in (written.parent / "paper.tex").read_text()
+    capsys.readouterr()
+    # a folder that already holds results keeps them: the table is printed, nothing is written
+    (written.parent / "results.json").write_text(json.dumps([{"display_name": "fr", "robust_acc": 0.5}]))
+    written.unlink()
+    assert main(report) == 0
+    captured = capsys.readouterr()
+    assert "— / 80.59" in captured.out and "written" not in captured.out and not written.exists()
+    assert "not written" in captured.err and captured.err.count("\n") == 1
+    # a suite without a paper table: nothing cached is still an error, nothing written
+    assert main(["report", str(SUITES / "quickstart.yaml"), "--cache-dir", str(tmp_path / "empty"), "--results-dir", str(tmp_path / "q")]) == 1
+    assert not (tmp_path / "q").exists()

@@ -98,3 +98,64 @@ def test_large_eps_check_attacks_only_clean_correct_points(monkeypatch: pytest.M
         correct = int((model(x.float() / 255).argmax(1) == y).sum())
     assert 0 < sum(sizes) == correct < len(y)  # the misclassified ones count as not robust, unattacked
     assert checks["large_eps_acc"] <= correct / len(y)
+
+
+def test_comparison_flags_pool_the_seeds_of_a_row_with_examples_as_the_unit() -> None:
+    fgsm, pgd = robust_first(80), robust_first(86)  # 6 examples, all one way: p = 2/64 with one seed
+
+    def pooled(*seeds: tuple[np.ndarray, np.ndarray]) -> dict:
+        runs = [{s: (np.arange(200), flags[k]) for s, flags in enumerate(seeds)} for k in range(2)]
+        return run_flags(None, [{"family": "fgsm", "runs": runs[0]}, {"family": "iterative", "runs": runs[1]}])
+
+    one = pooled((fgsm, pgd))
+    assert one["flag_pgd_weaker_than_fgsm"] and one["flag_pgd_weaker_than_fgsm_p"] == pytest.approx(binomial_p(6, 0))
+    # the same seed three times is no new evidence (pooled (seed, example) pairs gave 18 discordant, p = 8e-6)
+    assert pooled(*[(fgsm, pgd)] * 3)["flag_pgd_weaker_than_fgsm_p"] == one["flag_pgd_weaker_than_fgsm_p"]
+
+
+def fake_store(tmp_path, attacks: str, robust: dict[str, np.ndarray], cascade: bool):
+    """A store holding one run's evaluations with the given robust flags (clean: the first 190 of 200)."""
+    from bench.config import load_suite
+    from bench.plan import expand
+    from bench.store import Store
+    from tests.conftest import MINIMAL_SUITE, write_suite
+
+    tmp_path.mkdir(exist_ok=True)
+    text = MINIMAL_SUITE.replace("attacks: [fgsm]", f"attacks: [{attacks}]") + ("eval: {cascade: true}\n" if cascade else "")
+    plan = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
+    store = Store(tmp_path / "cache")
+    for job in plan.eval_jobs:
+        with store.writer("eval", job.key) as folder:
+            np.savez(folder / "flags.npz", sample_id=np.arange(200), clean=robust_first(190), robust=robust[job.column])
+            for name in ("metrics.json", "manifest.json"):
+                (folder / name).write_text("{}")
+    return plan, store
+
+
+def test_under_cascade_a_broken_pgd_after_fgsm_is_not_passed_with_p_1(tmp_path) -> None:
+    from bench.aggregate import collect
+    from bench.render import leaderboard_markdown
+
+    # PGD that breaks nothing: alone it would leave all 190 clean-correct points robust (p ~ 1e-33) ...
+    alone = run_flags(None, [attack_row("fgsm", robust_first(80)), attack_row("iterative", robust_first(190))])
+    assert alone["flag_pgd_weaker_than_fgsm"] and alone["flag_pgd_weaker_than_fgsm_p"] < 1e-30
+    # ... after FGSM in a cascade it only attacked FGSM's survivors, so its column equals FGSM's
+    plan, store = fake_store(tmp_path, "fgsm, pgd", {"FGSM": robust_first(80), "PGD-20": robust_first(80)}, cascade=True)
+    assert plan.eval_jobs[1].after == (plan.eval_jobs[0].key,)
+    rows = collect(plan, store)
+    assert all(r["flag_pgd_weaker_than_fgsm"] is None and r["flag_pgd_weaker_than_fgsm_p"] is None for r in rows)
+    board = leaderboard_markdown(plan, rows)
+    assert "sanity flags (Square beats every gradient attack, an iterative attack weaker than FGSM) are not computed under cascade" in board
+
+
+def test_under_cascade_square_last_raises_no_false_masking_alarm(tmp_path) -> None:
+    from bench.aggregate import collect
+
+    # an honest model: Square last breaks 10 more of the points every gradient attack left robust
+    robust = {"FGSM": robust_first(90), "PGD-20": robust_first(80), "Square": robust_first(70)}
+    plan, store = fake_store(tmp_path, "fgsm, pgd, square", robust, cascade=True)
+    rows = collect(plan, store)
+    assert all(r["flag_square_beats_whitebox"] is None and r["flags"] == "" for r in rows)
+    # compared as independent columns, the same flags would raise the alarm
+    plan, store = fake_store(tmp_path / "plain", "fgsm, pgd, square", robust, cascade=False)
+    assert all(r["flag_square_beats_whitebox"] and "Square beats" in r["flags"] for r in collect(plan, store))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -56,7 +57,7 @@ def test_mcnemar_threshold_and_detectable_difference() -> None:
     assert stats.mcnemar_exact(3, 0) == pytest.approx(0.25)  # a 3-example lead can never reach p < 0.25
     assert stats.min_discordant(0.05) == 6 and stats.min_discordant(0.01) == 8
     assert stats.detectable_difference(200) == pytest.approx(0.03)
-    assert stats.detectable_difference(200 * 3) == pytest.approx(0.01)
+    assert stats.detectable_difference(200, 3) == pytest.approx(0.01)
 
 
 def test_holm_on_hand_made_cases() -> None:
@@ -108,7 +109,7 @@ def runs(*flags: np.ndarray, ids: np.ndarray | None = None) -> stats.Runs:
     return {seed: (ids, np.asarray(f, dtype=bool)) for seed, f in enumerate(flags)}
 
 
-def test_paired_pools_discordant_pairs_over_seeds_and_aligns_ids() -> None:
+def test_paired_aligns_ids_and_tests_examples_summed_over_seeds() -> None:
     a = runs(np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1]))
     # b lists the same examples in another order, and one extra example a never saw
     ids_b = np.array([3, 2, 1, 0, 9])
@@ -118,7 +119,8 @@ def test_paired_pools_discordant_pairs_over_seeds_and_aligns_ids() -> None:
     # seed 0: a_only {3}, both right {0, 1}, both wrong {2}; seed 1: a_only {0}, b_only {2}, right {3}, wrong {1}
     assert (r.n, r.seeds) == (4, [0, 1])
     assert (r.a_only, r.b_only, r.both_right, r.both_wrong) == (2, 1, 3, 2)
-    assert r.p == pytest.approx(binomial_p(2, 1)) and r.delta == pytest.approx(5 / 8 - 4 / 8)
+    # per example, summed over seeds: id 0 +1, id 2 -1, id 3 +1: two examples favour a, one b
+    assert r.p == pytest.approx(sign_flip_by_enumeration(np.array([1, -1, 1]))) and r.delta == pytest.approx(5 / 8 - 4 / 8)
     assert r.delta_low <= r.delta <= r.delta_high
 
 
@@ -134,8 +136,11 @@ def test_column_stats_marks_ties_with_holm_and_rank_ranges() -> None:
     out = stats.column_stats(cells)
     assert out["best"].is_best and out["best"].tied_with_best and math.isnan(out["best"].p_vs_best)
     p_close, p_far = binomial_p(3, 0), binomial_p(40, 0)
-    assert out["close"].p_vs_best == pytest.approx(max(2 * min(p_close, p_far), max(p_close, p_far)))
-    assert out["far"].p_vs_best == pytest.approx(2 * p_far)
+    p_close_far = binomial_p(37, 0)  # close (117 right) against far (80 right): 37 discordant, one way
+    # Holm over all three pairs: p_far * 3, max(that, p_close_far * 2), max(that, p_close)
+    assert out["close"].p_vs_best == pytest.approx(p_close)
+    assert out["far"].p_vs_best == pytest.approx(3 * p_far)
+    assert p_close_far > p_far and p_close > 2 * p_close_far
     assert out["close"].tied_with_best and not out["far"].tied_with_best
     assert (out["best"].rank_low, out["best"].rank_high) == (1, 2)
     assert (out["close"].rank_low, out["close"].rank_high) == (1, 2)
@@ -151,3 +156,102 @@ def test_column_stats_uses_the_bootstrap_with_several_seeds() -> None:
     out = stats.column_stats({"a": runs(*flags)})
     assert out["a"].method == "bootstrap" and out["a"].n_seeds == 3
     assert (out["a"].ci_low, out["a"].ci_high) == stats.bootstrap_interval(np.stack(flags).astype(float))
+
+
+def seeds_matrix(d: np.ndarray, seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flags a, b over ``seeds`` seeds whose per-example difference summed over seeds is ``d``."""
+    a, b = np.zeros((seeds, len(d)), bool), np.zeros((seeds, len(d)), bool)
+    for i, x in enumerate(d):
+        (a if x > 0 else b)[: abs(x), i] = True
+    return a, b
+
+
+def sign_flip_by_enumeration(d: np.ndarray) -> float:
+    """P(|T'| >= |T|) over all 2^m sign flips of the nonzero d_i, by listing them."""
+    v = np.abs(d[d != 0])
+    if len(v) == 0:
+        return 1.0
+    signs = np.array(list(itertools.product([-1, 1], repeat=len(v))))
+    return float(np.mean(np.abs(signs @ v) >= abs(d.sum())))
+
+
+def test_paired_p_with_one_seed_is_the_exact_mcnemar_test() -> None:
+    rng = np.random.default_rng(4)
+    for n, p_a, p_b in [(200, 0.6, 0.6), (200, 0.6, 0.5), (50, 0.9, 0.2), (1000, 0.55, 0.53)]:
+        a, b = rng.random(n) < p_a, rng.random(n) < p_b
+        assert stats.paired_p(a, b) == stats.mcnemar_exact(*stats.discordant(a, b))  # identical, not approximately
+        assert stats.paired_p(a[None], b[None]) == stats.paired_p(a, b)
+    assert stats.paired_p(np.ones(5, bool), np.ones(5, bool)) == 1.0
+    with pytest.raises(ValueError, match="same .seeds, examples. shape"):
+        stats.paired_p(np.ones((2, 5), bool), np.ones((3, 5), bool))
+
+
+def test_paired_p_with_several_seeds_is_the_exact_sign_flip_distribution() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        seeds = int(rng.integers(2, 6))
+        d = rng.integers(-seeds, seeds + 1, size=int(rng.integers(1, 13)))
+        a, b = seeds_matrix(d, seeds)
+        assert stats.paired_p(a, b) == pytest.approx(sign_flip_by_enumeration(d), rel=1e-12, abs=1e-15)
+    # d = (+2, +2, +1, -1): T = 4; |T'| >= 4 for (+,+,+,+-) and their negations: 6 of 16
+    assert stats.paired_p(*seeds_matrix(np.array([2, 2, 1, -1]), 3)) == pytest.approx(6 / 16)
+
+
+def test_copying_a_seed_leaves_paired_p_unchanged() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.random((2, 300)) < 0.6, rng.random((2, 300)) < 0.55
+    for k in (2, 3, 5):
+        assert stats.paired_p(np.repeat(a[:1], k, axis=0), np.repeat(b[:1], k, axis=0)) == stats.paired_p(a[:1], b[:1])
+        assert stats.paired_p(np.tile(a, (k, 1)), np.tile(b, (k, 1))) == stats.paired_p(a, b)
+    # the pooled McNemar over (seed, example) pairs that it replaces did not hold this
+    only_a, only_b = stats.discordant(np.tile(a[0], 3), np.tile(b[0], 3))
+    assert stats.mcnemar_exact(only_a, only_b) < stats.paired_p(a[0], b[0])
+
+
+def test_no_difference_below_the_detectable_one_is_ever_significant() -> None:
+    """Every multiset of per-example differences in +-1..3 over up to 9 examples (3 seeds): p < 0.05
+    needs |sum d| >= 6 = min_discordant, i.e. an accuracy difference of 6 / (n * 3) at least."""
+    smallest = math.inf
+    for m in range(1, 10):
+        for d in itertools.combinations_with_replacement([-3, -2, -1, 1, 2, 3], m):
+            if stats.paired_p(*seeds_matrix(np.array(d), 3)) < 0.05:
+                smallest = min(smallest, abs(sum(d)))
+    assert smallest == stats.min_discordant(0.05) == 6
+
+
+def test_paired_reports_the_test_it_made() -> None:
+    a = runs(np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1]))
+    b = runs(np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1]))
+    r = stats.paired(a, b)
+    assert r.test == stats.SIGN_FLIP and (r.favour_a, r.favour_b) == (1, 0) and r.p == 1.0
+    one = stats.paired(runs(np.array([1, 1, 0, 1])), runs(np.array([0, 1, 0, 1])))
+    assert one.test == "exact McNemar test" and one.p == stats.mcnemar_exact(1, 0)
+
+
+def test_bold_follows_the_rank_range_where_the_best_row_rule_contradicted_it() -> None:
+    ids = np.arange(200)
+    a = ids < 120
+    b = a.copy()
+    b[:9], b[150] = False, True  # against a: 9 vs 1 discordant, p = 0.0195
+    c = a.copy()
+    c[10:13], c[160] = False, True  # against a: 3 vs 1, p = 0.625; against b: 4 vs 10, p = 0.18
+    cells = {"a": runs(a), "b": runs(b), "c": runs(c)}
+    p_ab = stats.mcnemar_exact(9, 1)
+    # the rule it replaces: b against the best row a, Holm over the other two rows: 2 * 0.0195 < 0.05, not bold ...
+    assert stats.holm([p_ab, stats.mcnemar_exact(3, 1)])[0] < 0.05
+    # ... while all three pairwise tests (Holm over the 3 pairs: 3 * 0.0195 > 0.05) rank b anywhere in 1-3
+    out = stats.column_stats(cells)
+    assert [(out[r].rank_low, out[r].rank_high, out[r].tied_with_best) for r in "abc"] == [(1, 3, True)] * 3
+    assert out["b"].p_vs_best == pytest.approx(3 * p_ab)
+
+
+def test_compare_names_the_test_it_made(tmp_path) -> None:
+    from bench.compare import comparison_text
+
+    a = runs(np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1]))
+    b = runs(np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1]))
+    text = comparison_text("x", "y", "PGD-20", stats.paired(a, b))
+    assert "exact sign-flip test over examples (seeds summed per example): 1 examples favour x, 0 favour y" in text
+    assert "net +2 (seed, example) pairs), p = 1 (not significant at 0.05)" in text
+    one = comparison_text("x", "y", "PGD-20", stats.paired(runs(np.array([1, 1, 0, 1])), runs(np.array([0, 1, 0, 1]))))
+    assert "exact McNemar test: 1 vs 0 discordant, p = 1 (not significant at 0.05)" in one

@@ -160,3 +160,19 @@ def test_robustness_figure_is_labelled_with_bands() -> None:
     assert [h.get_label() for h in ax.get_legend().legend_handles] == ["training ε = 8/255", "a", "b"]
     assert len(ax.collections) == 2  # one interval band per row
     assert list(ax.get_lines()[1].get_ydata()) == [90, 60, 10]
+
+
+def test_margin_loss_pgd_is_not_labelled_cw_under_l2(tmp_path: Path):
+    from bench.attacks import label
+    from bench.plan import expand
+    from bench.registry import ATTACKS
+
+    attacks = "attacks: [cw, {pgd: {steps: 10, loss: cw}}, pgd, fgsm]\n"
+    l2 = expand(load_suite(write_suite(tmp_path / "l2.yaml", MINIMAL_SUITE.replace("attacks: [fgsm]\n", attacks).replace("Linf, eps: 8/255", "L2, eps: 1"))))
+    assert l2.columns == ["CW-loss PGD-L2-30", "CW-loss PGD-L2-10", "PGD-20", "FGSM"]
+    assert l2.suite.threat.norm == "L2" and [j.column for j in l2.eval_jobs[:2]] == l2.columns[:2]
+    linf = expand(load_suite(write_suite(tmp_path / "linf.yaml", MINIMAL_SUITE.replace("attacks: [fgsm]\n", attacks))))
+    assert linf.columns == ["CW-30", "PGD-10", "PGD-20", "FGSM"]  # L-inf labels as before: committed tables keep their columns
+    assert label("cw", ATTACKS.get("cw").default_params()) == "CW-30"  # the norm defaults to L-inf
+    # a plug-in label taking only the params still works under L2
+    assert label("square", ATTACKS.get("square").default_params(), "L2") == "Square"

@@ -6,6 +6,7 @@ The evaluator calls every attack with the model in eval mode and checks each ret
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -44,11 +45,16 @@ def check_adversarial(
     return dist
 
 
-def label(name: str, p: Any) -> str:
-    """Column label of an attack in tables, e.g. ``PGD-20``."""
-    entry = ATTACKS.get(name)
-    fn = entry.caps.get("label")
-    return fn(p) if fn else name.upper()
+def label(name: str, p: Any, norm: str = "Linf") -> str:
+    """Column label of an attack in tables under the threat's ``norm``, e.g. ``PGD-20``.
+
+    A plug-in's ``label`` callable gets the params, and the norm too when it takes a second
+    argument: a label may only change under another norm (L-inf labels are the tables' names).
+    """
+    fn = ATTACKS.get(name).caps.get("label")
+    if fn is None:
+        return name.upper()
+    return fn(p, norm) if len(inspect.signature(fn).parameters) > 1 else fn(p)
 
 
 def attack(

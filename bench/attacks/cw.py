@@ -5,6 +5,9 @@ is unbounded): the loop of FR ``attack/cw.py`` (Carlini & Wagner's loss, arXiv 1
 Madry-style PGD loop; not C&W's optimisation-based attack). eps 8/255, step alpha = eps/4
 (2/255 at 8/255), 30 steps, uniform random start, 1 restart.
 
+Labels: ``CW-30`` under L-inf, as the tables call it; under L2 ``CW-loss PGD-L2-30``, as
+Carlini-Wagner's L2 attack is a different (minimum-norm, optimisation-based) method.
+
 Deviations: FR averages the loss over the batch; we sum it, which has the same gradient sign. With
 ``restarts > 1`` the per-sample worst restart is kept (see :mod:`bench.attacks.pgd`).
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.attacks.pgd import margin_loss, pgd, step_size
+from bench.attacks.pgd import margin_loss, margin_pgd_label, pgd, step_size
 from bench.params import range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
@@ -32,7 +35,7 @@ class CWParams:
         return range_problem(self, min1=("steps", "restarts"), positive=("alpha",))
 
 
-@ATTACKS.register("cw", params=CWParams, version=1, family="iterative", label=lambda p: f"CW-{p.steps}")
+@ATTACKS.register("cw", params=CWParams, version=1, family="iterative", label=lambda p, norm: margin_pgd_label(p.steps, norm))
 def cw_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: CWParams) -> torch.Tensor:
     """CW-k: PGD on the CW margin loss (no kappa clamp), uniform random start; FR ``attack/cw.py``."""
     eps = threat.eps_float

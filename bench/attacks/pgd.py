@@ -141,7 +141,18 @@ def step_size(alpha: float | None, eps: float) -> float:
     return eps / 4 if alpha is None else alpha
 
 
-@ATTACKS.register("pgd", params=PGDParams, version=1, family="iterative", label=lambda p: f"PGD-{p.steps}")
+def margin_pgd_label(steps: int, norm: str) -> str:
+    """``CW-<steps>`` under L-inf (the tables' name for margin-loss PGD); ``CW-loss PGD-<norm>-<steps>``
+    otherwise: Carlini-Wagner's own L2 attack is a different (minimum-norm) method."""
+    return f"CW-{steps}" if norm == "Linf" else f"CW-loss PGD-{norm}-{steps}"
+
+
+def pgd_label(p: PGDParams, norm: str) -> str:
+    """``PGD-<steps>``; under L2 with ``loss: cw`` the margin loss is named (L-inf labels stay as they were)."""
+    return margin_pgd_label(p.steps, norm) if p.loss == "cw" and norm != "Linf" else f"PGD-{p.steps}"
+
+
+@ATTACKS.register("pgd", params=PGDParams, version=1, family="iterative", label=pgd_label)
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: PGDParams) -> torch.Tensor:
     """PGD-k (L-inf or L2, the threat's norm), uniform random start, CE loss; restarts keep the per-sample worst."""
     eps = threat.eps_float
