@@ -20,6 +20,7 @@ import numpy as np
 from bench import stats
 from bench.params import to_plain
 from bench.plan import EvalJob, Plan
+from bench.randomised import model_flags
 from bench.registry import ATTACKS
 from bench.sanity import run_flags
 from bench.store import Store
@@ -102,6 +103,7 @@ def _run_rows(
 ) -> list[dict[str, Any]]:
     run_rows = []
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
+    checks_by_eval = []  # (column, attack name, params, model check) per evaluation: bench/randomised.py
     for ejob in jobs:
         flags = load_flags(store, ejob)
         if flags is None:
@@ -109,6 +111,7 @@ def _run_rows(
         metrics = store.read_json("eval", ejob.key, "metrics.json")
         eval_manifest = store.read_json("eval", ejob.key, "manifest.json")
         results.append((flags["sample_id"], flags["clean"], flags["robust"]))
+        checks_by_eval.append((ejob.column, ejob.attack.name, ejob.attack.params, metrics.get("model_check")))
         outcomes.setdefault((ejob.display, ejob.column), {})[tjob.seed] = (flags["sample_id"], flags["robust"])
         run_rows.append(
             {
@@ -128,10 +131,13 @@ def _run_rows(
         )
     if not run_rows:
         return []
-    ref_ids, clean = _align(results, jobs[0].display)
+    randomised = any(c and c["randomised"] for *_, c in checks_by_eval)
+    ref_ids, clean, differ = _align(results, jobs[0].display, randomised)
     outcomes.setdefault((jobs[0].display, CLEAN), {})[tjob.seed] = (ref_ids, clean)
     compared = [{**r, "sample_id": ids, "robust": robust} for r, (ids, _, robust) in zip(run_rows, results)]
     flags = run_flags(checks, compared)
+    model = model_flags(checks_by_eval, differ)
+    flags = {**flags, **model, "flags": "; ".join(m for m in (model["flags"], flags.get("flags", "")) if m)}
     if len(run_rows) == len(jobs):
         common, worst = worst_case([(ids, robust) for ids, _, robust in results])
         outcomes.setdefault((jobs[0].display, WORST), {})[tjob.seed] = (common, worst)
@@ -193,14 +199,24 @@ def worst_case(results: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray
     return common, np.logical_and.reduce([robust[np.isin(ids, common)] for ids, robust in results])
 
 
-def _align(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ids and clean flags of the largest evaluation.
+def _align(
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str, randomised: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ids and clean flags of the largest evaluation, and on how many examples another evaluation differs.
 
     Attacks may run on nested subsets; where they overlap, their clean flags must agree (same
-    weights, same inputs), otherwise the cache is inconsistent and aggregation stops.
+    weights, same inputs), otherwise the cache is inconsistent and aggregation stops. A randomised
+    model's clean verdicts are majorities over seeded draws that can differ where the batches differ
+    (``bench/randomised.py``): the count is returned and shown as a flag instead.
     """
     ref_ids, ref_clean, _ = max(results, key=lambda r: len(r[0]))
+    differ = 0
     for ids, clean, _ in results:
-        if not np.array_equal(clean, ref_clean[np.isin(ref_ids, ids)]):
-            raise RuntimeError(f"evaluations of {display} disagree on the clean predictions")
-    return ref_ids, ref_clean
+        expected = ref_clean[np.isin(ref_ids, ids)]
+        if len(expected) != len(clean):
+            raise RuntimeError(f"evaluations of {display} are on sample ids that are not nested subsets of each other")
+        mismatched = int((np.asarray(clean, dtype=bool) != expected.astype(bool)).sum())
+        if mismatched and not randomised:
+            raise RuntimeError(f"evaluations of {display} disagree on the clean predictions of {mismatched} example(s)")
+        differ = max(differ, mismatched)
+    return ref_ids, ref_clean, differ
