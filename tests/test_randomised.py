@@ -26,6 +26,7 @@ from bench.models.tiny import TinyCNNParams, tiny_cnn
 from bench.modes import frozen_eval
 from bench.registry import MODELS
 from bench.store import Store
+from tests.test_own_model import model  # noqa: F401  (fixture)
 
 evaluate_mod = importlib.import_module("bench.evaluate")  # the module (``bench.evaluate`` is the function)
 EPS = 24 / 255
@@ -38,18 +39,9 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def net(data) -> nn.Module:
-    """A tiny_cnn trained for 60 steps on the synthetic stripes (as in test_own_model)."""
-    torch.manual_seed(0)
-    model = bench.build_model("tiny_cnn", num_classes=4, shape=(1, 12, 12))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x, y = data.train_x.float() / 255, data.train_y
-    for _ in range(60):
-        i = torch.randint(0, len(y), (64,))
-        opt.zero_grad()
-        F.cross_entropy(model(x[i]), y[i]).backward()
-        opt.step()
-    return model.eval()
+def net(model: nn.Module) -> nn.Module:  # noqa: F811  (the imported fixture, by name)
+    """test_own_model's tiny_cnn, trained for 60 steps on the synthetic stripes: right on most examples."""
+    return model
 
 
 class PixelDrop(nn.Module):
@@ -84,29 +76,29 @@ class Counting(nn.Module):
         return self.net(x)
 
 
-def legacy_pgd(model, x0, y, eps, alpha, steps):
+def legacy_pgd(m, x0, y, eps, alpha, steps):
     """The PGD loop as it was before ``eot`` existed (one restart, CE, uniform start)."""
     x = random_init(x0.detach(), eps, "uniform")
     for _ in range(steps):
         x.requires_grad_(True)
-        (grad,) = torch.autograd.grad(ce_loss(model(x), y).sum(), x)
+        (grad,) = torch.autograd.grad(ce_loss(m(x), y).sum(), x)
         x = project(x.detach() + alpha * direction(grad), x0, eps)
     return x.detach()
 
 
-def legacy_flags(model, x, y, attack, batch_size):
+def legacy_flags(m, x, y, attack, batch_size):
     """robust_flags as it was before the model check: one clean pass, the attack, one final pass."""
     clean_parts, robust_parts = [], []
-    with frozen_eval(model):
+    with frozen_eval(m):
         for i in range(0, len(x), batch_size):
             xb, yb = to_unit(x[i : i + batch_size]), y[i : i + batch_size]
             with torch.no_grad():
-                clean = model(xb).argmax(1) == yb
+                clean = m(xb).argmax(1) == yb
             robust = clean.clone()
             if clean.any():
-                x_adv = attack(model, xb[clean], yb[clean])
+                x_adv = attack(m, xb[clean], yb[clean])
                 with torch.no_grad():
-                    robust[clean] = model(x_adv).argmax(1) == yb[clean]
+                    robust[clean] = m(x_adv).argmax(1) == yb[clean]
             clean_parts.append(clean)
             robust_parts.append(robust)
     return torch.cat(clean_parts).numpy(), torch.cat(robust_parts).numpy()
@@ -116,14 +108,14 @@ def test_a_deterministic_model_costs_one_extra_forward_pass_and_its_flags_are_un
     x, y = data.test_x[:100], data.test_y[:100]
     attack = lambda m, xb, yb: pgd(m, xb, yb, EPS, EPS / 4, 5)  # noqa: E731
     old = lambda m, xb, yb: legacy_pgd(m, xb, yb, EPS, EPS / 4, 5)  # noqa: E731
-    model = Counting(net)
+    counted = Counting(net)
     torch.manual_seed(7)
-    flags = robust_flags(model, x, y, attack, EPS, 32, "pgd")
-    calls, rows, after = model.calls, model.rows, torch.get_rng_state()
-    model.calls = model.rows = 0
+    flags = robust_flags(counted, x, y, attack, EPS, 32, "pgd")
+    calls, rows, after = counted.calls, counted.rows, torch.get_rng_state()
+    counted.calls = counted.rows = 0
     torch.manual_seed(7)
-    clean, robust = legacy_flags(model, x, y, old, 32)
-    assert (calls - model.calls, rows - model.rows) == (1, 32)  # one extra pass of the first batch, nothing else
+    clean, robust = legacy_flags(counted, x, y, old, 32)
+    assert (calls - counted.calls, rows - counted.rows) == (1, 32)  # one extra pass of the first batch, nothing else
     assert np.array_equal(flags.clean, clean) and np.array_equal(flags.robust, robust)
     assert torch.equal(torch.get_rng_state(), after)  # the check drew nothing from the attack's stream
     assert 0 < robust.sum() < clean.sum()  # a model worth attacking
@@ -137,19 +129,19 @@ def test_eot_1_is_bit_identical_and_more_passes_lower_the_gradient_variance(net,
         new = pgd(net, x, y, EPS, EPS / 4, 5, eot=1)
         torch.manual_seed(3)
         assert torch.equal(new, legacy_pgd(net, x, y, EPS, EPS / 4, 5))
-    model = PixelDrop(net)
-    with frozen_eval(model):
+    noisy = PixelDrop(net)
+    with frozen_eval(noisy):
         torch.manual_seed(0)
-        reference = eot_gradient(model, x, y, ce_loss, 64).flatten(1)
-        cosine = {n: F.cosine_similarity(eot_gradient(model, x, y, ce_loss, n).flatten(1), reference).mean().item() for n in (1, 16)}
+        reference = eot_gradient(noisy, x, y, ce_loss, 64).flatten(1)
+        cosine = {n: F.cosine_similarity(eot_gradient(noisy, x, y, ce_loss, n).flatten(1), reference).mean().item() for n in (1, 16)}
     assert cosine[16] > cosine[1] + 0.15, cosine  # measured: 0.44 with one pass, 0.75 with 16 (against 512)
 
 
 def test_a_randomised_model_is_evaluated_over_draws_with_eot_and_flagged(net, tmp_path: Path) -> None:
-    model = PixelDrop(net)
+    noisy = PixelDrop(net)
     attacks = ["fgsm", {"pgd": {"steps": 10}}, {"pgd": {"steps": 10, "eot": 10}}]
     kw = {**EVAL, "sanity": False}  # all 256 test examples
-    result = bench.evaluate(model, attacks=attacks, cache_dir=tmp_path / "a", **kw)
+    result = bench.evaluate(noisy, attacks=attacks, cache_dir=tmp_path / "a", **kw)
     assert list(result.flags.columns) == ["Clean", "FGSM", "PGD-10", "PGD-10·EoT10", "Worst case"]
     tidy = result.tidy.iloc[0]
     assert tidy["flag_randomised"] and tidy["flag_no_eot"] and not tidy["flag_probabilities"]
@@ -180,10 +172,10 @@ def test_a_softmax_model_is_named_and_a_plain_model_is_not(net, tmp_path: Path) 
 
 
 def test_a_resumed_randomised_evaluation_gives_the_flags_of_an_uninterrupted_one(net, data, tmp_path, monkeypatch) -> None:
-    model, x, y = PixelDrop(net), data.test_x[:96], data.test_y[:96]
+    noisy, x, y = PixelDrop(net), data.test_x[:96], data.test_y[:96]
     attack = lambda m, xb, yb: pgd(m, xb, yb, EPS, EPS / 4, 3, eot=2)  # noqa: E731
     torch.manual_seed(5)
-    whole = robust_flags(model, x, y, attack, EPS, 32, "pgd")
+    whole = robust_flags(noisy, x, y, attack, EPS, 32, "pgd")
 
     def killed(name: str) -> None:
         if name == "eval-batch:2":
@@ -194,9 +186,9 @@ def test_a_resumed_randomised_evaluation_gives_the_flags_of_an_uninterrupted_one
     state = tmp_path / "progress.npz"
     torch.manual_seed(5)
     with pytest.raises(KeyboardInterrupt):
-        robust_flags(model, x, y, attack, EPS, 32, "pgd", state=state)
+        robust_flags(noisy, x, y, attack, EPS, 32, "pgd", state=state)
     torch.manual_seed(5)
-    resumed = robust_flags(model, x, y, attack, EPS, 32, "pgd", state=state)
+    resumed = robust_flags(noisy, x, y, attack, EPS, 32, "pgd", state=state)
     assert np.array_equal(whole.clean, resumed.clean) and np.array_equal(whole.robust, resumed.robust)
     assert resumed.model_check == whole.model_check == {"randomised": True, "probabilities": False, "draws": randomised.DRAWS}
 
