@@ -22,6 +22,7 @@ import numpy as np
 from bench import parity, stats
 from bench.params import to_plain
 from bench.plan import EvalJob, Plan
+from bench.randomised import model_flags
 from bench.registry import ATTACKS
 from bench.sanity import run_flags
 from bench.store import Store
@@ -57,13 +58,13 @@ def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Ou
         for wa in suite.wa:
             jobs = [e for e in plan.evals_of(tjob) if e.wa == wa and e.threat is None]  # eval.eps radii: curves only
             if jobs:
-                runs.append((tjob, jobs, _load_run(jobs, tjob.seed, store, outcomes)))
-    for tjob, jobs, loaded in runs:  # every seed's outcomes are in: the flags pool them per row
+                runs.append((tjob, jobs, *_load_run(jobs, tjob.seed, store, outcomes)))
+    for tjob, jobs, loaded, model in runs:  # every seed's outcomes are in: the flags pool them per row
         if loaded:
             manifest = store.read_json("train", tjob.key, "manifest.json") if store.has("train", tjob.key) else {}
             sjob = plan.sanity_of(tjob, jobs[0].wa)
             checks = store.read_json("sanity", sjob.key, "checks.json") if sjob and store.has("sanity", sjob.key) else None
-            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, loaded, outcomes))
+            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, loaded, model, outcomes))
     add_cell_stats(rows, outcomes)
     return rows, outcomes
 
@@ -103,10 +104,12 @@ def _ran(manifest: dict[str, Any]) -> str | None:
     return fast.get("precision_ran") or fast.get("precision")
 
 
-def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) -> list[dict[str, Any]]:
-    """One run's evaluated attacks: their tidy rows and flags, recorded in ``outcomes`` (with Clean and Worst case)."""
+def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One run's evaluated attacks: their tidy rows, recorded in ``outcomes`` (with Clean and Worst case),
+    and the run's model flags (randomised or probability outputs: ``bench/randomised.py``)."""
     run_rows = []
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
+    checks_by_eval = []  # (column, attack name, params, model check) per evaluation: bench/randomised.py
     for ejob in jobs:
         flags = load_flags(store, ejob)
         if flags is None:
@@ -114,6 +117,7 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
         metrics = store.read_json("eval", ejob.key, "metrics.json")
         eval_manifest = store.read_json("eval", ejob.key, "manifest.json")
         results.append((flags["sample_id"], flags["clean"], flags["robust"]))
+        checks_by_eval.append((ejob.column, ejob.attack.name, ejob.attack.params, metrics.get("model_check")))
         outcomes.setdefault((ejob.display, ejob.column), {})[seed] = (flags["sample_id"], flags["robust"])
         run_rows.append(
             {
@@ -133,8 +137,9 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
             }
         )
     if not run_rows:
-        return run_rows
-    ref_ids, clean = _align(results, jobs[0].display)
+        return run_rows, {}
+    randomised = any(c and c["randomised"] for *_, c in checks_by_eval)
+    ref_ids, clean, differ = _align(results, jobs[0].display, randomised)
     outcomes.setdefault((jobs[0].display, CLEAN), {})[seed] = (ref_ids, clean)
     if len(run_rows) == len(jobs):
         common, worst = worst_case([(ids, robust) for ids, _, robust in results])
@@ -142,20 +147,21 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
         run_rows.append(
             {"attack": WORST, "attack_name": "worst", "family": "worst", "n": int(len(common)), "robust_acc": float(worst.mean()), "eval_key": None}
         )
-    return run_rows
+    return run_rows, model_flags(checks_by_eval, differ)
 
 
 def _run_rows(
-    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, run_rows: list[dict[str, Any]], outcomes: Outcomes
-) -> list[dict[str, Any]]:
+    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, run_rows: list[dict[str, Any]],
+    model: dict[str, Any], outcomes: Outcomes,
+) -> list[dict[str, Any]]:  # fmt: skip
     """The run's tidy rows: its attack rows (from :func:`_load_run`) with the run's columns, flags and provenance."""
     first = jobs[0]
     clean = outcomes[(first.display, CLEAN)][tjob.seed][1]
     attacks = [{"family": r["family"], "runs": outcomes[(first.display, r["attack"])]} for r in run_rows if r["attack"] != WORST]
     flags = run_flags(checks, attacks, cascade=any(j.after for j in jobs))
     flags.update(parity.parity_flags(run_rows))
-    if flags.get("parity_message"):
-        flags["flags"] = "; ".join(m for m in (flags.get("flags"), flags.pop("parity_message")) if m)
+    messages = (model.get("flags"), flags.get("flags"), flags.pop("parity_message", None))
+    flags = {**flags, **model, "flags": "; ".join(m for m in messages if m)}
     base = {
         "suite": suite.name,
         "dataset": suite.dataset.name,
@@ -211,14 +217,24 @@ def worst_case(results: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray
     return common, np.logical_and.reduce([robust[np.isin(ids, common)] for ids, robust in results])
 
 
-def _align(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ids and clean flags of the largest evaluation.
+def _align(
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str, randomised: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ids and clean flags of the largest evaluation, and on how many examples another evaluation differs.
 
     Attacks may run on nested subsets; where they overlap, their clean flags must agree (same
-    weights, same inputs), otherwise the cache is inconsistent and aggregation stops.
+    weights, same inputs), otherwise the cache is inconsistent and aggregation stops. A randomised
+    model's clean verdicts are majorities over seeded draws that can differ where the batches differ
+    (``bench/randomised.py``): the count is returned and shown as a flag instead.
     """
     ref_ids, ref_clean, _ = max(results, key=lambda r: len(r[0]))
+    differ = 0
     for ids, clean, _ in results:
-        if not np.array_equal(clean, ref_clean[np.isin(ref_ids, ids)]):
-            raise RuntimeError(f"evaluations of {display} disagree on the clean predictions")
-    return ref_ids, ref_clean
+        expected = ref_clean[np.isin(ref_ids, ids)]
+        if len(expected) != len(clean):
+            raise RuntimeError(f"evaluations of {display} are on sample ids that are not nested subsets of each other")
+        mismatched = int((np.asarray(clean, dtype=bool) != expected.astype(bool)).sum())
+        if mismatched and not randomised:
+            raise RuntimeError(f"evaluations of {display} disagree on the clean predictions of {mismatched} example(s)")
+        differ = max(differ, mismatched)
+    return ref_ids, ref_clean, differ

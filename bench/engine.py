@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import shards
+from bench import randomised, shards
 from bench.analysis.run import analyze
 from bench.checkpoints import load_row
 from bench.config import load_suite
@@ -220,6 +220,7 @@ def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
         flags = shards.merge(parts, ids, job.label)
         seconds = sum(m["seconds"] for m in metrics)
         result = Flags(flags["clean"], flags["robust"], max(m["max_dist"] for m in metrics), seconds)
+        result.model_check = randomised.merged([m.get("model_check") for m in metrics])
         if any("parity" in m for m in metrics):  # each shard checked a slice of its own points in fp32
             result.parity = pool_parity([m["parity"] for m in metrics if "parity" in m])
     else:
@@ -286,6 +287,8 @@ def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, f
         }
         if flags.parity is not None:  # a low-precision evaluation: the fp32 parity slice
             metrics["parity"] = flags.parity
+        if flags.model_check is not None:  # randomised / probability outputs (bench/randomised.py)
+            metrics["model_check"] = flags.model_check
         write_json(tmp / "metrics.json", metrics)
         manifest = {
             "attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn),

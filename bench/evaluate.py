@@ -29,6 +29,7 @@ from bench.modes import frozen_eval
 from bench.parity import check, parity_slice
 from bench.precision import attack_model, autocast
 from bench.progress import Progress
+from bench.randomised import Verdicts
 from bench.store import atomic_write_bytes
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -41,6 +42,7 @@ class Flags:
     max_dist: float
     seconds: float
     parity: dict[str, Any] | None = None  # a low-precision evaluation's fp32 check (``parity``)
+    model_check: dict[str, Any] | None = None  # randomised / probability outputs (``bench/randomised.py``)
 
     @property
     def clean_acc(self) -> float:
@@ -78,7 +80,9 @@ def robust_flags(
     ``bench/native.py``) is the attack's context: bf16/fp16 autocast (fp16 through the input-gradient
     scaling view, ``bench.precision.attack_model``) or TF32; predictions stay fp32. With ``attack_mask`` (bool per sample, on the
     device), only the points it marks are attacked; the others count as not robust (``eval.cascade``:
-    the points an earlier attack already broke).
+    the points an earlier attack already broke). The first batch also checks whether the model is
+    randomised or outputs probabilities, at the cost of one extra forward pass; a randomised model's
+    verdicts are majorities over draws (``bench/randomised.py``).
     """
     start = time.perf_counter()
     clean_parts, robust_parts = [], []
@@ -93,15 +97,17 @@ def robust_flags(
     last_save = time.perf_counter()
     starts = range(0, len(x), batch_size)
     it = progress.bar(starts, len(starts), f"eval {name}") if progress else starts
+    verdicts = Verdicts()
     with frozen_eval(model):
+        if done and len(x):  # resumed past the first batch: check the model on it (the stream is untouched)
+            verdicts.check(model, to_unit(x[:batch_size]))
         for b, i in enumerate(it):
             if b < done:
                 continue
             if batch_seeds is not None:
                 torch.manual_seed(batch_seeds[b])
             xb, yb = to_unit(x[i : i + batch_size]), y[i : i + batch_size]
-            with torch.no_grad():
-                clean = model(xb).argmax(1) == yb
+            clean = verdicts.clean(model, xb, yb)
             target = clean if attack_mask is None else clean & attack_mask[i : i + batch_size]
             robust = target.clone()
             if target.any():
@@ -111,8 +117,7 @@ def robust_flags(
                 if model.training or any(m.training for m in model.modules()):
                     raise EvaluationError(f"attack {name!r} changed the model's mode (it must stay in eval mode)")
                 max_dist = max(max_dist, check_adversarial(name, xs, x_adv, eps, norm=norm))
-                with torch.no_grad():  # the final decision in fp32, outside autocast
-                    robust[target] = model(x_adv.float()).argmax(1) == ys
+                robust[target] = verdicts.robust(model, x_adv.float(), ys)  # the final decision in fp32, outside autocast
             clean_parts.append(clean.cpu())
             robust_parts.append(robust.cpu())
             if state is not None and b + 1 < len(starts) and time.perf_counter() - last_save >= EVAL_SAVE_S:
@@ -121,7 +126,9 @@ def robust_flags(
                 last_save = time.perf_counter()
                 fault_point(f"eval-batch:{b + 1}")
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros(0, dtype=bool)  # noqa: E731
-    return Flags(cat(clean_parts), cat(robust_parts), max_dist, before + time.perf_counter() - start)
+    flags = Flags(cat(clean_parts), cat(robust_parts), max_dist, before + time.perf_counter() - start)
+    flags.model_check = verdicts.record()
+    return flags
 
 
 def _save_eval_state(

@@ -144,10 +144,29 @@ def build(cls: type, mapping: Any, where: str) -> Any:
     return obj
 
 
+# Field metadata of a parameter added after caches existed: ``to_plain`` leaves it out at its default,
+# so every key made before it stays valid (``eot: int = added_param(1)``); any other value is keyed.
+ADDED = "bench_unkeyed_at_default"
+
+
+def added_param(default: Any) -> Any:
+    """A dataclass field with ``default`` that is absent from the plain (keyed) form at that default."""
+    return dataclasses.field(default=default, metadata={ADDED: True})
+
+
+def _plain_fields(obj: Any) -> dict[str, Any]:
+    return {
+        f.name: to_plain(getattr(obj, f.name))
+        for f in dataclasses.fields(obj)
+        if not (f.metadata.get(ADDED) and getattr(obj, f.name) == f.default)
+    }
+
+
 def to_plain(obj: Any) -> Any:
-    """JSON-ready plain data: dataclasses to dicts, tuples to lists, Fractions to ``"a/b"``."""
+    """JSON-ready plain data: dataclasses to dicts (without added params at their default: ``added_param``),
+    tuples to lists, Fractions to ``"a/b"``."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return _plain_fields(obj)
     if isinstance(obj, dict):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -14,6 +14,7 @@ from bench.aggregate import CLEAN, WORST
 from bench.papers import latex_escape
 from bench.parity import parity_note
 from bench.plan import Plan
+from bench.randomised import header_lines as randomised_lines
 from bench.stats import ALPHA, BOOT_SEED, N_BOOT, detectable_difference, min_discordant
 from bench.store import atomic_write_text
 
@@ -169,6 +170,7 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
         + (" Mean over seeds." if len(suite.seeds) > 1 else ""),
         *uncertainty_lines(plan, n),
         *speed_lines(plan, rows),
+        *randomised_lines(rows),
         *([f"- Cost: training + evaluation seconds (mean over seeds) on {', '.join(devices) or 'unknown device'}."] if cost else []),
         "",
         tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=("right", "left") + ("right",) * (len(headers) - 2)),
@@ -179,7 +181,7 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
         if row.get("flags"):
             flagged.setdefault(row["display_name"], set()).update(row["flags"].split("; "))
     if flagged:
-        lines.append("**Sanity flags** (see `bench/sanity.py`):\n")
+        lines.append("**Sanity flags** (see `bench/sanity.py`, `bench/randomised.py`):\n")
         lines.extend(f"- `{name}`: {'; '.join(sorted(msgs))}" for name, msgs in flagged.items())
         lines.append("")
     missing = sum(MISSING in row for row in body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from bench.config import load_suite
 from bench.keys import canonical_json, digest
 from bench.plan import expand
 from bench.store import Store, atomic_write_text
-from tests.conftest import write_suite
+from tests.conftest import SUITES, write_suite
 
 SPEC = """\
 name: golden
@@ -116,3 +117,23 @@ def test_atomic_write_text_leaves_no_temp_files(tmp_path: Path) -> None:
     atomic_write_text(tmp_path / "out" / "f.md", "again")
     assert os.listdir(tmp_path / "out") == ["f.md"]
     assert (tmp_path / "out" / "f.md").read_text() == "again"
+
+
+# sha256 over the sorted task keys (train, eval, sanity, ...) of shipped suites, as planned before
+# attacks gained ``eot``: a parameter added later must leave every existing key as it was.
+SHIPPED_KEYS = {
+    "quickstart.yaml": "d9f04821e75252af3d6fefb16da410d92e6654f27f121357ceb6d8fddeeea5f4",
+    "cifar10.yaml": "04e2a0ed0317d20040612ed20d72a7d06b97cd22679a6adcb31c2033076c3324",
+    "fashion-mnist.yaml": "a0d7043527d4af1342ccdc2ca062d412549f30a3f70c439cd2b770b1da3acf30",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_KEYS))
+def test_shipped_suites_keep_their_keys(name: str) -> None:
+    keys = sorted(t.key for t in expand(load_suite(SUITES / name)).tasks)
+    assert hashlib.sha256("\n".join(keys).encode()).hexdigest() == SHIPPED_KEYS[name]
+
+
+def test_eot_is_keyed_only_when_it_is_not_1(tmp_path: Path) -> None:
+    keys = lambda attack: [j.key for j in plan_for(tmp_path, SPEC.replace("{pgd: {steps: 5}}", attack)).eval_jobs]
+    assert keys("{pgd: {steps: 5, eot: 1}}") == keys("{pgd: {steps: 5}}") != keys("{pgd: {steps: 5, eot: 2}}")

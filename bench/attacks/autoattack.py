@@ -206,7 +206,13 @@ def autoattack_label(p: AutoAttackParams) -> str:
     return {"standard": "AutoAttack", "rand": "AutoAttack-rand"}.get(p.version) or spelled_label(p.attacks, p)
 
 
-@ATTACKS.register("autoattack", params=AutoAttackParams, version=1, family="ensemble", label=autoattack_label)
+RAND_EOT = 20  # the reference rand version's EOT iterations (APGD ``eot_iter``)
+
+
+@ATTACKS.register(
+    "autoattack", params=AutoAttackParams, version=1, family="ensemble", label=autoattack_label,
+    eot=lambda p: RAND_EOT if p.version == "rand" else 1,
+)  # fmt: skip
 def autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams
 ) -> torch.Tensor:

@@ -9,7 +9,8 @@ Labels: ``CW-30`` under L-inf, as the tables call it; under L2 ``CW-loss PGD-L2-
 Carlini-Wagner's L2 attack is a different (minimum-norm, optimisation-based) method.
 
 Deviations: FR averages the loss over the batch; we sum it, which has the same gradient sign. With
-``restarts > 1`` the per-sample worst restart is kept (see :mod:`bench.attacks.pgd`).
+``restarts > 1`` the per-sample worst restart is kept; ``eot: N`` averages each step's gradient over
+N passes (see :mod:`bench.attacks.pgd`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.attacks.pgd import margin_loss, margin_pgd_label, pgd, step_size
-from bench.params import range_problem
+from bench.attacks.pgd import eot_label, margin_loss, margin_pgd_label, pgd, step_size
+from bench.params import added_param, range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 
@@ -30,13 +31,17 @@ class CWParams:
     steps: int = 30
     alpha: float | None = None  # step size in pixel space; None = eps/4 (2/255 at eps 8/255)
     restarts: int = 1
+    eot: int = added_param(1)  # forward-backward passes averaged per step (expectation over transformation)
 
     def validate(self):
-        return range_problem(self, min1=("steps", "restarts"), positive=("alpha",))
+        return range_problem(self, min1=("steps", "restarts", "eot"), positive=("alpha",))
 
 
-@ATTACKS.register("cw", params=CWParams, version=1, family="iterative", label=lambda p, norm: margin_pgd_label(p.steps, norm))
+@ATTACKS.register(
+    "cw", params=CWParams, version=1, family="iterative", label=lambda p, norm: eot_label(margin_pgd_label(p.steps, norm), p),
+    eot=lambda p: p.eot,
+)
 def cw_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: CWParams) -> torch.Tensor:
     """CW-k: PGD on the CW margin loss (no kappa clamp), uniform random start; FR ``attack/cw.py``."""
     eps = threat.eps_float
-    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, margin_loss, "uniform", p.restarts, threat.norm)
+    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, margin_loss, "uniform", p.restarts, threat.norm, p.eot)

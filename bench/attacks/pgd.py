@@ -14,6 +14,14 @@ eps * U(0, 1), as the reference does; FGSM becomes the fast gradient method (one
 
 Gradients are taken with respect to the input only (``torch.autograd.grad(loss, x)``), so no
 parameter gradients are computed or accumulated.
+
+``eot: N`` (expectation over transformation, Athalye et al. 2018, arXiv 1802.00420) averages the
+input gradient over N forward-backward passes per step: against a randomised model (noise or a random
+transform at test time) one pass gives the gradient of one draw, a noisy estimate that makes the
+attack look weaker than it is. ``eot: 1`` (the default) is one pass, bit for bit the attack without
+the parameter, and is left out of the cache keys (``bench.params.added_param``), so keys made before
+it existed stay valid. The restart selection and the evaluator's final decision are not averaged
+here (the evaluator takes its own majority over draws: ``bench/randomised.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.params import range_problem
+from bench.params import added_param, range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 
@@ -99,8 +107,10 @@ def pgd(
     init: str = "uniform",
     restarts: int = 1,
     norm: Norm = "Linf",
+    eot: int = 1,
 ) -> torch.Tensor:
-    """Steepest ascent on ``loss`` inside the eps-ball of ``norm``; see the module docstring."""
+    """Steepest ascent on ``loss`` inside the eps-ball of ``norm``, the gradient averaged over ``eot``
+    passes per step; see the module docstring."""
     x0 = x0.detach()
     best = x0.clone()
     best_fooled = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
@@ -108,9 +118,7 @@ def pgd(
     for _ in range(restarts):
         x = random_init(x0, eps, init, norm)
         for _ in range(steps):
-            x.requires_grad_(True)
-            value = loss(model(x), y).sum()
-            (grad,) = torch.autograd.grad(value, x)
+            grad = eot_gradient(model, x, y, loss, eot)
             x = project(x.detach() + alpha * direction(grad, norm), x0, eps, norm)
         if restarts == 1:
             return x.detach()
@@ -125,6 +133,21 @@ def pgd(
     return best
 
 
+def eot_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: LossFn, eot: int = 1) -> torch.Tensor:
+    """The input gradient of the summed ``loss``, averaged over ``eot`` forward-backward passes (one: exactly one pass)."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(model(x), y).sum(), x)
+    for _ in range(eot - 1):
+        grad = grad + torch.autograd.grad(loss(model(x), y).sum(), x)[0]
+    return grad / eot if eot > 1 else grad
+
+
+def eot_label(text: str, p: object) -> str:
+    """A gradient attack's column label with its EoT passes spelled out when there are several (``PGD-20·EoT10``)."""
+    eot = getattr(p, "eot", 1)
+    return f"{text}·EoT{eot}" if eot > 1 else text
+
+
 @dataclass(frozen=True)
 class PGDParams:
     steps: int = 20
@@ -132,9 +155,10 @@ class PGDParams:
     restarts: int = 1
     init: Literal["uniform", "normal", "none"] = "uniform"
     loss: Literal["ce", "cw"] = "ce"
+    eot: int = added_param(1)  # forward-backward passes averaged per step (expectation over transformation)
 
     def validate(self):
-        return range_problem(self, min1=("steps", "restarts"), positive=("alpha",))
+        return range_problem(self, min1=("steps", "restarts", "eot"), positive=("alpha",))
 
 
 def step_size(alpha: float | None, eps: float) -> float:
@@ -152,23 +176,28 @@ def pgd_label(p: PGDParams, norm: str) -> str:
     return margin_pgd_label(p.steps, norm) if p.loss == "cw" and norm != "Linf" else f"PGD-{p.steps}"
 
 
-@ATTACKS.register("pgd", params=PGDParams, version=1, family="iterative", label=pgd_label)
+@ATTACKS.register(
+    "pgd", params=PGDParams, version=1, family="iterative", label=lambda p, norm: eot_label(pgd_label(p, norm), p), eot=lambda p: p.eot
+)
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: PGDParams) -> torch.Tensor:
     """PGD-k (L-inf or L2, the threat's norm), uniform random start, CE loss; restarts keep the per-sample worst."""
     eps = threat.eps_float
-    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, LOSSES[p.loss], p.init, p.restarts, threat.norm)
+    return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, LOSSES[p.loss], p.init, p.restarts, threat.norm, p.eot)
 
 
 @dataclass(frozen=True)
 class FGSMParams:
-    pass
+    eot: int = added_param(1)  # forward-backward passes averaged for the one step (expectation over transformation)
+
+    def validate(self):
+        return range_problem(self, min1=("eot",))
 
 
-@ATTACKS.register("fgsm", params=FGSMParams, version=1, family="fgsm", label=lambda p: "FGSM")
+@ATTACKS.register("fgsm", params=FGSMParams, version=1, family="fgsm", label=lambda p: eot_label("FGSM", p), eot=lambda p: p.eot)
 def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: FGSMParams) -> torch.Tensor:
     """FGSM: one signed-gradient step of size eps on CE, no random start (L2: the normalised gradient)."""
     eps = threat.eps_float
-    return pgd(model, x, y, eps, eps, 1, ce_loss, "none", 1, threat.norm)
+    return pgd(model, x, y, eps, eps, 1, ce_loss, "none", 1, threat.norm, p.eot)
 
 
 @dataclass(frozen=True)
