@@ -29,9 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from bench.data import STATIC_INFO
-from bench.env import device_slug
 from bench.modes import frozen_eval
-from bench.native import cpu_speeds, resolve
+from bench.native import cpu_speeds, device_slug, resolve
 from bench.progress import duration, estimate_kind
 from bench.store import atomic_write_text, default_cache_dir
 

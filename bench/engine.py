@@ -30,10 +30,24 @@ from bench.errors import BenchError
 from bench.evaluate import Flags, parity, robust_flags, subset_indices
 from bench.models import build
 from bench.models.zoo import load_zoo_model
-from bench.params import to_plain
-from bench.plan import AnalysisJob, EvalJob, Plan, PrefixJob, SanityJob, ShardJob, SuiteRef, Task, TrainJob, WeightsRef, expand, shared_start, wa_tag
 from bench.native import resolve
+from bench.params import to_plain
 from bench.parity import pool as pool_parity
+from bench.plan import (
+    AnalysisJob,
+    EvalJob,
+    Plan,
+    PrefixJob,
+    SanityJob,
+    ShardJob,
+    SuiteRef,
+    Task,
+    TrainJob,
+    WeightsRef,
+    expand,
+    shared_start,
+    wa_tag,
+)
 from bench.precision import configure, fuse_bn, prepare
 from bench.progress import Progress
 from bench.registry import ATTACKS, DEFENCES
@@ -212,7 +226,6 @@ def _attack(job: EvalJob | ShardJob, ctx: WorkerContext) -> Any:
 
 
 def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
-    ev = ctx.plan.eval_spec
     ids, x, y = ctx.test_data(job.attack.n_examples)
     if job.shards:  # merge the shards' flags by sample id
         parts = [ctx.store.read_npz("shard", k, "flags.npz") for k in job.shards]

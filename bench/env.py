@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import platform
 import random
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from bench.native import cpu_model
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -73,25 +73,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
-
-
-def device_slug(device: torch.device) -> str:
-    """A file-name-safe name of the device: ``cpu-amd-epyc-...`` or ``cuda-nvidia-h200``."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = cpu_model()
-    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def provenance(device: torch.device) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +35,6 @@ from typing import Any
 
 import torch
 
-from bench.env import device_slug
 from bench.precision import DTYPES
 from bench.store import atomic_write_text
 
@@ -44,6 +45,25 @@ PROBE_SECONDS, PROBE_ROUNDS = 0.02, 3  # per kernel, precision and round: the wh
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16")
 PROBE_VERSION = 1
 _memo: dict[str, dict[str, Any]] = {}
+
+
+def device_slug(device: torch.device) -> str:
+    """A file-name-safe name of the device: ``cpu-amd-epyc-...`` or ``cuda-nvidia-h200``."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = cpu_model()
+    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_flags() -> list[str]:

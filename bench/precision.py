@@ -77,12 +77,12 @@ class _ScaleLogitGrad(torch.autograd.Function):
     factors for :class:`_UnscaleInputGrad`."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, factors: list, per_example: bool) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, logits: torch.Tensor, factors: list, per_example: bool) -> torch.Tensor:
         ctx.factors, ctx.dtype, ctx.per_example = factors, logits.dtype, per_example
         return logits.float()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad: torch.Tensor):
         peak = grad.flatten(1).abs().amax(1)
         if not ctx.per_example:
             peak = peak.amax().expand_as(peak)
@@ -95,12 +95,12 @@ class _UnscaleInputGrad(torch.autograd.Function):
     """Identity forward; backward divides the input gradient (fp32) by the factors the logits' backward used."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, factors: list) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, factors: list) -> torch.Tensor:
         ctx.factors = factors
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad: torch.Tensor):
         if not ctx.factors:
             return grad, None
         return grad / _per_sample(ctx.factors.pop(), grad), None

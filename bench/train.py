@@ -49,8 +49,8 @@ from bench.evaluate import robust_flags
 from bench.faults import fault_point
 from bench.models import build
 from bench.modes import frozen_eval
-from bench.plan import TrainJob
 from bench.native import resolve
+from bench.plan import TrainJob
 from bench.precision import FoldedView, attack_model, autocast, prepare, to_layout
 from bench.progress import Progress
 from bench.registry import DEFENCES

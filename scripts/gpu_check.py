@@ -41,7 +41,7 @@ TOY = ["--steps", "1", "--rounds", "1", "--eval-images", "8", "--precisions", "f
 
 
 def bench(*args: str, **kw: Any) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, text=True, capture_output=True, **kw)
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, text=True, capture_output=True, check=False, **kw)
 
 
 def profile(args: list[str], device: str, cache: Path) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def quickstart(suite: str, device: str, work: Path, extra: list[str]) -> dict[st
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"gpu-check: bench run {suite} failed:\n{out.stderr[-3000:]}")
-    name = re.search(r"^name:\s*(\S+)", (ROOT / suite).read_text(), re.M).group(1)
+    name = re.search(r"^name:\s*(\S+)", (ROOT / suite).read_text(), re.MULTILINE).group(1)
     rows = json.loads((work / "results" / name / "results.json").read_text())
     return {"suite": suite, "seconds": seconds, "precisions": sorted({str(r.get("train_precision")) for r in rows}),
             "leaderboard": (work / "results" / name / "leaderboard.md").read_text()}  # fmt: skip
@@ -68,8 +68,8 @@ def report(device: str, profiles: list[tuple[str, dict[str, Any]]], qs: dict[str
     lines = [
         f"# GPU check: `{first['device']}`" + (" (dry run on the CPU: toy sizes, not a measurement)" if dry else ""),
         "",
-        f"Written by `scripts/gpu-check{' --dry-run' if dry else ''}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"torch threads {first['threads']}; `precision: auto` resolves to {first['auto']}.",
+        (f"Written by `scripts/gpu-check{' --dry-run' if dry else ''}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+         f"torch threads {first['threads']}; `precision: auto` resolves to {first['auto']}."),
         "",
     ]
     targets = []
