@@ -46,9 +46,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     nothing (``fp32``, and ``tf32`` off CUDA)."""
     if precision in ("bf16", "fp16"):
         return torch.autocast(device.type, dtype=DTYPES[precision])
-    if precision == "tf32" and device.type == "cuda":
-        return _tf32()
-    return contextlib.nullcontext()
+    return tf32_scope(device, precision)
+
+
+def tf32_scope(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """TF32 matmuls and convolutions for the block when ``precision`` is tf32 on CUDA (a global flag read
+    at every kernel launch, so the training step's backward runs in it too); otherwise nothing."""
+    return _tf32() if precision == "tf32" and device.type == "cuda" else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

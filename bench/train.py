@@ -51,7 +51,7 @@ from bench.models import build
 from bench.modes import frozen_eval
 from bench.native import resolve
 from bench.plan import TrainJob
-from bench.precision import FoldedView, attack_model, autocast, prepare, to_layout
+from bench.precision import FoldedView, attack_model, autocast, prepare, tf32_scope, to_layout
 from bench.progress import Progress
 from bench.registry import DEFENCES
 from bench.store import atomic_write_bytes
@@ -309,13 +309,14 @@ def train_step(
     with autocast(x.device, precision):
         out = fn(model, to_layout(x, channels_last), y, params, ctx if ctx.precision == precision else replace(ctx, precision=precision))
     optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        out.loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(out.loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    with tf32_scope(x.device, precision):  # TF32 reads a global flag at each kernel: the backward too
+        if scaler is None:
+            out.loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
     if out.after_step is not None:
         out.after_step()
     return out

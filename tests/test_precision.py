@@ -354,3 +354,26 @@ def test_gpu_check_dry_path_writes_its_report(tmp_path: Path) -> None:
         assert f"## {title}" in text
     assert "| reference (textbook) |" in text and "# Leaderboard: smoke" in text
     assert subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py")], capture_output=True, text=True, cwd=ROOT, check=False).returncode == 2
+
+
+def test_tf32_is_a_scoped_cuda_setting_and_fp32_is_ieee(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() makes CUDA fp32 IEEE (PyTorch lets cuDNN convolutions use TF32 by default); tf32 sets
+    TF32 for its block only, forward and backward alike; off CUDA both are nothing."""
+    from bench.precision import configure, tf32_scope
+
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+    saved = matmul.fp32_precision, conv.fp32_precision
+    try:
+        cuda = torch.device("cuda")
+        configure(cuda)
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee") and torch.backends.cudnn.benchmark
+        with autocast(cuda, "tf32"):
+            assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+        with tf32_scope(cuda, "tf32"):
+            assert conv.fp32_precision == "tf32"
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+        with autocast(torch.device("cpu"), "tf32"), tf32_scope(torch.device("cpu"), "tf32"):
+            assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
