@@ -46,7 +46,7 @@ from bench.attacks.pgd import PGDParams, step_size
 from bench.cost import FlopCount, model_flops, shape_and_classes
 from bench.errors import BenchError, ConfigError
 from bench.modes import frozen_eval
-from bench.native import explain
+from bench.native import cuda_path, explain
 from bench.precision import DTYPES, PRECISION_CHOICES, PRECISIONS, FoldedView, attack_model, autocast, fuse_bn, prepare
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
 from bench.types import DatasetInfo, ThreatModel, TrainContext
@@ -317,8 +317,7 @@ def precisions(text: str | None, device: torch.device) -> tuple[str, ...]:
     if text is None:
         if device.type != "cuda":
             return PRECISIONS
-        major, _ = torch.cuda.get_device_capability(device)
-        return ("fp32", "tf32", *(("bf16",) if major >= 8 else ()), "fp16")
+        return ("fp32", "tf32", *(("bf16",) if cuda_path(device) == "bf16" else ()), "fp16")
     paths = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
     bad = [p for p in paths if p not in PRECISION_CHOICES or p == "auto"]
     if bad or not paths:

@@ -57,10 +57,10 @@ def quickstart(suite: str, device: str, work: Path, extra: list[str]) -> dict[st
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"gpu-check: bench run {suite} failed:\n{out.stderr[-3000:]}")
-    name = re.search(r"^name:\s*(\S+)", (ROOT / suite).read_text(), re.MULTILINE).group(1)
-    rows = json.loads((work / "results" / name / "results.json").read_text())
+    board = Path(re.search(r"^leaderboard: (.+)$", out.stdout, re.MULTILINE).group(1))  # as `bench run` prints it
+    rows = json.loads((board.parent / "results.json").read_text())
     return {"suite": suite, "seconds": seconds, "precisions": sorted({str(r.get("train_precision")) for r in rows}),
-            "leaderboard": (work / "results" / name / "leaderboard.md").read_text()}  # fmt: skip
+            "leaderboard": board.read_text()}  # fmt: skip
 
 
 def report(device: str, profiles: list[tuple[str, dict[str, Any]]], qs: dict[str, Any], dry: bool) -> str:
