@@ -10,17 +10,16 @@ Library API (the CLI is a thin layer over it)::
     result = bench.evaluate(my_model, dataset="fashion-mnist", attacks=["fgsm", "pgd"], eps=0.1)
 """
 
-__version__ = "0.1.0"
-
-import defenses as _defenses  # noqa: E402,F401  (registers the built-in defences)
-from bench.attacks import attack  # noqa: E402
-from bench.config import Suite, load_suite  # noqa: E402
-from bench.errors import BenchError, ConfigError, DatasetMissingError, EvaluationError  # noqa: E402
-from bench.models import build_model  # noqa: E402
-from bench.own import Evaluation, evaluate  # noqa: E402
-from bench.plan import expand  # noqa: E402
-from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS  # noqa: E402
-from bench.runner import RunSummary, run_suite  # noqa: E402
+import defenses as _defenses  # noqa: F401  (registers the built-in defences)
+from bench.api.evaluate import Evaluation, evaluate
+from bench.api.run import RunSummary, run_suite
+from bench.attacks import attack
+from bench.core.errors import BenchError, ConfigError, DatasetMissingError, EvaluationError
+from bench.core.version import __version__ as __version__
+from bench.models import build_model
+from bench.plan.plan import expand
+from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
+from bench.suite.config import Suite, load_suite
 
 __all__ = [
     "ATTACKS",

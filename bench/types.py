@@ -33,8 +33,8 @@ class TrainContext:
     milestones: tuple[int, ...]
     threat: ThreatModel
     num_classes: int
-    folded: Any = None  # train.fuse_bn: the run's ``bench.precision.FoldedView`` of the model being trained
-    precision: str = "fp32"  # the path the step runs (train.precision resolved: bench/native.py)
+    folded: Any = None  # train.fuse_bn: the run's ``bench.device.precision.FoldedView`` of the model being trained
+    precision: str = "fp32"  # the path the step runs (train.precision resolved: bench/device/native.py)
 
     @property
     def first_milestone(self) -> int:
@@ -48,8 +48,8 @@ class TrainContext:
     def attack_target(self, model: Any, bn: str = "eval") -> Any:
         """What a defence takes its adversary's input gradients through, in BatchNorm mode ``bn`` (the
         caller sets the mode): :meth:`crafting_model` in eval mode, and under fp16 the gradient-scaling
-        view (``bench.precision.attack_model``) so small input gradients do not underflow."""
-        from bench.precision import attack_model
+        view (``bench.device.precision.attack_model``) so small input gradients do not underflow."""
+        from bench.device.precision import attack_model
 
         return attack_model(self.crafting_model(model) if bn == "eval" else model, self.precision)
 
@@ -67,7 +67,7 @@ class SharedStart:
     (a registry capability): until epoch ``epochs`` (0-indexed, exclusive) its loss is the defence
     ``name`` with ``params`` bit for bit, with the same draws from every RNG. The planner then trains
     those epochs once, as a ``prefix`` task, and both runs continue from its saved state
-    (``bench/plan.py``); ``logs`` are this defence's own logged values over those epochs (FR's
+    (``bench/plan/plan.py``); ``logs`` are this defence's own logged values over those epochs (FR's
     ``fr: 0, fr_active: 0``). ``tests/test_defences.py`` checks the claim for every defence that declares one.
     """
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from bench.attacks.pgd import LossFn, ce_loss, pgd, step_size
-from bench.modes import BNMode, bn_mode
+from bench.core.modes import BNMode, bn_mode
 from bench.types import TrainContext
 
 

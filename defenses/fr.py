@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.analysis.fourier import frequency_regularizer
-from bench.params import range_problem
+from bench.core.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, SharedStart, TrainContext
 from defenses._common import pgd_adversary

@@ -8,7 +8,7 @@ the version with ``model.eval()`` / ``model.train()``) and ``train_trades_cifar1
   **eval** mode while crafting (HEAD ``model.eval()``; ``attack_bn: train`` gives the older,
   mode-less ``trades.py``).
 * Outer loss: CE(f(x), y) + beta * KL_sum(softmax f(x) || softmax f(x_adv)) / B, nothing detached,
-  forwards in the caller's mode (train mode in ``bench/train.py``, as HEAD's ``model.train()``).
+  forwards in the caller's mode (train mode in ``bench/training/train.py``, as HEAD's ``model.train()``).
 * eps is the suite's threat model in [0,1] pixel space (``ctx.threat.eps_float``); alpha None =
   eps/4 (2/255 at 8/255). The defence carries no eps and no schedule.
 
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.modes import bn_mode
-from bench.params import range_problem
+from bench.core.modes import bn_mode
+from bench.core.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
 from defenses._common import pgd_adversary

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 import bench
 from bench.attacks import pgd as pgd_mod
 from bench.attacks.autoattack import AutoAttackParams, configured
+from bench.core.errors import ConfigError, EvaluationError
 from bench.data.loader import to_unit
 from bench.data.synthetic import SyntheticParams
-from bench.errors import ConfigError, EvaluationError
-from bench.evaluate import robust_flags
+from bench.evaluation.evaluate import robust_flags
 from bench.registry import ATTACKS, DATASETS
 from bench.types import DatasetSplits
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench import stats
-from bench.sanity import run_flags
+from bench.core import stats
+from bench.evaluation.sanity import run_flags
 
 ALPHA = stats.ALPHA
 N = 200  # test examples (the quickstart's)

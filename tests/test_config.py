@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.config import load_suite
-from bench.errors import ConfigError
-from bench.plan import expand
+from bench.commands.cli import main
+from bench.core.errors import ConfigError
+from bench.plan.plan import expand
+from bench.suite.config import load_suite
 from tests.conftest import MINIMAL_SUITE as BASE
 from tests.conftest import ROOT, SUITES, write_suite
 

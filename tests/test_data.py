@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from bench.core.errors import DatasetMissingError
 from bench.data import fashion_mnist as fm
 from bench.data.idx import read_idx, write_idx
 from bench.data.loader import augment, batches, split_indices
-from bench.errors import DatasetMissingError
 
 
 def fake_fashion(root: Path, n_train: int = 20, n_test: int = 8, compress: bool = True) -> tuple[np.ndarray, np.ndarray]:

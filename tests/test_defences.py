@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 import bench
-from bench.errors import ConfigError
-from bench.params import build as build_params
+from bench.core.errors import ConfigError
+from bench.core.params import build as build_params
 from bench.registry import DEFENCES
 from bench.types import ThreatModel, TrainContext
 from defenses.fr import FRParams, frequency_regularizer

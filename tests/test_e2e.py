@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.report_figures import training_figure
-from bench.stats import wilson
+from bench.commands.cli import main
+from bench.core.stats import wilson
+from bench.report.figures import training_figure
 from tests.conftest import SUITES, write_suite
 
 

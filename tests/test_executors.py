@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.config import load_suite
-from bench.executors.base import Executor, WorkerResult
-from bench.plan import expand
-from bench.progress import Progress
-from bench.scheduler import run_tasks
-from bench.store import Store
+from bench.commands.cli import main
+from bench.core.progress import Progress
+from bench.engine.executors.base import Executor, WorkerResult
+from bench.engine.scheduler import run_tasks
+from bench.engine.store import Store
+from bench.plan.plan import expand
+from bench.suite.config import load_suite
 from tests.conftest import ROOT, SUITES, write_suite
 
 METRICS = ["display_name", "attack", "n", "robust_acc", "clean_acc"]
@@ -310,12 +310,12 @@ def test_a_missing_extra_or_unreachable_cluster_is_a_one_line_error(tiny_referen
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'robustness-bench[ray]'" in err
     monkeypatch.setitem(sys.modules, "submitit", None)
-    monkeypatch.delitem(sys.modules, "bench.executors.slurm", raising=False)
+    monkeypatch.delitem(sys.modules, "bench.engine.executors.slurm", raising=False)
     assert main([*args, "--executor", "slurm"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'robustness-bench[slurm]'" in err
     monkeypatch.delitem(sys.modules, "submitit")
-    monkeypatch.delitem(sys.modules, "bench.executors.slurm", raising=False)
+    monkeypatch.delitem(sys.modules, "bench.engine.executors.slurm", raising=False)
     if importlib.util.find_spec("submitit") is not None:
         monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
         assert main([*args, "--executor", "slurm"]) == 2
@@ -346,7 +346,7 @@ def test_an_unreachable_cluster_is_a_one_line_error(tiny_reference, tmp_path) ->
 
 
 def test_an_executor_config_file_sets_the_executor_and_flags_win(tmp_path, capsys) -> None:
-    from bench.executors import executor_config
+    from bench.engine.executors import executor_config
 
     path = write_suite(tmp_path / "exec.yaml", "executor: slurm\nslurm: {partition: gpu, gpus: 1, time_min: 240}\n")
     config = executor_config(path, slurm_gpus=2, workers=None)

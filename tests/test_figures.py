@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench import figures
 from bench.analysis import fourier as F
 from bench.analysis.run import AMPLITUDE_CHANGE, NO_ERROR, render
+from bench.core import plotting as figures
 from bench.types import ThreatModel
 
 

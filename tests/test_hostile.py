@@ -22,10 +22,10 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bench.cli import main
+from bench.commands.cli import main
 from tests.conftest import ROOT, SUITES
 
-# the smoke suite with a paper table, so that the fuzz reaches bench/papers.py too
+# the smoke suite with a paper table, so that the fuzz reaches bench/report/papers.py too
 PAPER = {
     "title": "Smoke", "source": "none", "columns": [{"name": "Clean", "ours": "Clean"}, "FGSM"],
     "rows": [{"label": "AT", "ours": "pgd_at", "reported": {"Clean": 80.5, "FGSM": "101/2"}}],
@@ -81,12 +81,12 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``bench run`` that gets past validation fails the test at once instead of training."""
-    import bench.runner
+    import bench.api.run
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a hostile suite got past validation")
 
-    monkeypatch.setattr(bench.runner, "run_suite", refuse)
+    monkeypatch.setattr(bench.api.run, "run_suite", refuse)
 
 
 # ------------------------------------------------------------------------------------ generation

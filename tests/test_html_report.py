@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.html_report import markdown_html
+from bench.commands.cli import main
+from bench.report.html import markdown_html
 from tests.conftest import ROOT, write_suite
 
 SUITE = """\

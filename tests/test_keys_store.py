@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import load_suite
-from bench.keys import canonical_json, digest
-from bench.plan import expand
-from bench.store import Store, atomic_write_text
+from bench.core.files import atomic_write_text
+from bench.engine.store import Store
+from bench.plan.keys import canonical_json, digest
+from bench.plan.plan import expand
+from bench.suite.config import load_suite
 from tests.conftest import SUITES, write_suite
 
 SPEC = """\

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.aggregate import CLEAN, WORST, add_cell_stats
-from bench.config import load_suite
-from bench.errors import ConfigError
-from bench.plan import expand
-from bench.render import leaderboard_latex, leaderboard_markdown
-from bench.stats import wilson
+from bench.core.errors import ConfigError
+from bench.core.stats import wilson
+from bench.plan.plan import expand
+from bench.report.aggregate import CLEAN, WORST, add_cell_stats
+from bench.report.render import leaderboard_latex, leaderboard_markdown
+from bench.suite.config import load_suite
 from tests.conftest import MINIMAL_SUITE, write_suite
 
 N = 200
@@ -96,7 +96,7 @@ def test_leaderboard_key_is_strict(tmp_path: Path) -> None:
 
 
 def test_header_states_the_test_and_the_detectable_difference_of_several_seeds(tmp_path: Path) -> None:
-    from bench.render import uncertainty_lines
+    from bench.report.render import uncertainty_lines
 
     plan = expand(load_suite(write_suite(tmp_path / "s.yaml", MINIMAL_SUITE + "seeds: [0, 1, 2]\n")))
     text = "\n".join(uncertainty_lines(plan, 200))

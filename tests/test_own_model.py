@@ -13,16 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import bench
-from bench import engine
-from bench.checkpoints import checkpoint_digest
-from bench.cli import main
-from bench.config import load_suite
+from bench.commands.cli import main
+from bench.core.errors import BenchError, ConfigError
 from bench.data import load_dataset
 from bench.data.synthetic import SyntheticParams
-from bench.engine import run_ref
-from bench.errors import BenchError, ConfigError
-from bench.plan import expand
-from bench.store import Store
+from bench.engine import worker as engine
+from bench.engine.store import Store
+from bench.engine.worker import run_ref
+from bench.evaluation.checkpoints import checkpoint_digest
+from bench.plan.plan import expand
+from bench.suite.config import load_suite
 
 ATTACKS = ["fgsm", {"pgd": {"steps": 3}}]
 EVAL = {"dataset": "synthetic", "attacks": ATTACKS, "eps": "24/255", "n_examples": 64, "batch_size": 32, "device": "cpu", "progress": False}

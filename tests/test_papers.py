@@ -7,10 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.config import load_suite
-from bench.errors import ConfigError
-from bench.papers import build_cells, latex_escape, leaderboard_ties, leaderboard_values, lpf_values, parse_paper, render_csv, render_latex, render_markdown
-from bench.plan import expand
+from bench.core.errors import ConfigError
+from bench.plan.plan import expand
+from bench.report.papers import (
+    build_cells,
+    latex_escape,
+    leaderboard_ties,
+    leaderboard_values,
+    lpf_values,
+    parse_paper,
+    render_csv,
+    render_latex,
+    render_markdown,
+)
+from bench.suite.config import load_suite
 from tests.conftest import MINIMAL_SUITE, SUITES, write_suite
 
 ROWS = ["pgd_at", "fr", "fr+wa"]
@@ -147,7 +157,7 @@ def test_shipped_paper_suites_parse() -> None:
 def test_a_paper_table_renders_on_an_empty_cache_and_never_replaces_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import json
 
-    from bench.cli import main
+    from bench.commands.cli import main
 
     suite = str(SUITES / "papers" / "fr-aaai23-table2.yaml")
     report = ["report", suite, "--cache-dir", str(tmp_path / "empty"), "--results-dir", str(tmp_path / "r")]

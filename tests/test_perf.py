@@ -1,4 +1,4 @@
-"""Fast paths (bench/precision.py, train.precision / channels_last / compile, eval.precision / cascade),
+"""Fast paths (bench/device/precision.py, train.precision / channels_last / compile, eval.precision / cascade),
 input-only attack gradients, no host syncs in the step loop, the FLOP model and ``bench profile``.
 
 Parity tests compare the fast path with the plain one on fixed inputs; nothing here is timed.
@@ -14,20 +14,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bench.precision
-import bench.profile
-from bench import cost
-from bench import params as params_mod
 from bench.attacks import attack
-from bench.cli import main
-from bench.config import load_suite
-from bench.errors import ConfigError
-from bench.evaluate import parity, robust_flags
+from bench.commands.cli import main
+from bench.core import params as params_mod
+from bench.core.errors import ConfigError
+from bench.core.modes import frozen_eval
+from bench.device import precision as precision_mod
+from bench.evaluation.evaluate import parity, robust_flags
 from bench.models import build_model
-from bench.modes import frozen_eval
-from bench.plan import expand
+from bench.plan import cost
+from bench.plan.plan import expand
 from bench.registry import ATTACKS, DEFENCES, MODELS
-from bench.train import train_step
+from bench.suite.config import load_suite
+from bench.training.train import train_step
 from bench.types import ThreatModel, TrainContext
 from tests.conftest import MINIMAL_SUITE, write_suite
 
@@ -39,7 +38,7 @@ CTX = TrainContext(0, 0, 4, (2,), THREAT, 4)
 def tiny(channels_last: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model("tiny_cnn", num_classes=4, shape=(3, 12, 12), width=8)
-    return bench.precision.prepare(model, channels_last)
+    return precision_mod.prepare(model, channels_last)
 
 
 def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,8 +80,8 @@ def test_channels_last_step_matches_contiguous() -> None:
 
 def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     # backend "eager": the same dynamo graph capture without a C++ build (inductor is minutes on CI)
-    monkeypatch.setattr(bench.precision, "COMPILE_BACKEND", "eager")
-    model = bench.precision.prepare(tiny(), compile=True)
+    monkeypatch.setattr(bench.device.precision, "COMPILE_BACKEND", "eager")
+    model = precision_mod.prepare(tiny(), compile=True)
     names = list(tiny().state_dict())
     loss, g = step_grads(tiny())
     loss_c, g_c = step_grads(model)
@@ -91,7 +90,7 @@ def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.testing.assert_close(g_c, g)
     # AWP deep-copies the compiled model for its proxy: the copy must run its own weights
     loss, g = step_grads(tiny(), "awp")
-    loss_c, g_c = step_grads(bench.precision.prepare(tiny(), compile=True), "awp")
+    loss_c, g_c = step_grads(precision_mod.prepare(tiny(), compile=True), "awp")
     assert loss_c == pytest.approx(loss, rel=1e-6)
     torch.testing.assert_close(g_c, g)
 
@@ -199,13 +198,13 @@ def test_eval_precision_keys_the_analyses_only_when_bf16(tmp_path: Path) -> None
 
 
 def test_parity_slice_is_a_sixteenth_between_16_and_64_points() -> None:
-    from bench.parity import parity_size
+    from bench.evaluation.parity import parity_size
 
     assert [parity_size(n) for n in (5, 16, 200, 500, 1000, 10000)] == [5, 16, 16, 31, 62, 64]
 
 
 def test_leaderboard_note_pools_the_parity_slices() -> None:
-    from bench.parity import parity_note
+    from bench.evaluation.parity import parity_note
 
     rows = [
         {"parity_pp": -6.25, "parity_n": 16, "parity_flips": 1, "parity_low_only": 0, "parity_fp32_only": 1, "display_name": "a"},
@@ -224,7 +223,7 @@ def test_leaderboard_note_pools_the_parity_slices() -> None:
 
 def test_training_validation_runs_in_the_training_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """train.precision bf16 (the path train_model passes): the validation attack and the logit gap's attack run under autocast."""
-    import bench.train as train_mod
+    import bench.training.train as train_mod
 
     seen = []
 
@@ -248,9 +247,9 @@ def test_training_validation_runs_in_the_training_precision(tmp_path: Path, monk
 def test_fuse_bn_validates_the_trained_and_averaged_models_on_their_folded_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """train.fuse_bn: validation and the logit gap run on BN-folded views (no BatchNorm left), of the
     raw model and of the weight average; the selection keeps the live models' weights."""
-    import bench.train as train_mod
-    from bench.engine import WorkerContext
-    from bench.store import Store
+    import bench.training.train as train_mod
+    from bench.engine.store import Store
+    from bench.engine.worker import WorkerContext
 
     seen: list[torch.nn.Module] = []
     for name in ("validate", "logit_gap"):
@@ -364,7 +363,7 @@ def test_estimates_use_the_measured_throughput(tmp_path: Path) -> None:
 def test_profile_cli_json_and_saved_measurement(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bench.profile, "PEAK_SECONDS", 0.02)
+    monkeypatch.setattr(bench.commands.profile, "PEAK_SECONDS", 0.02)
     args = ["profile", "--model", "tiny_cnn", "--dataset", "synthetic", "--batch-size", "16", "--steps", "1",
             "--rounds", "1", "--eval-images", "4", "--aa", "none", "--json", "--cache-dir", str(tmp_path)]  # fmt: skip
     assert main(args) == 0
@@ -393,8 +392,8 @@ def test_eval_layout_and_bn_fusion_give_the_plain_flags_in_fp32(tmp_path: Path) 
     """eval.channels_last / eval.fuse_bn: trained weights load in channels_last with their BatchNorms
     folded for every evaluation-side task, the manifest records it, and the per-sample flags equal
     those of the plain model (fp32)."""
-    from bench.engine import WorkerContext, run
-    from bench.store import Store
+    from bench.engine.store import Store
+    from bench.engine.worker import WorkerContext, run
 
     text = MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [pgd: {steps: 3}]") + "eval: {n_examples: 64, channels_last: true, fuse_bn: true}\n"
     plan = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
@@ -423,7 +422,7 @@ def test_eval_layout_and_bn_fusion_give_the_plain_flags_in_fp32(tmp_path: Path) 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_sanity_checks_run_their_attack_in_eval_precision_and_gradients_in_fp32(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
-    from bench import sanity
+    from bench.evaluation import sanity
 
     seen = []
     real_grad = torch.autograd.grad
@@ -482,7 +481,7 @@ def test_fuse_bn_folds_conv_batchnorm_pairs_and_keeps_the_function(name: str) ->
         bn.running_var.uniform_(0.5, 2.0)
         bn.weight.data.uniform_(0.5, 1.5)
     x = torch.rand(4, *shape)
-    fused = bench.precision.fuse_bn(model)
+    fused = precision_mod.fuse_bn(model)
     count = lambda m: sum(isinstance(q, torch.nn.BatchNorm2d) for q in m.modules())  # noqa: E731
     assert count(fused) < count(model) or name == "small_cnn_trades"  # the TRADES SmallCNN has no BatchNorm
     if name.startswith("preact"):
@@ -498,8 +497,8 @@ def test_folded_view_follows_the_live_model_and_keeps_its_function(name: str) ->
     eval-mode model's logits and input gradients; a fold made before the steps would not."""
     shape = (1, 28, 28) if name == "small_cnn" else (3, 32, 32)
     torch.manual_seed(0)
-    model = bench.precision.prepare(build_model(name, num_classes=10, shape=shape), channels_last=True)
-    view = bench.precision.FoldedView.create(model)
+    model = precision_mod.prepare(build_model(name, num_classes=10, shape=shape), channels_last=True)
+    view = precision_mod.FoldedView.create(model)
     assert view is not None and view.pairs
     x, y = torch.rand(8, *shape), torch.randint(0, 10, (8,))
     with torch.no_grad():
@@ -525,17 +524,17 @@ def test_folded_view_follows_the_live_model_and_keeps_its_function(name: str) ->
     assert not torch.allclose(stale, want, atol=1e-3)  # the steps changed the function: re-folding is needed
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in view.module.modules()) or name.startswith("preact")
     assert all(p.grad is None for p in view.module.parameters() if not p.requires_grad)  # folded weights: no gradients
-    assert bench.precision.FoldedView.create(build_model("small_cnn_trades", num_classes=10, shape=(1, 28, 28))) is None
+    assert precision_mod.FoldedView.create(build_model("small_cnn_trades", num_classes=10, shape=(1, 28, 28))) is None
 
 
 @pytest.mark.parametrize("defence", sorted(e.name for e in DEFENCES.entries() if e.name != "standard"))
 def test_fuse_bn_training_step_crafts_in_eval_mode_on_the_view_and_matches_the_plain_step(defence: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = bench.precision.FoldedView.current
-    monkeypatch.setattr(bench.precision.FoldedView, "current", lambda self: calls.append(1) or real(self))
+    real = precision_mod.FoldedView.current
+    monkeypatch.setattr(precision_mod.FoldedView, "current", lambda self: calls.append(1) or real(self))
     loss, g = step_grads(tiny(), defence)
     model = tiny()
-    folded = TrainContext(0, 0, 4, (2,), THREAT, 4, bench.precision.FoldedView.create(model))
+    folded = TrainContext(0, 0, 4, (2,), THREAT, 4, precision_mod.FoldedView.create(model))
     loss_f, g_f = step_grads(model, defence, ctx=folded)
     entry = DEFENCES.get(defence)
     in_eval = getattr(params_mod.build(entry.params, {}, defence), "attack_bn", "eval") == "eval"
@@ -549,7 +548,7 @@ def test_fuse_bn_training_step_crafts_in_eval_mode_on_the_view_and_matches_the_p
 
 
 def test_sharded_bf16_evaluation_runs_in_bf16_and_pools_each_shard_s_parity_slice(tmp_path: Path) -> None:
-    from bench.store import Store
+    from bench.engine.store import Store
 
     text = MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [pgd: {steps: 2, shards: 2}]") + "eval: {n_examples: 40, batch_size: 8, precision: bf16}\n"
     suite = write_suite(tmp_path / "s.yaml", text)

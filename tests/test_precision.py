@@ -17,18 +17,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import native
-from bench import params as params_mod
 from bench.attacks.pgd import pgd
-from bench.cli import main
-from bench.config import load_suite
+from bench.commands.cli import main
+from bench.core import params as params_mod
+from bench.core.modes import frozen_eval
+from bench.core.stats import discordant, mcnemar_exact
+from bench.device import native
+from bench.device.precision import InputGradScaling, attack_model, autocast
 from bench.models import build_model
-from bench.modes import frozen_eval
-from bench.plan import expand
-from bench.precision import InputGradScaling, attack_model, autocast
+from bench.plan.plan import expand
 from bench.registry import DEFENCES
-from bench.stats import discordant, mcnemar_exact
-from bench.train import train_step
+from bench.suite.config import load_suite
+from bench.training.train import train_step
 from bench.types import ThreatModel, TrainContext
 from tests.conftest import MINIMAL_SUITE, ROOT, write_suite
 
@@ -106,7 +106,7 @@ def test_the_probe_sees_bf16_emulated_when_onednn_is_limited_to_avx2(tmp_path: P
     """The real probe in a process whose oneDNN may use AVX2 only (as on an AVX2-only EPYC, where bf16
     trained at 0.21x fp32): auto resolves to fp32 and the explicit bf16 of a suite is warned about."""
     code = (
-        "import json, torch, bench.native as n\n"
+        "import json, torch, bench.device.native as n\n"
         "r = n.cpu_speeds()\n"
         "print(json.dumps({'ratios': r['ratios'], 'auto': n.resolve('auto', torch.device('cpu')),"
         " 'warning': n.emulation_warning('bf16', torch.device('cpu'))}))\n"
@@ -158,7 +158,7 @@ def test_a_run_records_the_path_auto_ran_in_manifests_rows_and_the_header(tmp_pa
     assert {r["train_precision"] for r in rows} == {"bf16"} and {r["eval_precision"] for r in rows if r["attack"] != "Worst case"} == {"bf16"}
     board = (tmp_path / "r" / "t" / "leaderboard.md").read_text()
     assert "Precision: training `auto` (ran bf16), attacks `auto` (ran bf16)" in board and "fp32 parity: a random slice" in board
-    from bench.store import Store
+    from bench.engine.store import Store
 
     plan, store = expand(load_suite(suite)), Store(tmp_path / "c")
     assert store.read_json("train", plan.train_jobs[0].key, "manifest.json")["fast_paths"]["precision_ran"] == "bf16"
@@ -295,10 +295,10 @@ def test_fp16_pgd_is_not_weaker_than_fp32_on_a_trained_model(fmnist: None) -> No
 def test_a_resumed_run_keeps_the_path_its_state_ran(tmp_path: Path) -> None:
     """The saved training state records its path and the GradScaler; a resume on a device where auto
     resolves differently continues in the path it started with."""
-    from bench.engine import WorkerContext
-    from bench.progress import Progress
-    from bench.store import Store
-    from bench.train import TrainState, train_model
+    from bench.core.progress import Progress
+    from bench.engine.store import Store
+    from bench.engine.worker import WorkerContext
+    from bench.training.train import TrainState, train_model
 
     text = MINIMAL_SUITE.replace("train: {epochs: 1}", "train: {epochs: 2, subset: 32, precision: auto}")
     plan = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
@@ -315,7 +315,7 @@ def test_a_resumed_run_keeps_the_path_its_state_ran(tmp_path: Path) -> None:
 
 
 def test_workers_auto_is_one_per_core_up_to_the_tasks_that_can_run_at_once(tmp_path: Path) -> None:
-    from bench.executors.local import auto_workers, plan_width
+    from bench.engine.executors.local import auto_workers, plan_width
 
     def plan_of(defences: str, attacks: str):
         text = MINIMAL_SUITE.replace("defences: [standard]", f"defences: {defences}").replace("attacks: [fgsm]", f"attacks: {attacks}")
@@ -359,7 +359,7 @@ def test_gpu_check_dry_path_writes_its_report(tmp_path: Path) -> None:
 def test_tf32_is_a_scoped_cuda_setting_and_fp32_is_ieee(monkeypatch: pytest.MonkeyPatch) -> None:
     """configure() makes CUDA fp32 IEEE (PyTorch lets cuDNN convolutions use TF32 by default); tf32 sets
     TF32 for its block only, forward and backward alike; off CUDA both are nothing."""
-    from bench.precision import configure, tf32_scope
+    from bench.device.precision import configure, tf32_scope
 
     matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
@@ -13,22 +12,22 @@ import torch.nn.functional as F
 from torch import nn
 
 import bench
-from bench import randomised
-from bench.aggregate import _align
 from bench.attacks.autoattack import AutoAttackParams
 from bench.attacks.pgd import ce_loss, direction, eot_gradient, pgd, project, random_init
+from bench.core.errors import ConfigError
+from bench.core.modes import frozen_eval
 from bench.data import load_dataset
 from bench.data.loader import to_unit
 from bench.data.synthetic import SyntheticParams
-from bench.errors import ConfigError
-from bench.evaluate import robust_flags
+from bench.engine.store import Store
+from bench.evaluation import evaluate as evaluate_mod
+from bench.evaluation import randomised
+from bench.evaluation.evaluate import robust_flags
 from bench.models.tiny import TinyCNNParams, tiny_cnn
-from bench.modes import frozen_eval
 from bench.registry import MODELS
-from bench.store import Store
+from bench.report.aggregate import _align
 from tests.test_own_model import model  # noqa: F401  (fixture)
 
-evaluate_mod = importlib.import_module("bench.evaluate")  # the module (``bench.evaluate`` is the function)
 EPS = 24 / 255
 EVAL = {"dataset": "synthetic", "eps": "24/255", "batch_size": 64, "device": "cpu", "progress": False}
 
@@ -222,7 +221,7 @@ def test_detection_thresholds() -> None:
 
 
 def test_eot_is_validated_and_left_out_of_the_keyed_form_at_its_default() -> None:
-    from bench.params import build, to_plain
+    from bench.core.params import build, to_plain
 
     for name in ("pgd", "fgsm", "cw"):
         cls = bench.registry.ATTACKS.get(name).params

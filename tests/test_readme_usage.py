@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from bench.cli import build_parser
-from bench.runner import RunSummary
-from bench.usage import readme_block, usage_block
+from bench.api.run import RunSummary
+from bench.commands.cli import build_parser
+from bench.commands.usage import readme_block, usage_block
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -79,7 +79,7 @@ def test_readme_lists_the_output_files_written() -> None:
     assert committed <= listed, committed - listed  # every file the quickstart wrote is documented
     source = "\n".join(p.read_text() for p in (ROOT / "bench").rglob("*.py"))
     for name in listed - {"index.png"}:  # and everything documented is written somewhere (the screenshot: by the test)
-        if name.endswith(".pdf"):  # bench/figures.py:save writes the PDF beside every PNG
+        if name.endswith(".pdf"):  # bench/core/plotting.py:save writes the PDF beside every PNG
             name = name[: -len(".pdf")] + ".png"
         stem = name.rsplit(".", 1)[0]
         assert name in source or f'"{stem}"' in source or f"{stem}.{{" in source, name

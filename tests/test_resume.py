@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import load_suite
-from bench.engine import WorkerContext
-from bench.plan import expand
-from bench.progress import Progress
-from bench.status import suite_status
-from bench.store import Store
-from bench.train import health_check, train_model
+from bench.core.progress import Progress
+from bench.engine.status import suite_status
+from bench.engine.store import Store
+from bench.engine.worker import WorkerContext
+from bench.plan.plan import expand
+from bench.suite.config import load_suite
+from bench.training.train import health_check, train_model
 from tests.conftest import ROOT, write_suite
 
 SUITE = """\
@@ -180,7 +180,7 @@ def test_health_flags_chance_and_robust_collapse() -> None:
 
 
 def test_health_is_flagged_under_the_leaderboard() -> None:
-    from bench.aggregate import health_flags
+    from bench.report.aggregate import health_flags
 
     out = health_flags({"at_chance_epoch": 3, "robust_collapse_epochs": [7, 9]}, "an earlier flag")
     assert out["flag_train_at_chance"] and out["flag_robust_collapse"]

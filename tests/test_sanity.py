@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import bench
-from bench.sanity import run_flags, sanity_checks
+from bench.evaluation.sanity import run_flags, sanity_checks
 
 
 class Quantised(nn.Module):
@@ -86,7 +86,7 @@ def test_square_flag_needs_significance_against_every_gradient_attack() -> None:
 
 
 def test_large_eps_check_attacks_only_clean_correct_points(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench import sanity
+    from bench.evaluation import sanity
 
     x, y, model = _data()
     model.net[-1].bias.data[0] += 50.0  # a bias towards class 0: the other classes are misclassified
@@ -115,9 +115,9 @@ def test_comparison_flags_pool_the_seeds_of_a_row_with_examples_as_the_unit() ->
 
 def fake_store(tmp_path, attacks: str, robust: dict[str, np.ndarray], cascade: bool):
     """A store holding one run's evaluations with the given robust flags (clean: the first 190 of 200)."""
-    from bench.config import load_suite
-    from bench.plan import expand
-    from bench.store import Store
+    from bench.engine.store import Store
+    from bench.plan.plan import expand
+    from bench.suite.config import load_suite
     from tests.conftest import MINIMAL_SUITE, write_suite
 
     tmp_path.mkdir(exist_ok=True)
@@ -133,8 +133,8 @@ def fake_store(tmp_path, attacks: str, robust: dict[str, np.ndarray], cascade: b
 
 
 def test_under_cascade_a_broken_pgd_after_fgsm_is_not_passed_with_p_1(tmp_path) -> None:
-    from bench.aggregate import collect
-    from bench.render import leaderboard_markdown
+    from bench.report.aggregate import collect
+    from bench.report.render import leaderboard_markdown
 
     # PGD that breaks nothing: alone it would leave all 190 clean-correct points robust (p ~ 1e-33) ...
     alone = run_flags(None, [attack_row("fgsm", robust_first(80)), attack_row("iterative", robust_first(190))])
@@ -149,7 +149,7 @@ def test_under_cascade_a_broken_pgd_after_fgsm_is_not_passed_with_p_1(tmp_path) 
 
 
 def test_under_cascade_square_last_raises_no_false_masking_alarm(tmp_path) -> None:
-    from bench.aggregate import collect
+    from bench.report.aggregate import collect
 
     # an honest model: Square last breaks 10 more of the points every gradient attack left robust
     robust = {"FGSM": robust_first(90), "PGD-20": robust_first(80), "Square": robust_first(70)}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import stats
+from bench.core import stats
 
 Z = sps.norm.ppf(0.975)
 
@@ -246,7 +246,7 @@ def test_bold_follows_the_rank_range_where_the_best_row_rule_contradicted_it() -
 
 
 def test_compare_names_the_test_it_made(tmp_path) -> None:
-    from bench.compare import comparison_text
+    from bench.report.compare import comparison_text
 
     a = runs(np.array([1, 1, 0, 1]), np.array([1, 0, 0, 1]))
     b = runs(np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1]))

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 import bench
 from bench.attacks import check_adversarial
-from bench.config import load_suite
-from bench.errors import BenchError, ConfigError, EvaluationError
-from bench.plan import expand
+from bench.core.errors import BenchError, ConfigError, EvaluationError
+from bench.plan.plan import expand
 from bench.registry import ATTACKS
+from bench.suite.config import load_suite
 from bench.types import ThreatModel, TrainContext
 from defenses._common import pgd_adversary
 from tests.conftest import MINIMAL_SUITE, write_suite
@@ -146,7 +146,7 @@ def test_eval_eps_adds_keyed_jobs_and_leaves_the_leaderboard_jobs_alone(tmp_path
 
 
 def test_robustness_figure_is_labelled_with_bands() -> None:
-    from bench.report_figures import robustness_figure
+    from bench.report.figures import robustness_figure
 
     records = [
         {"row": row, "eps": text, "eps_value": float(Fraction(text)), "column": "Worst case", "acc": acc, "ci_low": acc - 5, "ci_high": acc + 5}
@@ -164,7 +164,7 @@ def test_robustness_figure_is_labelled_with_bands() -> None:
 
 def test_margin_loss_pgd_is_not_labelled_cw_under_l2(tmp_path: Path):
     from bench.attacks import label
-    from bench.plan import expand
+    from bench.plan.plan import expand
     from bench.registry import ATTACKS
 
     attacks = "attacks: [cw, {pgd: {steps: 10, loss: cw}}, pgd, fgsm]\n"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import bench
-from bench.averaging import Averager
-from bench.config import ScheduleSpec, WASpec
+from bench.suite.config import ScheduleSpec, WASpec
+from bench.training.averaging import Averager
 
 
 def test_piecewise_schedule_is_set_at_epoch_start() -> None:
@@ -108,11 +108,11 @@ def test_bn_recompute_mean_is_sample_weighted_across_uneven_batches() -> None:
 
 def test_per_epoch_logging_never_changes_the_training_trajectory(tmp_path, monkeypatch) -> None:
     """The logit-spectrum gap runs an attack every epoch; with its RNG forked the weights are identical."""
-    from bench import train as train_mod
-    from bench.config import load_suite
+    from bench.core.progress import Progress
     from bench.data import load_dataset
-    from bench.plan import expand
-    from bench.progress import Progress
+    from bench.plan.plan import expand
+    from bench.suite.config import load_suite
+    from bench.training import train as train_mod
     from tests.conftest import SUITES
 
     suite = load_suite(SUITES / "smoke.yaml")

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import bench
-from bench.cli import main
-from bench.config import load_suite
-from bench.engine import plan_for
-from bench.errors import ConfigError
-from bench.plan import expand
-from bench.progress import Progress
+from bench.commands.cli import main
+from bench.core.errors import ConfigError
+from bench.core.progress import Progress
+from bench.engine.worker import plan_for
+from bench.plan.plan import expand
+from bench.suite.config import load_suite
 from tests.conftest import SUITES
 
 SMOKE = SUITES / "smoke.yaml"
@@ -149,9 +149,10 @@ def test_library_attack_checks_eps_like_a_suite() -> None:
 
 
 def test_tilde_is_expanded_in_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.api.run import results_folder
+    from bench.core.files import default_cache_dir
     from bench.data import data_roots
-    from bench.runner import results_folder
-    from bench.store import Store, default_cache_dir
+    from bench.engine.store import Store
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("BENCH_DATA", "~/env-data")

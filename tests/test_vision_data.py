@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from bench.core.errors import ConfigError, DatasetMissingError
+from bench.core.params import build
 from bench.data import load_dataset, tiny_imagenet
 from bench.data.cifar import cifar10, cifar100
 from bench.data.idx import write_idx
 from bench.data.mnist import MNISTParams, mnist
 from bench.data.svhn import svhn
-from bench.errors import ConfigError, DatasetMissingError
-from bench.params import build
 from bench.registry import DATASETS, NoParams
 
 

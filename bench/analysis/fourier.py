@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.modes import frozen_eval
+from bench.core.modes import frozen_eval
 
 Keep = Literal["low", "high"]
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -281,7 +281,7 @@ def map_figure(
     """
     from matplotlib.colors import LogNorm, Normalize
 
-    from bench import figures
+    from bench.core import plotting as figures
 
     lo, hi = colour_range(maps.values(), log)
     norm = (LogNorm if log else Normalize)(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
@@ -303,7 +303,7 @@ def map_figure(
 
 def plot_maps(maps: Mapping[str, object], path: str | Path, title: str, cbar: str, **options) -> Path:
     """``map_figure(maps, title, cbar, **options)`` saved as ``path`` (PNG) and the PDF beside it; returns ``path``."""
-    from bench import figures
+    from bench.core import plotting as figures
 
     figures.save(map_figure(maps, title, cbar, **options), path)
     return Path(path)
@@ -323,7 +323,7 @@ def plot_profiles(panels: Mapping[str, Mapping[str, object]], path: str | Path, 
     """
     from matplotlib.ticker import MaxNLocator
 
-    from bench import figures
+    from bench.core import plotting as figures
 
     fig, axes = figures.panels(len(panels), width=4.2, height=3.4, cols=3, sharey=True)
     for ax, (name, profiles) in zip(axes, panels.items()):

@@ -21,11 +21,11 @@ from torch import nn
 
 from bench.analysis import fourier as F
 from bench.attacks.pgd import pgd, step_size
-from bench.config import AnalysisSpec
-from bench.evaluate import AttackFn
-from bench.modes import frozen_eval
-from bench.precision import attack_model, autocast
-from bench.store import atomic_write_text
+from bench.core.files import atomic_write_text
+from bench.core.modes import frozen_eval
+from bench.device.precision import attack_model, autocast
+from bench.evaluation.evaluate import AttackFn
+from bench.suite.config import AnalysisSpec
 from bench.types import ThreatModel
 
 

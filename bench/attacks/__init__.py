@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import params as params_mod
-from bench.errors import EvaluationError
+from bench.core import params as params_mod
+from bench.core.errors import EvaluationError
 from bench.registry import ATTACKS
 
 TOLERANCE = 1e-6
@@ -68,7 +68,7 @@ def attack(
     """
     entry = ATTACKS.get(name)
     p = params_mod.build(entry.params, params, f"attack {name}")
-    from bench.config import parse_threat  # the suite's rules and messages for norm and eps
+    from bench.suite.config import parse_threat  # the suite's rules and messages for norm and eps
 
     threat = parse_threat({"norm": norm, "eps": eps}, f"bench.attack({name!r})")
     eps_exact = threat.eps

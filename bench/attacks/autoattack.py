@@ -41,9 +41,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bench.errors import BenchError
-from bench.modes import frozen_eval
-from bench.params import range_problem
+from bench.core.errors import BenchError
+from bench.core.modes import frozen_eval
+from bench.core.params import range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 

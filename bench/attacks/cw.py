@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bench.attacks.pgd import eot_label, margin_loss, margin_pgd_label, pgd, step_size
-from bench.params import added_param, range_problem
+from bench.core.params import added_param, range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 

@@ -19,9 +19,9 @@ parameter gradients are computed or accumulated.
 input gradient over N forward-backward passes per step: against a randomised model (noise or a random
 transform at test time) one pass gives the gradient of one draw, a noisy estimate that makes the
 attack look weaker than it is. ``eot: 1`` (the default) is one pass, bit for bit the attack without
-the parameter, and is left out of the cache keys (``bench.params.added_param``), so keys made before
+the parameter, and is left out of the cache keys (``bench.core.params.added_param``), so keys made before
 it existed stay valid. The restart selection and the evaluator's final decision are not averaged
-here (the evaluator takes its own majority over draws: ``bench/randomised.py``).
+here (the evaluator takes its own majority over draws: ``bench/evaluation/randomised.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.params import added_param, range_problem
+from bench.core.params import added_param, range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
 

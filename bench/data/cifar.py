@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.core.errors import DatasetMissingError
 from bench.data.fashion_mnist import locate
 from bench.data.idx import read_bytes
 from bench.data.mnist import not_found
-from bench.errors import DatasetMissingError
 from bench.registry import DATASETS, NoParams
 from bench.types import DatasetInfo, DatasetSplits
 

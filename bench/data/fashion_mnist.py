@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.core.errors import DatasetMissingError
 from bench.data.idx import read_bytes, read_idx
-from bench.errors import DatasetMissingError
 from bench.registry import DATASETS
 from bench.types import DatasetInfo, DatasetSplits
 

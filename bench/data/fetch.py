@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from bench.core.errors import BenchError, DatasetMissingError
 from bench.data import data_roots, load_dataset
-from bench.errors import BenchError, DatasetMissingError
 from bench.registry import DATASETS
 
 MANUAL = {

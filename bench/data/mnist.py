@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.core.errors import DatasetMissingError
 from bench.data.fashion_mnist import load_idx_dataset
-from bench.errors import DatasetMissingError
 from bench.registry import DATASETS
 from bench.types import DatasetInfo, DatasetSplits
 

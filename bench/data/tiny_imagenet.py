@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.core.errors import DatasetMissingError
+from bench.core.files import default_cache_dir
 from bench.data.fashion_mnist import locate
 from bench.data.mnist import fetch_hint, not_found
-from bench.errors import DatasetMissingError
 from bench.registry import DATASETS, NoParams
-from bench.store import default_cache_dir
 from bench.types import DatasetInfo, DatasetSplits
 
 SUBDIRS = ("tiny-imagenet-200", "tiny-imagenet/tiny-imagenet-200")

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import params as params_mod
-from bench.errors import ConfigError
+from bench.core import params as params_mod
+from bench.core.errors import ConfigError
 from bench.registry import MODELS
 
 

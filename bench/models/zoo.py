@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 PREFIX = "robustbench:"
 DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100"}  # ours -> RobustBench's dataset names

@@ -8,17 +8,17 @@ import time
 from functools import partial
 
 import torch
+from bench.engine.worker.store import Store
+from bench.engine.worker.worker import WorkerContext
+from bench.plan.plan.plan import expand
 
 from bench.analysis.run import analyze
 from bench.attacks.pgd import pgd, step_size
-from bench.config import load_suite
-from bench.engine import WorkerContext
-from bench.modes import frozen_eval
-from bench.plan import expand
-from bench.progress import Progress
+from bench.core.modes import frozen_eval
+from bench.core.progress import Progress
 from bench.registry import ATTACKS
-from bench.store import Store
-from bench.train import train_model
+from bench.suite.config import load_suite
+from bench.training.train import train_model
 
 suite = load_suite("suites/quickstart.yaml")
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1

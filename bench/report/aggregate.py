@@ -1,0 +1,241 @@
+"""Store -> one tidy table: a row per (run, attack) plus a synthesised ``worst`` row per run.
+
+Aggregates are computed from the stored per-sample flags only. The worst case is the AND of the
+robust flags of every attack, aligned by sample id: a sample counts as robust only if it survives
+all of them (fra31/auto-attack#45).
+
+Every tidy row also carries the statistics of its leaderboard cell (``bench/core/stats.py``), computed
+from the per-sample flags of every seed: ``ci_low`` / ``ci_high`` (95 %, in %), ``ci_method``,
+``p_vs_best`` (``stats.paired_p`` against the column's best row, Holm-corrected over all pairs of
+the column's rows), ``tied_with_best`` (bold: no row significantly better, i.e. ``rank_low == 1``),
+``is_best`` and ``rank_low`` / ``rank_high``; the same with a ``clean_`` prefix for the Clean column.
+The attack-comparison sanity flags of a run are computed from all seeds of its leaderboard row
+(the same values on every seed's rows), so a row with S seeds is tested once, not S times.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.core import stats
+from bench.core.params import to_plain
+from bench.engine.store import Store
+from bench.evaluation import parity
+from bench.evaluation.randomised import model_flags
+from bench.evaluation.sanity import run_flags
+from bench.plan.plan import EvalJob, Plan
+from bench.registry import ATTACKS
+
+WORST = "Worst case"
+CLEAN = "Clean"
+
+Outcomes = dict[tuple[str, str], stats.Runs]  # (leaderboard row, column) -> seed -> (sample ids, correct flags)
+
+
+def load_flags(store: Store, job: EvalJob) -> dict[str, np.ndarray] | None:
+    if not store.has("eval", job.key):
+        return None
+    return store.read_npz("eval", job.key, "flags.npz")
+
+
+def _params(prefix: str, params: Any) -> dict[str, Any]:
+    return {f"p_{prefix}_{k}": v for k, v in (to_plain(params) or {}).items()}
+
+
+def collect(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    """Tidy rows for every planned (run, weights, attack) whose evaluation is in the store."""
+    return collect_outcomes(plan, store)[0]
+
+
+def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Outcomes]:
+    """The tidy rows (with their cell statistics) and the per-sample outcomes they come from."""
+    suite = plan.suite
+    rows: list[dict[str, Any]] = []
+    outcomes: Outcomes = {}
+    runs = []
+    for tjob in plan.train_jobs:
+        for wa in suite.wa:
+            jobs = [e for e in plan.evals_of(tjob) if e.wa == wa and e.threat is None]  # eval.eps radii: curves only
+            if jobs:
+                runs.append((tjob, jobs, *_load_run(jobs, tjob.seed, store, outcomes)))
+    for tjob, jobs, loaded, model in runs:  # every seed's outcomes are in: the flags pool them per row
+        if loaded:
+            manifest = store.read_json("train", tjob.key, "manifest.json") if store.has("train", tjob.key) else {}
+            sjob = plan.sanity_of(tjob, jobs[0].wa)
+            checks = store.read_json("sanity", sjob.key, "checks.json") if sjob and store.has("sanity", sjob.key) else None
+            rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, loaded, model, outcomes))
+    add_cell_stats(rows, outcomes)
+    return rows, outcomes
+
+
+def column_outcomes(outcomes: Outcomes, column: str) -> dict[str, stats.Runs]:
+    """Leaderboard row -> per-seed outcomes of one column."""
+    return {row: runs for (row, col), runs in outcomes.items() if col == column}
+
+
+def add_cell_stats(rows: list[dict[str, Any]], outcomes: Outcomes) -> None:
+    """Annotate each tidy row with the statistics of its cell and of its row's Clean cell."""
+    columns = dict.fromkeys(col for _, col in outcomes)
+    cells = {col: stats.column_stats(column_outcomes(outcomes, col)) for col in columns}
+    for r in rows:
+        for prefix, col in (("", r["attack"]), ("clean_", CLEAN)):
+            cell = cells.get(col, {}).get(r["display_name"])
+            if cell is not None:
+                r.update({f"{prefix}{k}": v for k, v in cell_fields(cell).items()})
+
+
+def cell_fields(cell: stats.CellStats) -> dict[str, Any]:
+    return {
+        "ci_low": 100 * cell.ci_low,
+        "ci_high": 100 * cell.ci_high,
+        "ci_method": cell.method,
+        "p_vs_best": cell.p_vs_best,
+        "tied_with_best": cell.tied_with_best,
+        "is_best": cell.is_best,
+        "rank_low": cell.rank_low,
+        "rank_high": cell.rank_high,
+    }
+
+
+def _ran(manifest: dict[str, Any]) -> str | None:
+    """The precision path an entry ran (``auto`` resolved where it ran); entries from before ``auto``: the asked one."""
+    fast = manifest.get("fast_paths") or {}
+    return fast.get("precision_ran") or fast.get("precision")
+
+
+def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One run's evaluated attacks: their tidy rows, recorded in ``outcomes`` (with Clean and Worst case),
+    and the run's model flags (randomised or probability outputs: ``bench/evaluation/randomised.py``)."""
+    run_rows = []
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
+    checks_by_eval = []  # (column, attack name, params, model check) per evaluation: bench/evaluation/randomised.py
+    for ejob in jobs:
+        flags = load_flags(store, ejob)
+        if flags is None:
+            continue
+        metrics = store.read_json("eval", ejob.key, "metrics.json")
+        eval_manifest = store.read_json("eval", ejob.key, "manifest.json")
+        results.append((flags["sample_id"], flags["clean"], flags["robust"]))
+        checks_by_eval.append((ejob.column, ejob.attack.name, ejob.attack.params, metrics.get("model_check")))
+        outcomes.setdefault((ejob.display, ejob.column), {})[seed] = (flags["sample_id"], flags["robust"])
+        run_rows.append(
+            {
+                "attack": ejob.column,
+                "attack_name": ejob.attack.name,
+                "family": ATTACKS.get(ejob.attack.name).caps["family"],
+                "n": int(len(flags["sample_id"])),
+                "robust_acc": float(flags["robust"].mean()) if len(flags["robust"]) else float("nan"),
+                "eval_key": ejob.key,
+                "attack_version": ejob.attack.version,
+                "eval_seconds": metrics.get("seconds"),
+                "eval_device": eval_manifest.get("provenance", {}).get("device"),
+                "eval_precision": _ran(eval_manifest),
+                "max_perturbation": metrics.get("max_dist"),  # largest distance of x_adv from x (in the threat's norm); > eps is an error
+                **(parity.row_fields(metrics["parity"]) if "parity" in metrics else {}),  # a low-precision evaluation
+                **_params("attack", ejob.attack.params),
+            }
+        )
+    if not run_rows:
+        return run_rows, {}
+    randomised = any(c and c["randomised"] for *_, c in checks_by_eval)
+    ref_ids, clean, differ = _align(results, jobs[0].display, randomised)
+    outcomes.setdefault((jobs[0].display, CLEAN), {})[seed] = (ref_ids, clean)
+    if len(run_rows) == len(jobs):
+        common, worst = worst_case([(ids, robust) for ids, _, robust in results])
+        outcomes.setdefault((jobs[0].display, WORST), {})[seed] = (common, worst)
+        run_rows.append(
+            {"attack": WORST, "attack_name": "worst", "family": "worst", "n": int(len(common)), "robust_acc": float(worst.mean()), "eval_key": None}
+        )
+    return run_rows, model_flags(checks_by_eval, differ)
+
+
+def _run_rows(
+    suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, run_rows: list[dict[str, Any]],
+    model: dict[str, Any], outcomes: Outcomes,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The run's tidy rows: its attack rows (from :func:`_load_run`) with the run's columns, flags and provenance."""
+    first = jobs[0]
+    clean = outcomes[(first.display, CLEAN)][tjob.seed][1]
+    attacks = [{"family": r["family"], "runs": outcomes[(first.display, r["attack"])]} for r in run_rows if r["attack"] != WORST]
+    flags = run_flags(checks, attacks, cascade=any(j.after for j in jobs))
+    flags.update(parity.parity_flags(run_rows))
+    messages = (model.get("flags"), flags.get("flags"), flags.pop("parity_message", None))
+    flags = {**flags, **model, "flags": "; ".join(m for m in messages if m)}
+    base = {
+        "suite": suite.name,
+        "dataset": suite.dataset.name,
+        "model": tjob.model or suite.model.name,
+        "defence": tjob.defence.name,
+        "display_name": first.display,
+        "wa": first.wa.kind if first.wa else "none",
+        "weights": first.weights_label,
+        "seed": tjob.seed,
+        "clean_n": int(len(clean)),
+        "clean_acc": float(clean.mean()) if len(clean) else float("nan"),
+        "p_threat_norm": suite.threat.norm,
+        "p_threat_eps": suite.threat.eps_text,
+        **_params("defence", tjob.defence.params),
+        **(_params("wa", first.wa) if first.wa else {}),
+        "train_key": tjob.key,
+        "defence_version": tjob.defence.version,
+        "train_seconds": manifest.get("seconds"),
+        "train_precision": _ran(manifest),
+        "best_epoch": _one_based(manifest.get("weights", {}).get(first.weights.tag, {}).get("best_epoch")),
+        **flags,
+        **health_flags(manifest.get("health", {}), flags.get("flags", "")),
+        **manifest.get("provenance", {}),
+    }
+    return [{**base, **r} for r in run_rows]
+
+
+def _one_based(epoch: int | None) -> int | None:
+    """Epochs are shown counted from 1, as the console prints them (``epoch 3/4``); the manifest and
+    ``log.jsonl`` store them from 0 (unchanged, so every cached run stays readable)."""
+    return None if epoch is None else epoch + 1
+
+
+HEALTH = {
+    "at_chance_epoch": "training: validation accuracy still at chance after epoch {}",
+    "robust_collapse_epochs": "training: validation robust accuracy collapsed at epoch {} (catastrophic overfitting?)",
+}
+
+
+def health_flags(health: dict[str, Any], flags: str) -> dict[str, Any]:
+    """The run's training-health record as flag columns, its messages appended to ``flags``."""
+    out: dict[str, Any] = {"flag_train_at_chance": "at_chance_epoch" in health, "flag_robust_collapse": "robust_collapse_epochs" in health}
+    messages = [HEALTH[k].format(", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in health.items() if k in HEALTH]
+    out["flags"] = "; ".join([m for m in [flags, *messages] if m])
+    return out
+
+
+def worst_case(results: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ids every attack saw and, on them, the AND of the attacks' robust flags."""
+    common = results[0][0]
+    for ids, _ in results[1:]:
+        common = np.intersect1d(common, ids)
+    return common, np.logical_and.reduce([robust[np.isin(ids, common)] for ids, robust in results])
+
+
+def _align(
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], display: str, randomised: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ids and clean flags of the largest evaluation, and on how many examples another evaluation differs.
+
+    Attacks may run on nested subsets; where they overlap, their clean flags must agree (same
+    weights, same inputs), otherwise the cache is inconsistent and aggregation stops. A randomised
+    model's clean verdicts are majorities over seeded draws that can differ where the batches differ
+    (``bench/evaluation/randomised.py``): the count is returned and shown as a flag instead.
+    """
+    ref_ids, ref_clean, _ = max(results, key=lambda r: len(r[0]))
+    differ = 0
+    for ids, clean, _ in results:
+        expected = ref_clean[np.isin(ref_ids, ids)]
+        if len(expected) != len(clean):
+            raise RuntimeError(f"evaluations of {display} are on sample ids that are not nested subsets of each other")
+        mismatched = int((np.asarray(clean, dtype=bool) != expected.astype(bool)).sum())
+        if mismatched and not randomised:
+            raise RuntimeError(f"evaluations of {display} disagree on the clean predictions of {mismatched} example(s)")
+        differ = max(differ, mismatched)
+    return ref_ids, ref_clean, differ
