@@ -2,7 +2,7 @@
 
 Train key: protocol version, dataset/model/defence (name, explicit version, all params with
 defaults filled in), threat (eps as a reduced fraction), train spec, seed; the planner adds the
-weight averagers the run records (``bench/plan/plan.py``). Excluded: device, paths, evaluation
+weight averagers the run records (``bench/plan/expand.py``). Excluded: device, paths, evaluation
 settings, display names. Eval key: train key, which weights, attack (name, version,
 params), threat and eval spec. Bump ``PROTOCOL_VERSION`` when the engine's semantics change.
 """

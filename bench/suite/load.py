@@ -1,0 +1,145 @@
+"""Suite file -> :class:`~bench.suite.specs.Suite`, strictly: the one entry to the suite package.
+
+* The file and its includes are read (``read.py``), ``--set`` overrides applied (``overrides.py``),
+  the suite's ``plugins:`` imported (``refs.py``), then every section parsed into typed specs
+  (``specs.py``, ``refs.py``, ``sections.py``, ``paper.py``) and checked against the others.
+* Unknown keys, wrong types and out-of-range values fail with one line naming the file and the
+  field; unknown plug-in names fail with a "did you mean".
+* eps and other numbers may be written as fractions (``8/255``), parsed exactly with ``Fraction``.
+
+Every check that needs only the suite is made here; the planner (``bench/plan/expand.py``) checks
+only what needs the plan's rows and columns (``analysis.rows``, the paper table's rows and columns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from bench.core import params as P
+from bench.core.errors import ConfigError, show
+from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
+from bench.suite import sections
+from bench.suite.overrides import Overrides, apply_overrides, normalize_overrides
+from bench.suite.paper import read_paper
+from bench.suite.read import load_raw
+from bench.suite.refs import load_plugins, parse_ref, parse_ref_list
+from bench.suite.specs import AnalysisSpec, EvalSpec, LeaderboardSpec, Suite, TrainSpec
+from bench.types import parse_threat
+
+TOP_LEVEL = (
+    "name",
+    "include",
+    "dataset",
+    "model",
+    "threat",
+    "train",
+    "defences",
+    "wa",
+    "attacks",
+    "eval",
+    "seeds",
+    "plugins",
+    "zoo",
+    "checkpoints",
+    "analysis",
+    "paper",
+    "leaderboard",
+    "description",
+)
+REQUIRED = ("name", "dataset", "model", "threat", "defences")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # one folder name under the results directory
+
+
+def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
+    """Parse and validate a suite file (and its includes). Raises ConfigError (one line) on bad input.
+
+    ``overrides`` (``bench run --set``): ``{"train.epochs": 2}`` or ``["train.epochs=2", "wa=[none, swa]"]``
+    set keys of the merged suite (after includes) before it is validated, exactly as if written in it.
+    """
+    path = Path(path).expanduser()
+    raw, sources = load_raw(path)
+    sets = normalize_overrides(overrides)
+    raw, touched = apply_overrides(raw, sets, path)
+    try:
+        return _parse(path, raw, sources, sets, touched)
+    except ConfigError as e:
+        raise e.naming(sets) from None
+
+
+def _parse(path: Path, raw: dict[str, Any], sources: dict[str, str], sets: tuple[str, ...], touched: dict[str, str]) -> Suite:
+    """The suite of the merged mapping ``raw`` (``--set`` applied: ``touched`` names them per top-level key)."""
+    at = lambda key: f"{sources.get(key, path)}{f' (with{touched[key]})' if key in touched else ''}: {key}"  # noqa: E731
+
+    for key in raw:
+        if key not in TOP_LEVEL:
+            hint = P.did_you_mean(key, TOP_LEVEL)
+            raise ConfigError(at(key), f"unknown key{hint}; allowed: {', '.join(TOP_LEVEL)}")
+    for key in REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{path}: {key}", "missing required key")
+
+    plugins = [] if raw.get("plugins") is None else raw["plugins"]
+    if not isinstance(plugins, list):
+        raise ConfigError(at("plugins"), "expected a list of modules or .py files")
+    load_plugins(plugins, Path(sources.get("plugins", path)).parent, at("plugins"))
+
+    name = raw["name"]
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(at("name"), f"expected a folder name (letters, digits, . _ + -; at most 100), got {show(name)}")
+
+    train = P.build(TrainSpec, raw.get("train"), at("train"))
+    raw_eval, eval_eps = raw.get("eval"), None
+    if isinstance(raw_eval, dict):  # eval.eps is not part of the eval spec (nor of its cache key): each radius is its own job
+        eval_eps = raw_eval.get("eps")
+        raw_eval = {k: v for k, v in raw_eval.items() if k != "eps"}
+    suite = Suite(
+        name=name,
+        path=path,
+        dataset=parse_ref(DATASETS, raw["dataset"], at("dataset")),
+        model=parse_ref(MODELS, raw["model"], at("model")),
+        threat=parse_threat(raw["threat"], at("threat")),
+        train=train,
+        defences=parse_ref_list(DEFENCES, raw["defences"], at("defences"), allow_empty=bool(raw.get("checkpoints"))),
+        attacks=parse_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
+        eval=P.build(EvalSpec, raw_eval, at("eval")),
+        seeds=sections.seeds(raw.get("seeds", [0]), at("seeds")),
+        wa=sections.wa(raw.get("wa", ["none"]), at("wa"), train),
+        plugins=list(plugins),
+        zoo=sections.zoo(raw.get("zoo", []), at("zoo")),
+        analysis=None if raw.get("analysis") is None or raw["analysis"] is False else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
+        sources=sources,
+        digest=files_digest([path, *sources.values()], sets),
+        leaderboard=P.build(LeaderboardSpec, raw.get("leaderboard"), at("leaderboard")),
+        overrides=sets,
+    )
+    suite.eval_eps = sections.eval_eps(eval_eps, f"{at('eval')}.eps", suite.threat)
+    if suite.zoo:  # a misspelt or mismatched reference row fails here, not at run time
+        from bench.models.zoo import zoo_problem
+
+        for i, entry in enumerate(suite.zoo):
+            problem = zoo_problem(entry, suite.dataset.name, suite.threat.norm)
+            if problem:
+                raise ConfigError(f"{at('zoo')}[{i}]", problem)
+    taken = [d.name for d in suite.defences] + suite.zoo
+    base = Path(sources.get("checkpoints", path)).parent
+    suite.checkpoints = sections.checkpoints(raw.get("checkpoints"), at("checkpoints"), base, suite.dataset, taken)
+    if suite.checkpoints:  # a task names the weights it was planned with: an edited .pt is a changed suite
+        suite.digest = hashlib.sha256(" ".join([suite.digest, *(c.digest for c in suite.checkpoints)]).encode()).hexdigest()
+    if suite.eval.cascade and any(a.shards > 1 for a in suite.attacks):
+        raise ConfigError(f"{sources.get('eval', path)}: eval.cascade", "cannot be combined with sharded attacks (shards: N)")
+    if raw.get("paper") is not None:  # its rows and columns are checked against the plan by the planner
+        suite.paper = read_paper(raw["paper"], f"{sources.get('paper', path)}: paper")
+    return suite
+
+
+def files_digest(paths: list[str | Path], overrides: tuple[str, ...] = ()) -> str:
+    """sha256 over the suite file, its includes and the ``--set`` overrides: a task planned from them names this digest."""
+    h = hashlib.sha256()
+    for p in sorted({str(Path(p).resolve()) for p in paths}):
+        h.update(p.encode() + b"\0" + Path(p).read_bytes() + b"\0")
+    for item in overrides:  # none: the digest of the files alone, as before
+        h.update(b"--set\0" + item.encode() + b"\0")
+    return h.hexdigest()
