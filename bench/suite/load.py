@@ -90,56 +90,61 @@ def _parse(path: Path, raw: dict[str, Any], sources: dict[str, str], sets: tuple
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ConfigError(at("name"), f"expected a folder name (letters, digits, . _ + -; at most 100), got {show(name)}")
 
-    train = P.build(TrainSpec, raw.get("train"), at("train"))
+    # the typed specs (bench/core/params.py builds each one): the threat, then the sections that are one params dataclass
+    threat = parse_threat(raw["threat"], at("threat"))
     raw_eval, eval_eps = raw.get("eval"), None
     if isinstance(raw_eval, dict):  # eval.eps is not part of the eval spec (nor of its cache key): each radius is its own job
         eval_eps = raw_eval.get("eps")
         raw_eval = {k: v for k, v in raw_eval.items() if k != "eps"}
+    raw_analysis = raw.get("analysis")
+    train = P.build(TrainSpec, raw.get("train"), at("train"))
+    ev = P.build(EvalSpec, raw_eval, at("eval"))
+    analysis = None if raw_analysis is None or raw_analysis is False else P.build(AnalysisSpec, raw_analysis if raw_analysis is not True else {}, at("analysis"))
+    leaderboard = P.build(LeaderboardSpec, raw.get("leaderboard"), at("leaderboard"))
+    # the plug-ins it names (bench/suite/refs.py), then the sections with parsers of their own (bench/suite/sections.py)
+    dataset = parse_ref(DATASETS, raw["dataset"], at("dataset"))
     suite = Suite(
         name=name,
         path=path,
-        dataset=parse_ref(DATASETS, raw["dataset"], at("dataset")),
+        dataset=dataset,
         model=parse_ref(MODELS, raw["model"], at("model")),
-        threat=parse_threat(raw["threat"], at("threat")),
+        threat=threat,
         train=train,
         defences=parse_ref_list(DEFENCES, raw["defences"], at("defences"), allow_empty=bool(raw.get("checkpoints"))),
         attacks=parse_ref_list(ATTACKS, [] if raw.get("attacks") is None else raw["attacks"], at("attacks"), allow_empty=True),
-        eval=P.build(EvalSpec, raw_eval, at("eval")),
+        eval=ev,
         seeds=sections.seeds(raw.get("seeds", [0]), at("seeds")),
+        zoo=sections.zoo(raw.get("zoo", []), at("zoo"), dataset.name, threat.norm),
         wa=sections.wa(raw.get("wa", ["none"]), at("wa"), train),
         plugins=list(plugins),
-        zoo=sections.zoo(raw.get("zoo", []), at("zoo")),
-        analysis=None if raw.get("analysis") is None or raw["analysis"] is False else P.build(AnalysisSpec, raw["analysis"] if raw["analysis"] is not True else {}, at("analysis")),
+        analysis=analysis,
         sources=sources,
-        digest=files_digest([path, *sources.values()], sets),
-        leaderboard=P.build(LeaderboardSpec, raw.get("leaderboard"), at("leaderboard")),
+        leaderboard=leaderboard,
         overrides=sets,
     )
-    suite.eval_eps = sections.eval_eps(eval_eps, f"{at('eval')}.eps", suite.threat)
-    if suite.zoo:  # a misspelt or mismatched reference row fails here, not at run time
-        from bench.models.zoo import zoo_problem
-
-        for i, entry in enumerate(suite.zoo):
-            problem = zoo_problem(entry, suite.dataset.name, suite.threat.norm)
-            if problem:
-                raise ConfigError(f"{at('zoo')}[{i}]", problem)
     taken = [d.name for d in suite.defences] + suite.zoo
     base = Path(sources.get("checkpoints", path)).parent
-    suite.checkpoints = sections.checkpoints(raw.get("checkpoints"), at("checkpoints"), base, suite.dataset, taken)
-    if suite.checkpoints:  # a task names the weights it was planned with: an edited .pt is a changed suite
-        suite.digest = hashlib.sha256(" ".join([suite.digest, *(c.digest for c in suite.checkpoints)]).encode()).hexdigest()
-    if suite.eval.cascade and any(a.shards > 1 for a in suite.attacks):
+    suite.checkpoints = sections.checkpoints(raw.get("checkpoints"), at("checkpoints"), base, dataset, taken)
+    # what a task names: the files, the overrides and (an edited .pt is a changed suite) the checkpoints' weights
+    suite.digest = files_digest([path, *sources.values()], sets, [c.digest for c in suite.checkpoints])
+    # checks between sections
+    if ev.cascade and any(a.shards > 1 for a in suite.attacks):
         raise ConfigError(f"{sources.get('eval', path)}: eval.cascade", "cannot be combined with sharded attacks (shards: N)")
     if raw.get("paper") is not None:  # its rows and columns are checked against the plan by the planner
         suite.paper = read_paper(raw["paper"], f"{sources.get('paper', path)}: paper")
+    suite.eval_eps = sections.eval_eps(eval_eps, f"{at('eval')}.eps", threat)
     return suite
 
 
-def files_digest(paths: list[str | Path], overrides: tuple[str, ...] = ()) -> str:
-    """sha256 over the suite file, its includes and the ``--set`` overrides: a task planned from them names this digest."""
+def files_digest(paths: list[str | Path], overrides: tuple[str, ...] = (), weights: list[str] | None = None) -> str:
+    """sha256 over the suite file, its includes and the ``--set`` overrides, then with the digests of the
+    ``checkpoints:`` weights when it has any: a task planned from them names this digest."""
     h = hashlib.sha256()
     for p in sorted({str(Path(p).resolve()) for p in paths}):
         h.update(p.encode() + b"\0" + Path(p).read_bytes() + b"\0")
     for item in overrides:  # none: the digest of the files alone, as before
         h.update(b"--set\0" + item.encode() + b"\0")
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if weights:  # a task names the weights it was planned with
+        digest = hashlib.sha256(" ".join([digest, *weights]).encode()).hexdigest()
+    return digest

@@ -48,6 +48,7 @@ def read_paper(raw: Any, where: str) -> PaperSpec:
     layout = raw.get("layout", "leaderboard")
     if layout not in ("leaderboard", "lpf"):
         raise ConfigError(f"{where}.layout", f"expected leaderboard or lpf, got {show(layout)}")
+    text = {key: _text(raw.get(key, ""), f"{where}.{key}") for key in ("title", "source", "note")}
     columns = []
     for i, col in enumerate(_list(raw["columns"], f"{where}.columns")):
         at = f"{where}.columns[{i}]"
@@ -67,6 +68,7 @@ def read_paper(raw: Any, where: str) -> PaperSpec:
         at = f"{where}.rows[{i}]"
         if not isinstance(row, dict) or "label" not in row or set(row) - {"label", "ours", "reported", "input"}:
             raise ConfigError(at, "expected {label: ..., ours: <our row or null>, reported: {column: value}}")
+        label = _text(row["label"], f"{at}.label")
         reported = {}
         if not isinstance(row.get("reported") or {}, dict):
             raise ConfigError(f"{at}.reported", f"expected a mapping {{column: value}}, got {show(row['reported'])}")
@@ -77,11 +79,10 @@ def read_paper(raw: Any, where: str) -> PaperSpec:
         kind = row.get("input", "clean")
         if kind not in ("clean", "adversarial"):
             raise ConfigError(f"{at}.input", f"expected clean or adversarial, got {show(kind)}")
-        rows.append(PaperRow(_text(row["label"], f"{at}.label"), row.get("ours"), reported, kind))
+        rows.append(PaperRow(label, row.get("ours"), reported, kind))
     tol = float(parse_fraction(raw.get("tolerance_pp", 1.0), f"{where}.tolerance_pp"))
     if tol < 0:
         raise ConfigError(f"{where}.tolerance_pp", "must be >= 0")
-    text = {key: _text(raw.get(key, ""), f"{where}.{key}") for key in ("title", "source", "note")}
     return PaperSpec(text["title"], text["source"], layout, tuple(columns), tuple(rows), tol, text["note"])
 
 

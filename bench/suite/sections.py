@@ -72,7 +72,8 @@ def wa(raw: Any, where: str, train: TrainSpec) -> list[WASpec | None]:
     return out or [None]
 
 
-def zoo(raw: Any, where: str) -> list[str]:
+def zoo(raw: Any, where: str, dataset: str, norm: str) -> list[str]:
+    """``[robustbench:<name>, ...]``: reference rows, each checked against the suite's dataset and norm now."""
     if not isinstance(raw, list) or any(not isinstance(z, str) for z in raw):
         raise ConfigError(where, "expected a list such as [robustbench:Carmon2019Unlabeled]")
     for i, entry in enumerate(raw):
@@ -80,6 +81,13 @@ def zoo(raw: Any, where: str) -> list[str]:
             raise ConfigError(f"{where}[{i}]", f"expected robustbench:<model name>, got {show(entry)}")
     if len(set(raw)) != len(raw):
         raise ConfigError(where, "duplicate entries")
+    if raw:  # a misspelt or mismatched reference row fails here, not at run time
+        from bench.models.zoo import zoo_problem
+
+        for i, entry in enumerate(raw):
+            problem = zoo_problem(entry, dataset, norm)
+            if problem:
+                raise ConfigError(f"{where}[{i}]", problem)
     return list(raw)
 
 
