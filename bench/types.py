@@ -47,7 +47,7 @@ def parse_threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(where, "expected a mapping {norm: Linf, eps: 8/255}")
     unknown = set(raw) - {"norm", "eps"}
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown, key=str)[0]}", "unknown key; allowed: norm, eps")
+        raise ConfigError(f"{where}.{min(unknown, key=str)}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
     if norm not in NORMS:
         raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}{did_you_mean(norm, NORMS)}")

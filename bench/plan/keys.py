@@ -33,7 +33,7 @@ def threat_plain(threat: ThreatModel) -> dict[str, str]:
 
 # Options added after caches existed: absent from a key at their default, so earlier keys stay valid.
 # channels_last, compile and fuse_bn never change a result beyond float rounding (parity tests): never keyed.
-UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}  # a cascade is keyed by its "after" list (plan.py)
+UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}  # a cascade is keyed by its "after" list (expand.py)
 NEVER_KEYED = ("channels_last", "compile", "fuse_bn")
 
 

@@ -71,7 +71,10 @@ def load_suite(path: str | Path, overrides: Overrides = None) -> Suite:
 
 def _parse(path: Path, raw: dict[str, Any], sources: dict[str, str], sets: tuple[str, ...], touched: dict[str, str]) -> Suite:
     """The suite of the merged mapping ``raw`` (``--set`` applied: ``touched`` names them per top-level key)."""
-    at = lambda key: f"{sources.get(key, path)}{f' (with{touched[key]})' if key in touched else ''}: {key}"  # noqa: E731
+
+    def at(key: str) -> str:
+        """Where a top-level key was set: its file, and the ``--set`` overrides that changed it."""
+        return f"{sources.get(key, path)}{f' (with{touched[key]})' if key in touched else ''}: {key}"
 
     for key in raw:
         if key not in TOP_LEVEL:

@@ -42,7 +42,7 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
             sys.modules[mod_name] = module
             try:
                 spec_obj.loader.exec_module(module)  # type: ignore[union-attr]
-            except Exception as e:  # a broken plug-in is the user's error: say which
+            except Exception as e:  # noqa: BLE001 - a broken plug-in is the user's error: say which
                 sys.modules.pop(mod_name, None)
                 raise ConfigError(f"{where}[{i}]", f"plug-in {spec} failed to import: {type(e).__name__}: {e}") from None
             _LOADED_PLUGINS[key] = module
@@ -51,7 +51,7 @@ def load_plugins(specs: list[str], base: Path, where: str) -> None:
                 continue
             try:
                 _LOADED_PLUGINS[spec] = importlib.import_module(spec)
-            except Exception as e:  # also "" and ".x" (ValueError, TypeError)
+            except Exception as e:  # noqa: BLE001 - also "" and ".x" (ValueError, TypeError)
                 raise ConfigError(f"{where}[{i}]", f"cannot import plug-in module {show(spec)}: {e}") from None
 
 
