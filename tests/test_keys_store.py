@@ -10,9 +10,9 @@ import pytest
 
 from bench.core.files import atomic_write_text
 from bench.engine.store import Store
+from bench.plan.expand import expand
 from bench.plan.keys import canonical_json, digest
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from tests.conftest import SUITES, write_suite
 
 SPEC = """\

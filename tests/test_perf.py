@@ -23,9 +23,9 @@ from bench.device import precision as precision_mod
 from bench.evaluation.evaluate import parity, robust_flags
 from bench.models import build_model
 from bench.plan import cost
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.registry import ATTACKS, DEFENCES, MODELS
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from bench.training.train import train_step
 from bench.types import ThreatModel, TrainContext
 from tests.conftest import MINIMAL_SUITE, write_suite

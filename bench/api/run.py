@@ -24,12 +24,14 @@ from bench.engine.scheduler import ScheduleResult, run_tasks
 from bench.engine.store import Store
 from bench.engine.worker import WorkerContext
 from bench.plan.cost import estimates, measured
-from bench.plan.plan import Plan, expand
+from bench.plan.expand import expand
+from bench.plan.tasks import Plan
 from bench.report.aggregate import collect, collect_outcomes
 from bench.report.figures import write_figures
 from bench.report.html import write_index
 from bench.report.render import NORMS, results_json, write_results
-from bench.suite.config import Suite, load_suite
+from bench.suite.load import load_suite
+from bench.suite.specs import Suite
 
 
 @dataclass
