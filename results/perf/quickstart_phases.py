@@ -8,7 +8,7 @@ import time
 from functools import partial
 
 import torch
-from bench.engine.worker.store import Store
+from bench.engine.store import Store
 from bench.engine.worker.worker import WorkerContext
 
 from bench.analysis.run import analyze
