@@ -85,6 +85,11 @@ def shape_and_classes(dataset: str) -> tuple[tuple[int, ...], int]:
     return (info.shape, info.num_classes) if info else NOMINAL.get(dataset, ((3, 32, 32), 10))
 
 
+def dataset_sizes(dataset: str) -> tuple[int, int]:
+    """Train and test split sizes of a dataset without its files."""
+    return TRAIN_SIZES.get(dataset, 50000), TEST_SIZES.get(dataset, 10000)
+
+
 def model_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device | None = None) -> int:
     """F: FLOPs of one forward pass of one image of ``shape``: 2 per multiply-accumulate of every
     convolution and linear layer, counted by forward hooks (what ``FlopCount`` counts for these
