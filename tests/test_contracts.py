@@ -45,7 +45,7 @@ PAGES = {
 
 def example(kind: str) -> str:
     """The first Python block of the page ``kind``."""
-    return re.search(r"```python\n(.*?)```", PAGES[kind].read_text(), re.S).group(1)
+    return re.search(r"```python\n(.*?)```", PAGES[kind].read_text(), re.DOTALL).group(1)
 
 
 def run_example(source: str, name: str) -> types.ModuleType:

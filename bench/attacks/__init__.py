@@ -2,6 +2,7 @@
 
 The evaluator calls every attack with the model in eval mode and checks each returned batch with
 :func:`check_adversarial`; a violation is an error naming the attack, never a silently wrong number.
+Adding an attack (its contract, ``bench.registry.AttackSpec``, and an example): ``bench/attacks/README.md``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Where datasets are looked for, in order: ``--data-dir`` / ``$BENCH_DATA``, the user data directory
 (``$XDG_DATA_HOME/bench``, else ``~/.local/share/bench``), and system locations such as
 ``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package puts its files).
+Adding a dataset (its contract, ``bench.registry.DatasetSpec``, and an example): ``bench/data/README.md``.
 """
 
 from __future__ import annotations

@@ -91,6 +91,8 @@ class ExecutorRegistry:
             self._loaded = True
             for module in BUILTIN:
                 importlib.import_module(module)
+            order = {m: i for i, m in enumerate(BUILTIN)}  # the built-ins first, whichever was imported first
+            self._specs = dict(sorted(self._specs.items(), key=lambda kv: order.get(kv[1].factory.__module__, len(order))))
 
     def names(self) -> list[str]:
         self._load()
