@@ -1,6 +1,9 @@
-"""The PGD adversary shared by the defences (crafted in the BatchNorm mode they ask for)."""
+"""The PGD adversary shared by the defences (crafted in the BatchNorm mode they ask for), and their cost in forward-equivalents."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -8,6 +11,12 @@ from torch import nn
 from bench.attacks.pgd import LossFn, ce_loss, pgd, step_size
 from bench.core.modes import BNMode, bn_mode
 from bench.types import TrainContext
+
+
+def at_cost(extra: float) -> Callable[[Any], float]:
+    """A defence's ``train_cost``: a PGD crafting of ``params.steps`` steps at 2 forward-equivalents each, plus
+    ``extra`` for the rest of the step (3: one forward and backward; TRADES 7: its KL terms; MART, FR, SAR, AWP 6)."""
+    return lambda p: 2 * p.steps + extra
 
 
 def pgd_adversary(

@@ -43,7 +43,7 @@ from torch import nn
 from bench.core.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
-from defenses._common import bn_mode, pgd_adversary
+from defenses._common import at_cost, bn_mode, pgd_adversary
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def weight_perturbation(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, 
     return {n: gamma * p.detach().norm() / (g.norm() + 1e-20) * g for (n, p), g in zip(named, grads)}
 
 
-@DEFENCES.register("awp", params=AWPParams, version=2, selection="robust")
+@DEFENCES.register("awp", params=AWPParams, version=2, selection="robust", train_cost=at_cost(6))
 def awp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: AWPParams, ctx: TrainContext) -> LossOut:
     """AT-AWP: PGD-10 AT with weights perturbed by gamma = 0.01 x the adversarial weight direction."""
     x_adv = pgd_adversary(model, x, y, ctx, steps=p.steps, alpha=p.alpha, attack_bn=p.attack_bn)

@@ -42,7 +42,7 @@ from bench.analysis.fourier import frequency_regularizer
 from bench.core.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, SharedStart, TrainContext
-from defenses._common import pgd_adversary
+from defenses._common import at_cost, pgd_adversary
 from defenses.pgd_at import PGDATParams
 
 
@@ -96,7 +96,8 @@ def spectral_shared_start(p: FRParams, first_milestone: int, key: str) -> Shared
 
 
 @DEFENCES.register(
-    "fr", params=FRParams, version=1, selection="robust", shared_start=lambda p, m: spectral_shared_start(p, m, "fr")
+    "fr", params=FRParams, version=1, selection="robust", shared_start=lambda p, m: spectral_shared_start(p, m, "fr"),
+    train_cost=at_cost(6),
 )
 def fr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: FRParams, ctx: TrainContext) -> LossOut:
     """FR: CE on PGD-10 examples + 0.1 * L1 of the (batch, class) DFT of f(x_adv) - f(x), from the first LR drop."""

@@ -38,7 +38,7 @@ from torch import nn
 from bench.core.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
-from defenses._common import pgd_adversary
+from defenses._common import at_cost, pgd_adversary
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class MARTParams:
 OFFICIAL = MARTParams(alpha=0.007, beta=6.0)  # WRN-34-10 recipe, with eps 0.031 in the suite
 
 
-@DEFENCES.register("mart", params=MARTParams, version=1, selection="robust", presets={"official": OFFICIAL})
+@DEFENCES.register("mart", params=MARTParams, version=1, selection="robust", presets={"official": OFFICIAL}, train_cost=at_cost(6))
 def mart(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: MARTParams, ctx: TrainContext) -> LossOut:
     """MART: boosted CE on CE-PGD examples + beta * KL(p_nat || p_adv) weighted by 1 - p_nat[y]."""
     x_adv = pgd_adversary(model, x, y, ctx, steps=p.steps, alpha=p.alpha, attack_bn=p.attack_bn, init=p.init)

@@ -21,7 +21,7 @@ from torch import nn
 from bench.core.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
-from defenses._common import pgd_adversary
+from defenses._common import at_cost, pgd_adversary
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class PGDATParams:
         return range_problem(self, min1=("steps",), positive=("alpha",))
 
 
-@DEFENCES.register("pgd_at", params=PGDATParams, version=1, selection="robust")
+@DEFENCES.register("pgd_at", params=PGDATParams, version=1, selection="robust", train_cost=at_cost(3))
 def pgd_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: PGDATParams, ctx: TrainContext) -> LossOut:
     """PGD-AT: CE on PGD-10 adversarial examples (uniform start, BN eval while crafting)."""
     x_adv = pgd_adversary(model, x, y, ctx, steps=p.steps, alpha=p.alpha, attack_bn=p.attack_bn)

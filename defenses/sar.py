@@ -34,6 +34,7 @@ from torch import nn
 
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
+from defenses._common import at_cost
 from defenses.fr import FRParams, spectral_at_loss, spectral_shared_start
 
 
@@ -52,7 +53,8 @@ class SARParams(FRParams):
 
 
 @DEFENCES.register(
-    "sar", params=SARParams, version=1, selection="robust", shared_start=lambda p, m: spectral_shared_start(p, m, "sar")
+    "sar", params=SARParams, version=1, selection="robust", shared_start=lambda p, m: spectral_shared_start(p, m, "sar"),
+    train_cost=at_cost(6),
 )
 def sar(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: SARParams, ctx: TrainContext) -> LossOut:
     """SAR (our reading): CE on PGD-10 examples + 1.2 * L1 of the per-sample class DFT of f(x_adv) - f(x)."""

@@ -23,7 +23,7 @@ class StandardParams:
     pass
 
 
-@DEFENCES.register("standard", params=StandardParams, version=1, selection="clean")
+@DEFENCES.register("standard", params=StandardParams, version=1, selection="clean", train_cost=lambda p: 3)
 def standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: StandardParams, ctx: TrainContext) -> LossOut:
     """Natural training: CE(f(x), y) on clean inputs."""
     logits = model(x)

@@ -43,7 +43,7 @@ from bench.core.modes import bn_mode
 from bench.core.params import range_problem
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
-from defenses._common import pgd_adversary
+from defenses._common import at_cost, pgd_adversary
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def kl_to(p_nat: torch.Tensor):
     return lambda logits, _y: F.kl_div(F.log_softmax(logits, 1), p_nat, reduction="none").sum(1)
 
 
-@DEFENCES.register("trades", params=TRADESParams, version=1, selection="robust", presets={"official": OFFICIAL})
+@DEFENCES.register("trades", params=TRADESParams, version=1, selection="robust", presets={"official": OFFICIAL}, train_cost=at_cost(7))
 def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: TRADESParams, ctx: TrainContext) -> LossOut:
     """TRADES: CE(f(x), y) + beta * KL(p_nat || p_adv), KL-PGD inner max from x + 0.001 N(0, I)."""
     with bn_mode(model, p.attack_bn), torch.no_grad():

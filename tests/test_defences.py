@@ -223,7 +223,7 @@ def test_fr_regularizer_gradient_reaches_both_inputs():
 # ---------------------------------------------------------------- FR / SAR: start epoch and loss
 
 
-SHARING = [n for n in NAMES if DEFENCES.get(n).caps.get("shared_start")]
+SHARING = [n for n in NAMES if DEFENCES.get(n).shared_start]
 
 
 def _sharing_params(name: str) -> list:
@@ -238,7 +238,7 @@ def test_a_shared_start_is_the_named_defence_bit_for_bit(name):
     step with the same params: loss, every gradient, BN statistics and the RNG draws are identical,
     and its logs are the named defence's plus the declared ones."""
     ctx0 = make_ctx(epoch=0)
-    declared = [DEFENCES.get(name).caps["shared_start"](p, ctx0.first_milestone) for p in _sharing_params(name)]
+    declared = [DEFENCES.get(name).shared_start(p, ctx0.first_milestone) for p in _sharing_params(name)]
     assert any(d is not None for d in declared), f"{name}: no params give a shared start; test one that does"
     for params, start in zip(_sharing_params(name), declared):
         if start is None:
@@ -262,12 +262,12 @@ def test_a_shared_start_is_the_named_defence_bit_for_bit(name):
 
 
 def test_fr_and_sar_share_their_start_with_pgd_at_only_before_a_positive_start_epoch():
-    share = DEFENCES.get("fr").caps["shared_start"]
+    share = DEFENCES.get("fr").shared_start
     start = share(FRParams(steps=5, alpha=0.025), 75)
     assert (start.name, start.params, start.epochs, start.logs) == ("pgd_at", PGDATParams(5, 0.025, "eval"), 75, {"fr": 0.0, "fr_active": 0.0})
     assert share(FRParams(start_epoch=0), 75) is None and share(FRParams(start_epoch=3), 75).epochs == 3
-    assert DEFENCES.get("sar").caps["shared_start"](SARParams(), 75) is None  # on from epoch 0
-    assert DEFENCES.get("sar").caps["shared_start"](SARParams(start_epoch=4), 75).logs == {"sar": 0.0, "sar_active": 0.0}
+    assert DEFENCES.get("sar").shared_start(SARParams(), 75) is None  # on from epoch 0
+    assert DEFENCES.get("sar").shared_start(SARParams(start_epoch=4), 75).logs == {"sar": 0.0, "sar_active": 0.0}
 
 
 @pytest.mark.parametrize(

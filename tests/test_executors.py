@@ -350,7 +350,7 @@ def test_an_executor_config_file_sets_the_executor_and_flags_win(tmp_path, capsy
 
     path = write_suite(tmp_path / "exec.yaml", "executor: slurm\nslurm: {partition: gpu, gpus: 1, time_min: 240}\n")
     config = executor_config(path, slurm_gpus=2, workers=None)
-    assert config.name == "slurm" and config.slurm == {"partition": "gpu", "gpus": 2, "time_min": 240}
+    assert config.name == "slurm" and config.options == {"partition": "gpu", "gpus": 2, "time_min": 240}
     assert executor_config(path, name="local").name == "local"
     bad = write_suite(tmp_path / "bad.yaml", "executor: slurm\nslurm: {partitions: gpu}\n")
     assert main(["run", str(SMOKE), "--executor-config", str(bad), "--cache-dir", str(tmp_path / "c")]) == 2

@@ -10,6 +10,7 @@ import torch
 
 import bench
 from bench.registry import DATASETS, MODELS, REGISTRIES, Registry, RegistryError
+from bench.registry import FAMILIES as registry_families
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,16 @@ def test_every_entry_is_documented_versioned_and_default_constructible(kind: str
     assert check is None or check() is None, "defaults must be valid"
 
 
-FAMILIES = {"fgsm", "iterative", "blackbox", "ensemble", "none"}
+FAMILIES = {"fgsm", "iterative", "blackbox", "ensemble", "none"}  # what the sanity flags and analyses read
+
+
+def test_the_registry_knows_the_families_the_sanity_flags_read() -> None:
+    assert set(registry_families) == FAMILIES
 
 
 @pytest.mark.parametrize("name", bench.ATTACKS.names())
 def test_every_attack_declares_its_family_for_the_sanity_flags(name: str) -> None:
-    assert bench.ATTACKS.get(name).caps.get("family") in FAMILIES
+    assert bench.ATTACKS.get(name).family in FAMILIES
 
 
 MODEL_SHAPES = {"small_cnn": (1, 28, 28), "small_cnn_trades": (1, 28, 28), "tiny_cnn": (1, 12, 12)}

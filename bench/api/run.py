@@ -8,7 +8,7 @@ across every process that shares the cache. A task that raises is reported with 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +179,8 @@ def run_suite(
     config = executor or ExecutorConfig()
     store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())  # damage is reported even with --quiet
     data = str(Path(data_dir).expanduser()) if data_dir else None
-    if config.name == "local" and config.workers == "auto":
-        from bench.engine.executors.local import auto_workers
-
-        config = replace(config, workers=auto_workers(str(device), plan.tasks, store.has))
-    local = config.name == "local" and config.workers == 1  # in this process: the device is resolved here
+    config = config.resolved(str(device), plan.tasks, store.has)  # --workers auto: against the plan
+    local = config.in_process  # in this process: the device is resolved here
     here = device if isinstance(device, torch.device) else resolve_device(device) if local else check_device(str(device))
     # the ETA before anything is measured: the FLOP model at the throughput `bench profile` measured on this device
     left = any(not store.has(t.kind, t.key) for t in plan.tasks)  # (checks are cached: the scheduler's are free)

@@ -2,6 +2,7 @@
 
 The evaluator calls every attack with the model in eval mode and checks each returned batch with
 :func:`check_adversarial`; a violation is an error naming the attack, never a silently wrong number.
+Adding an attack (its contract, ``bench.registry.AttackSpec``, and an example): ``bench/attacks/README.md``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def label(name: str, p: Any, norm: str = "Linf") -> str:
     A plug-in's ``label`` callable gets the params, and the norm too when it takes a second
     argument: a label may only change under another norm (L-inf labels are the tables' names).
     """
-    fn = ATTACKS.get(name).caps.get("label")
+    fn = ATTACKS.get(name).label
     if fn is None:
         return name.upper()
     return fn(p, norm) if len(inspect.signature(fn).parameters) > 1 else fn(p)

@@ -207,11 +207,28 @@ def autoattack_label(p: AutoAttackParams) -> str:
 
 
 RAND_EOT = 20  # the reference rand version's EOT iterations (APGD ``eot_iter``)
+ROBUST_FRACTION = 0.5  # for the estimates: AutoAttack's later stages run only on the points still robust
+
+
+def cascade_cost(attacks: tuple[str, ...], p: Any) -> float:
+    """Forward-equivalents per attacked image of a cascade (``bench/plan/cost.py``): the clean check, then per
+    point assumed still robust APGD 2 per iteration per restart (x targets for APGD-T), FAB-T 3 per
+    iteration per target, Square 1 per query."""
+    n_iter, restarts = getattr(p, "n_iter", 100), getattr(p, "n_restarts", 1)
+    targets, queries = getattr(p, "n_target_classes", 9), getattr(p, "n_queries", 5000)
+    per = {"apgd-ce": 2 * n_iter * restarts, "apgd-t": 2 * n_iter * restarts * targets, "fab-t": 3 * n_iter * targets,
+           "square": queries, "apgd-dlr": 2 * n_iter * restarts}  # fmt: skip
+    return 1 + ROBUST_FRACTION * sum(per.get(a, 0) for a in attacks)
+
+
+def autoattack_cost(p: AutoAttackParams) -> float:
+    """The standard and rand versions as measured in landscape.md 6.4 (per robust point); custom: its cascade."""
+    return 1 + ROBUST_FRACTION * (7900 + 2 * 2000) if p.version != "custom" else cascade_cost(p.attacks, p)
 
 
 @ATTACKS.register(
     "autoattack", params=AutoAttackParams, version=1, family="ensemble", label=autoattack_label,
-    eot=lambda p: RAND_EOT if p.version == "rand" else 1,
+    eot=lambda p: RAND_EOT if p.version == "rand" else 1, cost=autoattack_cost,
 )  # fmt: skip
 def autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: AutoAttackParams
@@ -255,19 +272,25 @@ def _single(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threa
     return run(model, x, y, threat, custom)
 
 
-@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-ce",), p))
+@ATTACKS.register("apgd-ce", params=APGDCEParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-ce",), p),
+    cost=lambda p: cascade_cost(("apgd-ce",), p),
+)
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDCEParams) -> torch.Tensor:
     """APGD on cross-entropy (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-ce", model, x, y, threat, p)
 
 
-@ATTACKS.register("apgd-t", params=APGDTParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-t",), p))
+@ATTACKS.register("apgd-t", params=APGDTParams, version=1, family="iterative", label=lambda p: spelled_label(("apgd-t",), p),
+    cost=lambda p: cascade_cost(("apgd-t",), p),
+)
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: APGDTParams) -> torch.Tensor:
     """Targeted APGD on the DLR loss (Croce & Hein 2020), reference code via pyautoattack 0.2.0."""
     return _single("apgd-t", model, x, y, threat, p)
 
 
-@ATTACKS.register("square", params=SquareParams, version=1, family="blackbox", label=lambda p: spelled_label(("square",), p))
+@ATTACKS.register("square", params=SquareParams, version=1, family="blackbox", label=lambda p: spelled_label(("square",), p),
+    cost=lambda p: cascade_cost(("square",), p),
+)
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: SquareParams) -> torch.Tensor:
     """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049), reference code via pyautoattack 0.2.0."""
     return _single("square", model, x, y, threat, p)

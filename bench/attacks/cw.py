@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.attacks.pgd import eot_label, margin_loss, margin_pgd_label, pgd, step_size
+from bench.attacks.pgd import eot_label, margin_loss, margin_pgd_label, pgd, pgd_cost, step_size
 from bench.core.params import added_param, range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
@@ -39,7 +39,7 @@ class CWParams:
 
 @ATTACKS.register(
     "cw", params=CWParams, version=1, family="iterative", label=lambda p, norm: eot_label(margin_pgd_label(p.steps, norm), p),
-    eot=lambda p: p.eot,
+    eot=lambda p: p.eot, cost=pgd_cost,
 )
 def cw_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: CWParams) -> torch.Tensor:
     """CW-k: PGD on the CW margin loss (no kappa clamp), uniform random start; FR ``attack/cw.py``."""

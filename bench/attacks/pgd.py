@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -176,8 +176,16 @@ def pgd_label(p: PGDParams, norm: str) -> str:
     return margin_pgd_label(p.steps, norm) if p.loss == "cw" and norm != "Linf" else f"PGD-{p.steps}"
 
 
+def pgd_cost(p: PGDParams | Any) -> float:
+    """Forward-equivalents per attacked image of PGD-k and CW-k (``bench/plan/cost.py``): the clean check, 2 per
+    step per restart, the final decision, and one selection forward per restart when there are several."""
+    restarts = p.restarts
+    return 2 + restarts * 2 * p.steps + (restarts if restarts > 1 else 0)
+
+
 @ATTACKS.register(
-    "pgd", params=PGDParams, version=1, family="iterative", label=lambda p, norm: eot_label(pgd_label(p, norm), p), eot=lambda p: p.eot
+    "pgd", params=PGDParams, version=1, family="iterative", label=lambda p, norm: eot_label(pgd_label(p, norm), p), eot=lambda p: p.eot,
+    cost=pgd_cost,
 )
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: PGDParams) -> torch.Tensor:
     """PGD-k (L-inf or L2, the threat's norm), uniform random start, CE loss; restarts keep the per-sample worst."""
@@ -193,7 +201,7 @@ class FGSMParams:
         return range_problem(self, min1=("eot",))
 
 
-@ATTACKS.register("fgsm", params=FGSMParams, version=1, family="fgsm", label=lambda p: eot_label("FGSM", p), eot=lambda p: p.eot)
+@ATTACKS.register("fgsm", params=FGSMParams, version=1, family="fgsm", label=lambda p: eot_label("FGSM", p), eot=lambda p: p.eot, cost=lambda p: 4)
 def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: FGSMParams) -> torch.Tensor:
     """FGSM: one signed-gradient step of size eps on CE, no random start (L2: the normalised gradient)."""
     eps = threat.eps_float
@@ -205,7 +213,7 @@ class NoAttackParams:
     pass
 
 
-@ATTACKS.register("none", params=NoAttackParams, version=1, family="none", label=lambda p: "Clean")
+@ATTACKS.register("none", params=NoAttackParams, version=1, family="none", label=lambda p: "Clean", cost=lambda p: 1)
 def no_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: NoAttackParams) -> torch.Tensor:
     """No attack: the clean input (clean accuracy only)."""
     return x.clone()

@@ -65,17 +65,10 @@ def _add_common(p: argparse.ArgumentParser, results: bool = True) -> None:
 
 
 def _add_executor(p: argparse.ArgumentParser) -> None:
+    from bench.engine.executors import add_flags  # every registered executor's flags
+
     g = p.add_argument_group("where tasks run (see README: Running on many GPUs or a cluster)")
-    g.add_argument("--executor", choices=["local", "ray", "slurm"], default=None, help="local (default), ray or slurm")
-    g.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="YAML with executor: and its options (the flags below win)")
-    g.add_argument("--workers", type=_workers, default=None, metavar="N",
-                   help="local: N worker processes (one per visible GPU, or CPU threads split); auto = one per GPU, or per core as the tasks allow")
-    g.add_argument("--ray-address", default=None, metavar="ADDR", help="ray: join this cluster (default: start a local one)")
-    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition (default: the cluster's default)")
-    g.add_argument("--slurm-time", dest="slurm_time_min", type=int, default=None, metavar="MIN", help="slurm: time limit per task in minutes (requeued and resumed past it)")
-    g.add_argument("--slurm-gpus", dest="slurm_gpus", type=int, default=None, metavar="N", help="slurm: GPUs per task (default 0)")
-    g.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, default=None, metavar="N", help="slurm: CPUs per task (default 1)")
-    g.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int, default=None, metavar="N", help="slurm: at most N tasks at once")
+    add_flags(g, lambda g: g.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="YAML with executor: and its options (the flags below win)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.api.run import run_suite
     from bench.core.files import default_cache_dir
     from bench.device.env import check_device, resolve_device
-    from bench.engine.executors import executor_config
+    from bench.engine.executors import executor_config, flag_values
     from bench.engine.store import Store
     from bench.plan.expand import expand
     from bench.suite.load import load_suite
@@ -176,13 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(plan, Store(args.cache_dir or default_cache_dir()))
         return 0
-    executor = executor_config(
-        args.executor_config, name=args.executor, workers=args.workers, ray_address=args.ray_address,
-        **{k: v for k, v in vars(args).items() if k.startswith("slurm_")},
-    )  # fmt: skip
-    local = executor.name == "local" and executor.workers == 1
-    device = resolve_device(args.device) if local else args.device  # resolved by each worker otherwise
-    if executor.name == "local" or (executor.name == "ray" and not executor.ray_address):  # the tasks run on this machine
+    executor = executor_config(args.executor_config, name=args.executor, **flag_values(args))
+    device = resolve_device(args.device) if executor.in_process else args.device  # resolved by each worker otherwise
+    if executor.on_this_machine:  # the tasks run on this machine
         _warn_precision(suite, resolve_device(args.device), args.cache_dir or default_cache_dir())
     summary = run_suite(
         suite, args.cache_dir, args.results_dir, device, limit=args.limit, data_dir=args.data_dir,
@@ -197,16 +186,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"leaderboard: {out / 'leaderboard.md'}")
     return _report_failures(summary)
-
-
-def _workers(text: str) -> int | str:
-    """``--workers``: a positive number, or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of processes or auto, got {text!r}") from None
 
 
 def _warn_precision(suite, device, cache_dir) -> None:

@@ -3,6 +3,7 @@
 Where datasets are looked for, in order: ``--data-dir`` / ``$BENCH_DATA``, the user data directory
 (``$XDG_DATA_HOME/bench``, else ``~/.local/share/bench``), and system locations such as
 ``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package puts its files).
+Adding a dataset (its contract, ``bench.registry.DatasetSpec``, and an example): ``bench/data/README.md``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.registry import DATASETS
-from bench.types import DatasetSplits
+from bench.types import DatasetInfo, DatasetSplits
 
 SYSTEM_DATA_DIRS = (Path("/usr/share/datasets"),)
 
@@ -49,5 +50,5 @@ def load_dataset(name: str, params: Any, data_dir: str | os.PathLike | None = No
 # Built-in datasets register on import.
 from bench.data import cifar, fashion_mnist, mnist, svhn, synthetic, tiny_imagenet  # noqa: E402,F401
 
-# classes, shape, mean and std known without reading a dataset's files (bench validate, the FLOP model)
-STATIC_INFO = {i.name: i for i in (fashion_mnist.INFO, mnist.INFO, cifar.CIFAR10, cifar.CIFAR100, svhn.INFO)}
+# the built-ins' classes, shape, mean and std known without reading their files (each dataset's spec ``info``)
+STATIC_INFO = {e.name: e.info for e in DATASETS.entries() if isinstance(e.info, DatasetInfo)}

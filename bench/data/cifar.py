@@ -58,7 +58,7 @@ def _load(
     )
 
 
-@DATASETS.register("cifar10", params=NoParams, version=1)
+@DATASETS.register("cifar10", params=NoParams, version=1, info=CIFAR10, sizes=(50000, 10000))
 def cifar10(p: NoParams, roots: list[Path]) -> DatasetSplits:
     """CIFAR-10: 50k/10k colour 32x32 images, 10 classes (python pickle batches)."""
     train = [f"data_batch_{i}" for i in range(1, 6)]
@@ -66,7 +66,7 @@ def cifar10(p: NoParams, roots: list[Path]) -> DatasetSplits:
     return _load(CIFAR10, roots, subdirs, train, "test_batch", b"labels")
 
 
-@DATASETS.register("cifar100", params=NoParams, version=1)
+@DATASETS.register("cifar100", params=NoParams, version=1, info=CIFAR100, sizes=(50000, 10000))
 def cifar100(p: NoParams, roots: list[Path]) -> DatasetSplits:
     """CIFAR-100: 50k/10k colour 32x32 images, 100 fine classes (python pickles)."""
     subdirs = ("cifar-100-python", "cifar100/cifar-100-python")

@@ -88,7 +88,7 @@ def load_idx_dataset(
     )
 
 
-@DATASETS.register("fashion-mnist", params=FashionMNISTParams, version=1)
+@DATASETS.register("fashion-mnist", params=FashionMNISTParams, version=1, info=INFO, sizes=(60000, 10000))
 def fashion_mnist(p: FashionMNISTParams, roots: list[Path]) -> DatasetSplits:
     """Fashion-MNIST: 60k/10k grayscale 28x28 clothing images, 10 classes (IDX files, verified)."""
     return load_idx_dataset(INFO, roots, FILES, SUBDIRS, p.verify, INSTALL_HINT)

@@ -52,7 +52,7 @@ class MNISTParams:
         return None
 
 
-@DATASETS.register("mnist", params=MNISTParams, version=1)
+@DATASETS.register("mnist", params=MNISTParams, version=1, info=INFO, sizes=(60000, 10000))
 def mnist(p: MNISTParams, roots: list[Path]) -> DatasetSplits:
     """MNIST: 60k/10k grayscale 28x28 handwritten digits, 10 classes (IDX files)."""
     return load_idx_dataset(INFO, roots, FILES, SUBDIRS, p.verify, fetch_hint(INFO.name))  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ def read_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), torch.from_numpy(y)
 
 
-@DATASETS.register("svhn", params=NoParams, version=1)
+@DATASETS.register("svhn", params=NoParams, version=1, info=INFO, sizes=(73257, 26032))
 def svhn(p: NoParams, roots: list[Path]) -> DatasetSplits:
     """SVHN: 73,257/26,032 colour 32x32 house-number digits, 10 classes (.mat files; no 'extra')."""
     found = locate(roots, FILES, SUBDIRS)

@@ -121,7 +121,7 @@ def incomplete(base: Path, what: str) -> DatasetMissingError:
     return DatasetMissingError(f"dataset 'tiny-imagenet' at {base} is incomplete ({what}): {hint}")
 
 
-@DATASETS.register("tiny-imagenet", params=NoParams, version=1)
+@DATASETS.register("tiny-imagenet", params=NoParams, version=1, sizes=(100000, 10000), nominal=((3, 64, 64), 200))  # classes: from its files
 def tiny_imagenet(p: NoParams, roots: list[Path]) -> DatasetSplits:
     """Tiny ImageNet: 100k/10k colour 64x64 images, 200 classes (official val = test; cached .npy)."""
     found = locate(roots, {"wnids": ("wnids.txt", ""), "val": ("val/val_annotations.txt", "")}, SUBDIRS)

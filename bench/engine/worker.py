@@ -338,7 +338,7 @@ def _analyze(job: AnalysisJob, ctx: WorkerContext) -> None:
     attacks = {
         column: (lambda m, xb, yb, fn=ATTACKS.get(a.name).fn, p=a.params: fn(m, xb, yb, threat, p))
         for a, column in zip(plan.attacks, plan.columns)
-        if ATTACKS.get(a.name).caps["family"] in ("fgsm", "iterative")
+        if ATTACKS.get(a.name).family in ("fgsm", "iterative")
     }
     arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks, ctx.path("eval"))
     with ctx.store.writer("analysis", job.key) as tmp:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from bench.core.errors import BenchError, ConfigError, show
-from bench.data import STATIC_INFO, load_dataset
+from bench.data import load_dataset
 from bench.models import build
 from bench.types import DatasetInfo
 
@@ -37,11 +37,11 @@ PREFIXES = ("module.", "_orig_mod.")
 def dataset_info(ref: Any, data_dir: str | None = None) -> DatasetInfo:
     """Classes, shape, mean and std of a dataset (PluginRef): static for the built-in file datasets,
     else from a plug-in's ``info=`` capability, else from the data itself."""
-    if ref.name in STATIC_INFO:
-        return STATIC_INFO[ref.name]
     from bench.registry import DATASETS
 
-    info = DATASETS.get(ref.name).caps.get("info")
+    info = DATASETS.get(ref.name).info
+    if isinstance(info, DatasetInfo):
+        return info
     return info(ref.params) if info else load_dataset(ref.name, ref.params, data_dir).info
 
 

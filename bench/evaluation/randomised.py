@@ -163,7 +163,7 @@ def merged(records: list[dict[str, Any] | None]) -> dict[str, Any] | None:
 
 def eot_passes(attack_name: str, params: Any) -> int:
     """The gradient passes an attack averages per step (its registry ``eot`` capability; 1 without)."""
-    declared = ATTACKS.get(attack_name).caps.get("eot")
+    declared = ATTACKS.get(attack_name).eot
     return int(declared(params)) if declared else 1
 
 
@@ -183,7 +183,7 @@ def model_flags(evaluations: list[tuple[str, str, Any, dict[str, Any] | None]], 
         "flag_no_eot": False,
     }
     if randomised:
-        eot = {col: eot_passes(name, p) for col, name, p, _ in evaluations if ATTACKS.get(name).caps["family"] in GRADIENT_FAMILIES}
+        eot = {col: eot_passes(name, p) for col, name, p, _ in evaluations if ATTACKS.get(name).family in GRADIENT_FAMILIES}
         with_eot = [f"{col} ({n} passes)" for col, n in eot.items() if n > 1]
         without = [col for col, n in eot.items() if n == 1]
         out["flag_no_eot"] = bool(without)

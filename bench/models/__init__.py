@@ -3,6 +3,7 @@
 A model constructor is ``fn(params, num_classes, shape) -> nn.Module`` on normalised inputs;
 :func:`build_model` wraps it with the normalisation layer, so attacks never see normalisation and
 eps stays in pixel space. Params dataclasses derive from :class:`ModelParams`.
+Adding a model (its contract, ``bench.registry.ModelSpec``, and an example): ``bench/models/README.md``.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ Costs are counted in forward-equivalents F per image (F = FLOPs of one forward p
 its convolutions and linear layers, :func:`model_flops`):
 
 * an attack step with input-only gradients costs 2 F, a training step (forward + backward) 3 F;
-* PGD-k adversarial training: 2k + 3 F per image; TRADES 2k + 7; MART, FR and SAR 2k + 6;
-  AWP 2k + 6 (the weight perturbation's forward/backward); standard training 3 F;
-* PGD-k evaluation: 2k F per restart + 2 (clean check, final decision), the attack part on the
-  clean-correct points only (:data:`CLEAN_FRACTION`); CW-k the same; FGSM 4 F; AutoAttack per
-  attacked point (half the points assumed robust): APGD 2 F per iteration per restart (x targets for APGD-T),
-  FAB-T 3 F per iteration per target, Square 1 F per query;
+* a training image costs what its defence's spec declares (``train_cost(params)``, beside the defence:
+  PGD-k adversarial training 2k + 3 F, TRADES 2k + 7, MART, FR, SAR and AWP 2k + 6, standard 3 F);
+  a defence without one: 2 * ``params.steps`` (when it has steps) + 3;
+* an attacked image costs what its attack's spec declares (``cost(params)``, beside the attack in
+  ``bench/attacks/``: PGD-k and CW-k 2k F per restart + 2, FGSM 4 F, AutoAttack per point still robust);
+  an attack without one is counted as PGD-20 (:data:`DEFAULT_ATTACK_F`) and ``bench validate`` says so;
+  the attack part on the clean-correct points only (:data:`CLEAN_FRACTION`);
+* a dataset's sizes, shape and classes come from its spec (``sizes``, ``info`` or ``nominal``; else
+  50,000/10,000 images of 3x32x32 in 10 classes);
 * validation and the logit-gap probe inside training, sanity checks and analyses at their sizes.
 
 Seconds = FLOPs / throughput. The throughput is the FLOP/s ``bench profile`` measured on this
@@ -31,33 +34,18 @@ from torch.utils.flop_counter import flop_registry
 from bench.core.files import atomic_write_text, default_cache_dir
 from bench.core.modes import frozen_eval
 from bench.core.progress import duration, estimate_kind
-from bench.data import STATIC_INFO
 from bench.device.native import cpu_speeds, device_slug, resolve
+from bench.registry import ATTACKS, DATASETS, DEFENCES
+from bench.types import DatasetInfo
 
 DEFAULT_FLOP_S = {
     "cpu": 5e10,
     "cuda": 5e13,
 }  # a guess: about a quarter of a 2-core CPU's fp32 matmul peak; ~5 % of an H100
-TRAIN_SIZES = {
-    "mnist": 60000,
-    "fashion-mnist": 60000,
-    "cifar10": 50000,
-    "cifar100": 50000,
-    "svhn": 73257,
-    "tiny-imagenet": 100000,
-}
-TEST_SIZES = {
-    "mnist": 10000,
-    "fashion-mnist": 10000,
-    "cifar10": 10000,
-    "cifar100": 10000,
-    "svhn": 26032,
-    "tiny-imagenet": 10000,
-}
-ROBUST_FRACTION = 0.5  # AutoAttack's later stages run only on the points still robust
 CLEAN_FRACTION = 0.8  # evaluation attacks only the clean-correct points (one clean forward for all)
-EXTRA_TRAIN_F = {"trades": 7, "mart": 6, "fr": 6, "sar": 6, "awp": 6}  # the others: 3 (one training step)
-NOMINAL = {"tiny-imagenet": ((3, 64, 64), 200)}  # its class count is read from its files; else 3x32x32, 10
+DEFAULT_SIZES = (50000, 10000)  # a dataset whose spec declares no ``sizes``
+DEFAULT_SHAPE = ((3, 32, 32), 10)  # a dataset whose spec declares neither a DatasetInfo nor ``nominal``
+DEFAULT_ATTACK_F = 41  # an attack whose spec declares no ``cost``: a PGD-20 (stated by ``bench validate``)
 
 
 class FlopCount(TorchDispatchMode):
@@ -81,8 +69,15 @@ class FlopCount(TorchDispatchMode):
 
 def shape_and_classes(dataset: str) -> tuple[tuple[int, ...], int]:
     """A dataset's image shape and class count without its files (nominal where only the files know)."""
-    info = STATIC_INFO.get(dataset)
-    return (info.shape, info.num_classes) if info else NOMINAL.get(dataset, ((3, 32, 32), 10))
+    spec = DATASETS.get(dataset) if dataset in DATASETS else None
+    if spec is not None and isinstance(spec.info, DatasetInfo):
+        return spec.info.shape, spec.info.num_classes
+    return (spec.nominal if spec is not None else None) or DEFAULT_SHAPE
+
+
+def dataset_sizes(dataset: str) -> tuple[int, int]:
+    """Train and test split sizes of a dataset without its files (its spec's ``sizes``)."""
+    return (DATASETS.get(dataset).sizes if dataset in DATASETS else None) or DEFAULT_SIZES
 
 
 def model_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device | None = None) -> int:
@@ -172,45 +167,36 @@ def forward_flops(plan: Any) -> float:
 
 
 def attack_forwards(name: str, p: Any) -> float:
-    """Forward-equivalents per attacked image of a registered attack."""
-    if name in ("pgd", "cw"):  # clean check + steps + final decision (+ one selection forward per restart)
-        restarts = getattr(p, "restarts", 1)
-        return 2 + restarts * 2 * p.steps + (restarts if restarts > 1 else 0)
-    if name == "fgsm":
-        return 4
-    if name == "none":
-        return 1
-    if name in ("apgd-ce", "apgd-t", "square", "autoattack"):
-        return _autoattack_forwards(name, p)
-    return 41  # unknown plug-in: a PGD-20
-
-
-def _autoattack_forwards(name: str, p: Any) -> float:
-    if name == "autoattack" and p.version != "custom":
-        return 1 + ROBUST_FRACTION * (7900 + 2 * 2000)  # landscape.md 6.4: per robust point
-    attacks = p.attacks if name == "autoattack" else (name,)
-    n_iter, restarts = getattr(p, "n_iter", 100), getattr(p, "n_restarts", 1)
-    targets, queries = getattr(p, "n_target_classes", 9), getattr(p, "n_queries", 5000)
-    per = {"apgd-ce": 2 * n_iter * restarts, "apgd-t": 2 * n_iter * restarts * targets, "fab-t": 3 * n_iter * targets,
-           "square": queries, "apgd-dlr": 2 * n_iter * restarts}  # fmt: skip
-    return 1 + ROBUST_FRACTION * sum(per.get(a, 0) for a in attacks)
+    """Forward-equivalents per attacked image of a registered attack: its spec's ``cost(params)``."""
+    spec = ATTACKS.get(name)
+    return spec.cost(p) if spec.cost is not None else DEFAULT_ATTACK_F
 
 
 def train_forwards(defence: Any) -> float:
-    """Forward-equivalents per training image of a defence's step."""
-    return 2 * getattr(defence.params, "steps", 0) + EXTRA_TRAIN_F.get(defence.name, 3)
+    """Forward-equivalents per training image of a defence's step: its spec's ``train_cost(params)``."""
+    spec = DEFENCES.get(defence.name) if defence.name in DEFENCES else None
+    if spec is not None and spec.train_cost is not None:
+        return spec.train_cost(defence.params)
+    return 2 * getattr(defence.params, "steps", 0) + 3
+
+
+def uncosted(plan: Any) -> list[str]:
+    """The plan's attacks whose spec declares no ``cost`` (estimated as :data:`DEFAULT_ATTACK_F`)."""
+    names = {a.name for a in getattr(plan, "attacks", ())}
+    return sorted(n for n in names if n in ATTACKS and ATTACKS.get(n).cost is None)
 
 
 def task_flops(task: Any, plan: Any, f: float) -> tuple[float, str]:
     """FLOPs of one task and the precision it runs in."""
     suite = plan.suite
     ev = plan.eval_spec
-    n_test = min(ev.n_examples or 10**9, TEST_SIZES.get(suite.dataset.name, 10000))
+    train_size, test_size = dataset_sizes(suite.dataset.name)
+    n_test = min(ev.n_examples or 10**9, test_size)
     if estimate_kind(task) == "train":
         spec = suite.train
-        n_train = TRAIN_SIZES.get(suite.dataset.name, 50000) * (1 - spec.val_fraction)
+        n_train = train_size * (1 - spec.val_fraction)
         n_train = min(n_train, spec.subset or n_train)
-        n_val = min(spec.val_examples or 10**9, TRAIN_SIZES.get(suite.dataset.name, 50000) * spec.val_fraction)
+        n_val = min(spec.val_examples or 10**9, train_size * spec.val_fraction)
         val = 0 if spec.selection != "best_val" else n_val * (2 * spec.val_attack.steps + 2)
         per_epoch = n_train * train_forwards(task.defence) + val + 128 * (2 * spec.val_attack.steps + 2)
         return task.epochs * per_epoch * f * (1 + len(task.averagers) * 0.05), spec.precision
@@ -270,4 +256,8 @@ def summary(plan: Any, device: torch.device, store: Any) -> str:
     if not by_kind:
         return f"  estimated time on {device.type}: nothing to compute (everything cached)"
     parts = ", ".join(f"{k} {duration(v)}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]))
-    return f"  estimated time on {device.type}: {duration(total)} ({parts}); from {cache['source']}"
+    line = f"  estimated time on {device.type}: {duration(total)} ({parts}); from {cache['source']}"
+    guessed = uncosted(plan)
+    if guessed:
+        line += f"\n  note: {', '.join(guessed)} declare{'s' if len(guessed) == 1 else ''} no cost; estimated as PGD-20 ({DEFAULT_ATTACK_F} forward-equivalents per image)"
+    return line

@@ -187,7 +187,7 @@ def _prefixes(suite: Suite, ref: SuiteRef, averagers: tuple[WASpec, ...]) -> dic
 
 def shared_start(defence: PluginRef, train: Any) -> SharedStart | None:
     """What ``defence`` declares it shares with another defence's training under the ``train`` spec, if anything."""
-    share = DEFENCES.get(defence.name).caps.get("shared_start")
+    share = DEFENCES.get(defence.name).shared_start
     return share(defence.params, first_milestone(train.schedule.milestones, train.epochs)) if share else None
 
 

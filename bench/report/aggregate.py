@@ -124,7 +124,7 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
             {
                 "attack": ejob.column,
                 "attack_name": ejob.attack.name,
-                "family": ATTACKS.get(ejob.attack.name).caps["family"],
+                "family": ATTACKS.get(ejob.attack.name).family,
                 "n": int(len(flags["sample_id"])),
                 "robust_acc": float(flags["robust"].mean()) if len(flags["robust"]) else float("nan"),
                 "eval_key": ejob.key,

@@ -77,7 +77,7 @@ def parse_ref(registry: Registry, item: Any, where: str) -> PluginRef:
         raise ConfigError(where, str(e)) from None
     preset_name = overrides.get("preset") if isinstance(overrides, dict) else None
     if preset_name is not None:
-        presets = entry.caps.get("presets", {})
+        presets = entry.presets
         if not isinstance(preset_name, str) or preset_name not in presets:
             known = ", ".join(presets) or "none"
             hint = P.did_you_mean(preset_name, presets)

@@ -355,7 +355,7 @@ def train_model(
     folded = FoldedView.create(model) if spec.fuse_bn else None
     avg_folded = {a.spec: FoldedView.create(a.model) if spec.fuse_bn else None for a in avgs}
     result = TrainResult(Selection(), {a.spec: Selection() for a in avgs})
-    select_on_robust = entry.caps.get("selection", "robust") == "robust"
+    select_on_robust = entry.selection == "robust"
     metric = "val_robust" if select_on_robust else "val_clean"
     need_val = spec.selection == "best_val"
     aug = spec.augmentation

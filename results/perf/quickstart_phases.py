@@ -50,7 +50,7 @@ threat = suite.threat
 attacks = {}
 for a, c in zip(plan.attacks, plan.columns):
     fn = ATTACKS.get(a.name)
-    if fn.caps["family"] in ("fgsm", "iterative"):
+    if fn.family in ("fgsm", "iterative"):
         attacks[c] = partial(lambda m, xb, yb, f, p: f(m, xb, yb, threat, p), f=fn.fn, p=a.params)
 t = time.perf_counter()
 analyze(model, x, y, threat, suite.analysis, 0, attacks)

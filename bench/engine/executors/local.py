@@ -8,14 +8,18 @@ on a CPU as many as the cores and the tasks that can run at once make worthwhile
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from bench.core.errors import BenchError
+from bench.engine.executors import EXECUTORS, ExecutorSpec, Flag
 from bench.engine.executors.base import Executor, WorkerSpec, run_remote
 from bench.engine.worker import WorkerContext, run
 from bench.plan.tasks import Task
@@ -114,3 +118,40 @@ class Workers(Executor):
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    workers: int | str = 1  # worker processes (1 = in this process), or "auto" (:func:`auto_workers`)
+
+    def __post_init__(self) -> None:
+        w = self.workers
+        if w != "auto" and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise BenchError(f"--workers: must be a positive number of processes or auto, got {w!r}")
+
+
+def workers_flag(text: str) -> int | str:
+    """``--workers``: a positive number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or auto, got {text!r}") from None
+
+
+def make(options: LocalOptions, worker: WorkerSpec, ctx: Any) -> Executor:
+    if options.workers == "auto":
+        raise BenchError("--workers auto: resolve it against the plan first (bench.api.run.run_suite does)")
+    return Sequential(ctx) if options.workers == 1 else Workers(int(options.workers), worker)
+
+
+EXECUTORS.register(ExecutorSpec(
+    "local", LocalOptions, make, doc="this machine: one task after another in this process, or N worker processes",
+    flags=(Flag("--workers", "workers", {
+        "type": workers_flag, "metavar": "N",
+        "help": "local: N worker processes (one per visible GPU, or CPU threads split); auto = one per GPU, or per core as the tasks allow",
+    }, elsewhere="only for --executor local (the {executor} cluster decides how many run at once)"),),
+    in_process=lambda o: o.workers == 1, here=lambda o: True,
+    resolve=lambda o, device, tasks, done: {"workers": auto_workers(device, tasks, done)} if o.workers == "auto" else {},
+))  # fmt: skip

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import socket
 from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
 
 from bench.core.errors import BenchError
+from bench.engine.executors import EXECUTORS, ExecutorSpec, Flag
 from bench.engine.executors.base import Executor, WorkerSpec, missing_extra, run_remote
 from bench.plan.tasks import Task
 
@@ -67,3 +70,22 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # a running cluster (default: start a local one)
+    cpus: int | None = None  # CPUs of the local cluster (default: all)
+
+
+def make(options: RayOptions, worker: WorkerSpec, ctx: Any) -> Executor:
+    from bench.engine.executors.ray import RayExecutor  # this module as it is now (tests re-import it)
+
+    return RayExecutor(worker, options.address, options.cpus)
+
+
+EXECUTORS.register(ExecutorSpec(
+    "ray", RayOptions, make, doc="one Ray task per bench task, on a local cluster or a running one", prefix="ray_",
+    flags=(Flag("--ray-address", "address", {"metavar": "ADDR", "help": "ray: join this cluster (default: start a local one)"}),),
+    here=lambda o: not o.address,
+))  # fmt: skip

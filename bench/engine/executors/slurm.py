@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
+from bench.engine.executors import EXECUTORS, ExecutorSpec, Flag
 from bench.engine.executors.base import Executor, WorkerResult, WorkerSpec, missing_extra, run_remote
 from bench.plan.tasks import SuiteRef, Task
 
@@ -107,6 +108,10 @@ class SlurmExecutor(Executor):
     name = "slurm"
 
     def __init__(self, worker: WorkerSpec, options: SlurmOptions, log: Callable[[str], None] | None = None) -> None:
+        try:  # at creation, not at import: the module registers the executor even without the extra
+            import submitit as _  # noqa: F401
+        except ImportError:
+            raise missing_extra("slurm", "submitit") from None
         if submitit is None:
             raise missing_extra("slurm", "submitit")
         if shutil.which("sbatch") is None:
@@ -181,3 +186,22 @@ class SlurmExecutor(Executor):
             left = [item.job for item in self.jobs]
         for job in left:  # interrupted run: do not leave jobs queued behind us
             job.cancel(check=False)
+
+
+def make(options: SlurmOptions, worker: WorkerSpec, ctx: Any) -> Executor:
+    from bench.engine.executors.slurm import SlurmExecutor  # this module as it is now (tests re-import it)
+
+    return SlurmExecutor(worker, options)
+
+
+EXECUTORS.register(ExecutorSpec(
+    "slurm", SlurmOptions, make, doc="one Slurm job per task through submitit, ready tasks as one job array",
+    prefix="slurm_", section="slurm",
+    flags=(
+        Flag("--slurm-partition", "partition", {"metavar": "NAME", "help": "slurm: partition (default: the cluster's default)"}),
+        Flag("--slurm-time", "time_min", {"type": int, "metavar": "MIN", "help": "slurm: time limit per task in minutes (requeued and resumed past it)"}),
+        Flag("--slurm-gpus", "gpus", {"type": int, "metavar": "N", "help": "slurm: GPUs per task (default 0)"}),
+        Flag("--slurm-cpus", "cpus", {"type": int, "metavar": "N", "help": "slurm: CPUs per task (default 1)"}),
+        Flag("--slurm-array-parallelism", "array_parallelism", {"type": int, "metavar": "N", "help": "slurm: at most N tasks at once"}),
+    ),
+))  # fmt: skip
