@@ -17,8 +17,8 @@ import bench
 from bench.commands.cli import main
 from bench.core.errors import ConfigError
 from bench.core.progress import Progress
-from bench.plan.estimate import Estimator
 from bench.engine.worker import plan_for
+from bench.plan.estimate import Estimator
 from bench.plan.plan import expand
 from bench.suite.config import load_suite
 from tests.conftest import SUITES

@@ -114,7 +114,9 @@ class Estimator:
         means = [_mean(r) for r in self.ratio.values() if r]
         return math.exp(_mean([math.log(m) for m in means]))
 
-    def remaining(self, tasks: Iterable[Any], done: set[str], running: Mapping[str, float], now: float) -> tuple[float, list[str]]:
+    def remaining(
+        self, tasks: Iterable[Any], done: set[str], running: Mapping[str, float], now: float
+    ) -> tuple[float, list[str]]:
         """Seconds of work left in ``tasks`` (one after another) over those with an estimate, and the
         kinds of the tasks left without one. ``running``: key -> start time (``now``'s clock); a running
         task counts what is left of its estimate (a training run, its epochs left)."""
