@@ -171,6 +171,11 @@ def critical_first(ready: list[Task], needed_by: dict[str, list[Task]], estimato
     return sorted(ready, key=lambda t: -length(t))
 
 
+def failure_log(log_dir: Path, task: Task) -> Path:
+    """Where the traceback of a failed ``task`` is written (and ``bench status`` looks for it)."""
+    return log_dir / f"{task.kind}-{task.key[:12]}.log"
+
+
 def _claim(task: Task, store: Store, remote: bool) -> bool:
     """Claim ``task`` here (in-process executors), or check nobody else holds it (the worker claims)."""
     if not remote:
@@ -200,7 +205,7 @@ def _outcome(task: Task, future: Future, seconds: float, progress: Progress, log
         trace = "".join(traceback.format_exception(error))
     if debug:
         raise BenchError(f"{task.label}: {message}\n{trace}")
-    log = log_dir / f"{task.kind}-{task.key[:12]}.log"
+    log = failure_log(log_dir, task)
     ran_on = f"ran on: {where}\n" if where else ""
     atomic_write_text(log, f"{task.label} ({task.kind}/{task.key})\n{ran_on}\n{trace}")
     progress.log(f"  FAILED (not cached): {task.label}: {message}\n  traceback: {log}")
