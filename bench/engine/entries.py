@@ -53,7 +53,7 @@ def write_train(store: Store, key: str, spec: Any, log: list[dict[str, Any]],
         write_json(tmp / K.SPEC, spec)
         (tmp / K.LOG).write_text("".join(json.dumps(r) + "\n" for r in log))
         for tag, states in weights.items():
-            (tmp / K.weights_file(tag, "x")).parent.mkdir(parents=True)
+            (tmp / K.weights_file(tag, "_")).parent.mkdir(parents=True)  # the tag's folder, even with no checkpoint kept
             for checkpoint, state in states.items():
                 torch.save(state, tmp / K.weights_file(tag, checkpoint))
         write_json(tmp / K.MANIFEST, manifest)
