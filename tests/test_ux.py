@@ -18,6 +18,7 @@ from bench.commands.cli import main
 from bench.core.errors import ConfigError
 from bench.core.progress import Progress
 from bench.engine.worker import plan_for
+from bench.plan.estimate import Estimator
 from bench.plan.expand import expand
 from bench.suite.load import load_suite
 from tests.conftest import SUITES
@@ -258,16 +259,16 @@ def fake_plan() -> list[FakeTask]:
 
 def test_progress_counts_every_kind_and_estimates_from_priors_then_measurements(capsys: pytest.CaptureFixture) -> None:
     tasks = fake_plan()
-    prog = Progress(
-        True, estimates={"t0": 100.0, "t1": 100.0, "s0": 10.0, "a0": 20.0, "e0": 5.0, "e1": 5.0}, heartbeat_s=3600
-    )
+    est = Estimator({"t0": 100.0, "t1": 100.0, "s0": 10.0, "a0": 20.0, "e0": 5.0, "e1": 5.0})
+    prog = Progress(True, estimator=est, heartbeat_s=3600)
     prog.start_plan(tasks)
     assert prog.eta() == (240.0, [])  # before any measurement: the priors
     prog.started(tasks[0])
-    prog.epoch_done(tasks[0], 1, 10, 2.0)  # one epoch measured: 2 s per epoch for this defence
-    assert prog.estimate(tasks[1]) == 20.0 and prog.estimate(tasks[0]) == 18.0
-    prog.finished(tasks[0], "ran", 50.0)  # twice its prior: the other kinds' priors are not rescaled
-    assert prog.estimate(tasks[2]) == 10.0
+    prog.epoch_done(tasks[0], 1, 10, 2.0)  # one epoch measured (passed on to the estimator): 2 s per epoch for this defence
+    assert est.estimate(tasks[1]) == 20.0 and est.estimate(tasks[0]) == 18.0
+    est.ran(tasks[0], 50.0)  # twice its prior (the scheduler records it): the other kinds' priors are not rescaled
+    prog.finished(tasks[0], "ran", 50.0)
+    assert est.estimate(tasks[2]) == 10.0
     prog.finished(tasks[4], "cached")
     line = capsys.readouterr().err.strip()  # printed before the cached one was counted
     assert (
@@ -282,19 +283,17 @@ def test_guessed_priors_are_corrected_across_kinds_by_what_was_measured() -> Non
     prefix = FakeTask("prefix", "p0", "train pgd_at epochs 1-2", {"train": {"epochs": 2}}, Named("pgd_at"))
     tasks = [prefix, *fake_plan()]
     priors = {"p0": 20.0, "t0": 100.0, "t1": 100.0, "s0": 10.0, "a0": 20.0, "e0": 5.0, "e1": 5.0}
-    guessed, measured = Progress(False, estimates=priors, calibrated=False), Progress(False, estimates=priors)
-    for prog in (guessed, measured):
-        prog.start_plan(tasks)
-        prog.started(prefix)
-        prog.epoch_done(prefix, 1, 2, 2.0)  # 2 s for an epoch estimated at 10 s: the guess is 5x slow
+    guessed, measured = Estimator(priors, calibrated=False), Estimator(priors)
+    for est in (guessed, measured):
+        est.epoch_done(prefix, 1, 2, 2.0)  # 2 s for an epoch estimated at 10 s: the guess is 5x slow
     assert guessed.estimate(tasks[3]) == pytest.approx(2.0) and measured.estimate(tasks[3]) == 10.0
     assert guessed.estimate(tasks[1]) == pytest.approx(20.0)  # another defence's training: its prior x 0.2
     trades = FakeTask("train", "t9", "train trades", {"train": {"epochs": 10}}, Named("trades"))
-    measured.estimates["t9"] = 50.0
+    measured.priors["t9"] = 50.0
     assert measured.estimate(trades) == pytest.approx(10.0)  # a training not timed yet: the epochs' correction (0.2)
-    measured.finished(prefix, "ran", 8.0)  # a prefix is training: 8 s for 20 estimated
+    measured.ran(prefix, 8.0)  # a prefix is training: 8 s for 20 estimated
     assert measured.estimate(trades) == pytest.approx(50.0 * (0.2 + 0.4) / 2)
-    guessed.finished(tasks[3], "ran", 5.0)  # the sanity check took half its prior
+    guessed.ran(tasks[3], 5.0)  # the sanity check took half its prior
     assert guessed.estimate(tasks[5]) == pytest.approx(5.0 * (0.2 * 0.5) ** 0.5)  # eval: geometric mean of train and sanity
     guessed.ratio.clear()
     assert guessed.estimate(tasks[4]) == 20.0  # nothing measured: the prior as it is
@@ -302,9 +301,11 @@ def test_guessed_priors_are_corrected_across_kinds_by_what_was_measured() -> Non
 
 def test_progress_without_priors_says_what_is_not_timed_yet(capsys: pytest.CaptureFixture) -> None:
     tasks = fake_plan()
-    prog = Progress(True, heartbeat_s=3600)
+    est = Estimator()  # what the scheduler attaches to a progress display without one: no priors
+    prog = Progress(True, estimator=est, heartbeat_s=3600)
     prog.start_plan(tasks)
     assert "ETA ?" in prog.timing()
+    est.ran(tasks[0], 30.0)
     prog.finished(tasks[0], "ran", 30.0)
     assert prog.timing().endswith("ETA >30s (sanity, analysis, eval not timed yet)")
     prog.close()

@@ -29,6 +29,7 @@ from bench.core.params import build
 from bench.core.progress import Progress
 from bench.data.loader import to_unit
 from bench.device.env import resolve_device
+from bench.engine import entries
 from bench.engine.executors.local import Sequential
 from bench.engine.scheduler import run_tasks
 from bench.engine.store import Store
@@ -36,6 +37,7 @@ from bench.engine.worker import WorkerContext
 from bench.evaluation.checkpoints import module_digest
 from bench.models import Classifier
 from bench.plan.expand import expand
+from bench.plan.kinds import EVAL
 from bench.plan.tasks import Plan
 from bench.registry import ATTACKS, DATASETS
 from bench.report.aggregate import CLEAN, WORST, collect_outcomes, worst_case
@@ -247,7 +249,7 @@ def _collect(plan: Plan, store: Store, computed: int) -> Evaluation:
 
 def _flags(plan: Plan, store: Store) -> pd.DataFrame:
     """Per-sample correctness: Clean, each attack, Worst case (NA where an attack saw fewer examples)."""
-    found = [(j.column, store.read_npz("eval", j.key, "flags.npz")) for j in plan.eval_jobs if j.threat is None and store.has("eval", j.key)]
+    found = [(j.column, entries.read_flags(store, EVAL, j.key)) for j in plan.eval_jobs if j.threat is None and store.has(j.kind, j.key)]
     ids = max((f["sample_id"] for _, f in found), key=len)
     largest = next(f for _, f in found if len(f["sample_id"]) == len(ids))
     columns: dict[str, pd.Series] = {CLEAN: pd.Series(largest["clean"], index=ids)}

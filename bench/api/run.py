@@ -19,11 +19,13 @@ from bench.core.errors import BenchError
 from bench.core.files import default_cache_dir, write_json
 from bench.core.progress import Progress
 from bench.device.env import check_device, provenance, resolve_device
+from bench.engine import entries
 from bench.engine.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.engine.scheduler import ScheduleResult, run_tasks
 from bench.engine.store import Store
 from bench.engine.worker import WorkerContext
-from bench.plan.cost import estimates, measured
+from bench.plan import kinds as task_kinds
+from bench.plan.estimate import Estimator
 from bench.plan.expand import expand
 from bench.plan.tasks import Plan
 from bench.report.aggregate import collect, collect_outcomes
@@ -91,10 +93,10 @@ class RunSummary:
 def cached_analyses(plan: Plan, store: Store, arrays: bool = True) -> list[dict[str, Any]]:
     """The plan's analyses found in the store: display, seed, metrics (and arrays)."""
     results = []
-    for j in (j for j in plan.analysis_jobs if store.has("analysis", j.key)):
-        item = {"display": j.display, "seed": j.seed, "metrics": store.read_json("analysis", j.key, "metrics.json")}
+    for j in (j for j in plan.analysis_jobs if store.has(j.kind, j.key)):
+        item = {"display": j.display, "seed": j.seed, "metrics": entries.read_metrics(store, task_kinds.ANALYSIS, j.key)}
         if arrays:
-            item["arrays"] = store.read_npz("analysis", j.key, "arrays.npz")
+            item["arrays"] = entries.read_arrays(store, j.key)
         results.append(item)
     return results
 
@@ -185,14 +187,13 @@ def run_suite(
     # the ETA before anything is measured: the FLOP model at the throughput `bench profile` measured on this device
     left = any(not store.has(t.kind, t.key) for t in plan.tasks)  # (checks are cached: the scheduler's are free)
     on = here or torch.device("cpu")
-    prior = estimates(plan, on, store.root) if left else {}
-    prog = Progress(progress, estimates=prior, calibrated=measured(on, store.root))
+    prog = Progress(progress, estimator=Estimator.for_plan(plan, on, store.root, priors=left))
     ctx = WorkerContext(plan, store, here, data, prog) if local else None
     ex = make_executor(config, WorkerSpec(str(store.root.resolve()), str(device), data), ctx)
     prog.slots = ex.slots
-    kinds = ("prefix", "train", "analysis", "sanity", "shard", "eval") if evaluate else ("prefix", "train", "analysis")
+    kinds = task_kinds.names(evaluate)
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}
-    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k not in ("prefix", "shard"))
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or not task_kinds.KINDS[k].rare)
     prog.log(f"suite {suite.name}: {sum(counts.values())} tasks ({shown}) on {ctx.device if ctx else ex.describe()}")
     try:
         result = run_tasks(plan, store, ex, prog, out / "logs", kinds, debug)

@@ -1,4 +1,7 @@
-"""``bench cache ls | verify | gc | show KEY``: look into the store without running anything."""
+"""``bench cache ls | verify | gc | show KEY``: look into the store without running anything.
+
+Entries are listed kind by kind as ``bench/plan/kinds.py`` declares them; their files are read through
+``bench/engine/entries.py`` (``show`` prints the JSON files its kind declares)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.engine import entries
 from bench.engine.store import ENTRY, Store
+from bench.plan.kinds import KINDS, PREFIX, SHARD, TRAIN
 
 
 def _size(path: Path) -> int:
@@ -27,15 +32,15 @@ def _human(n: float) -> str:
 def _describe(store: Store, kind: str, key: str) -> str:
     """What an entry is, from its spec (best effort: a damaged entry says so)."""
     try:
-        if kind in ("train", "prefix"):
-            spec = store.read_json(kind, key, "spec.json")
+        if KINDS[kind].measured_as == TRAIN.name:  # a training run or a shared start
+            spec = entries.read_spec(store, KINDS[kind], key)
             run = spec.get("of", spec)  # a prefix: the training it is the start of
-            epochs = f" epochs 1-{spec['epochs']}" if kind == "prefix" else ""
+            epochs = f" epochs 1-{spec['epochs']}" if kind == PREFIX.name else ""
             return f"{run['defence']['name']} seed={run['seed']}{epochs} on {run['dataset']['name']}/{run['model']['name']}"
-        if kind in ("eval", "shard"):
-            spec = store.read_json(kind, key, "spec.json")
+        if entries.holds_flags(KINDS[kind]):  # an evaluation or a shard of one
+            spec = entries.read_spec(store, KINDS[kind], key)
             w = spec["weights"]
-            shard = f" shard {spec['shard'] + 1}/{spec['attack']['shards']}" if kind == "shard" else ""
+            shard = f" shard {spec['shard'] + 1}/{spec['attack']['shards']}" if kind == SHARD.name else ""
             return f"{spec['attack']['name']}{shard} on {spec['train_key'][:12]} ({(w['averaging'] or {}).get('kind', 'raw')}:{w['checkpoint']})"
         return ""
     except (BenchError, KeyError, TypeError):
@@ -114,8 +119,6 @@ def show(store: Store, prefix: str) -> str:
         lines.extend(f"  {digest[:16]}  {name}" for name, digest in sorted(entry["files"].items()))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    for name in ("spec.json", "manifest.json", "metrics.json", "checks.json"):
-        if (path / name).is_file():
-            lines.append(f"{name}:\n{(path / name).read_text().rstrip()}")
+    lines.extend(f"{name}:\n{text.rstrip()}" for name, text in entries.shown_files(store, KINDS[kind], key))
     return "\n".join(lines)
 

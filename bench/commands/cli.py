@@ -134,24 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_plan(plan, store) -> None:
     suite = plan.suite
-    cached = {t.key: t.zoo or store.has("train", t.key) for t in plan.train_jobs}
+    cached = {t.key: t.zoo or store.has(t.kind, t.key) for t in plan.train_jobs}
     print(f"suite {suite.name} ({suite.path})")
     print(f"  dataset {suite.dataset.name}, model {suite.model.name}, threat {suite.threat.norm} eps={suite.threat.eps_text}")
     hits_t = sum(cached.values())
-    hits_e = sum(store.has("eval", j.key) for j in plan.eval_jobs)
+    hits_e = sum(store.has(j.kind, j.key) for j in plan.eval_jobs)
     print(f"  {len(plan.train_jobs)} train jobs ({hits_t} cached), {len(plan.eval_jobs)} eval jobs ({hits_e} cached)")
     for t in plan.train_jobs:
         mark = "hit " if cached[t.key] else "miss"
         print(f"  [{mark}] train {t.display:<24} seed={t.seed:<3} {t.key[:16]}")
         for e in plan.evals_of(t):
-            mark = "hit " if store.has("eval", e.key) else "miss"
+            mark = "hit " if store.has(e.kind, e.key) else "miss"
             print(f"  [{mark}]   eval {e.display:<24} {e.column:<14} {e.weights_label:<14} {e.key[:16]}")
     for p in plan.prefix_jobs:
-        mark = "hit " if store.has("prefix", p.key) else "miss"
+        mark = "hit " if store.has(p.kind, p.key) else "miss"
         print(f"  [{mark}] {p.label} {p.key[:16]}")
-    others = [t for t in plan.tasks if t.kind in ("sanity", "analysis", "shard")]
+    from bench.plan.kinds import EVAL, KINDS, PREFIX, TRAIN
+
+    listed = (PREFIX.name, TRAIN.name, EVAL.name)  # each task listed above; the other kinds counted
+    others = [t for t in plan.tasks if t.kind not in listed]
     hits_o = sum(store.has(t.kind, t.key) for t in others)
-    print(f"  {len(others)} sanity/analysis/shard tasks ({hits_o} cached); {len(plan.tasks)} tasks in all")
+    names = "/".join(k for k in KINDS if k not in listed)
+    print(f"  {len(others)} {names} tasks ({hits_o} cached); {len(plan.tasks)} tasks in all")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -6,6 +6,10 @@ tasks meanwhile, then waits for the entry (reusing it) or takes the task over wh
 expires. N processes on one cache therefore run each task once. A failing task is reported with
 its full traceback in a log file and cached nowhere; tasks that need its entry are skipped, the
 rest of the grid still runs. ``debug=True`` re-raises instead.
+
+With more ready tasks than free slots, the longest chains of work start first, by the run's
+estimator (``bench/plan/estimate.py``, the one the progress display's ETA reads); the scheduler
+records each computed task's time in it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from bench.core.files import atomic_write_text
 from bench.core.progress import Progress
 from bench.engine.executors.base import Executor, WorkerResult
 from bench.engine.store import Store
+from bench.plan import kinds as task_kinds
+from bench.plan.estimate import Estimator
 from bench.plan.tasks import Plan, Task, readers, unneeded
 
 POLL_S = 0.5
@@ -53,15 +59,21 @@ def run_tasks(
     executor: Executor,
     progress: Progress,
     log_dir: Path,
-    kinds: tuple[str, ...] = ("prefix", "train", "analysis", "sanity", "shard", "eval"),
+    kinds: tuple[str, ...] | None = None,
     debug: bool = False,
 ) -> ScheduleResult:
-    """Run every task of ``plan`` of the given kinds (and what they need) once across all processes.
+    """Run every task of ``plan`` of the given kinds (default: every declared kind, ``bench/plan/kinds.py``)
+    and what they need, once across all processes.
 
     Ready tasks go to ``executor`` (``bench/executors``), which decides only where they run. For an
     in-process executor this process claims each task; remote workers claim their own (``run_ref``).
+    The estimator is ``progress.estimator`` (one with no priors, attached to it, when it has none).
     """
-    tasks = [t for t in plan.tasks if t.kind in kinds]
+    wanted = task_kinds.names() if kinds is None else kinds
+    tasks = [t for t in plan.tasks if t.kind in wanted]
+    if progress.estimator is None:
+        progress.estimator = Estimator()  # the durations measured in this run only
+    estimator: Estimator = progress.estimator
     result = ScheduleResult()
     failed: set[str] = set()
     announced: set[str] = set()
@@ -75,6 +87,8 @@ def run_tasks(
         result.outcomes.append(outcome)
         if outcome.status == "failed":
             failed.add(outcome.task.key)
+        if outcome.status == "ran":
+            estimator.ran(outcome.task, outcome.seconds)
         progress.finished(outcome.task, outcome.status, outcome.seconds, where)
 
     while pending or running:
@@ -113,7 +127,7 @@ def run_tasks(
                 continue
             ready.append(task)
         if executor.remote:  # the longest chain of work first, and no more than the executor runs at once
-            ready = critical_first(ready, needed_by, progress)
+            ready = critical_first(ready, needed_by, estimator)
             free = len(ready) if executor.slots is None else max(executor.slots - len(running), 0)
             ready, later = ready[:free], ready[free:]
             waiting.extend(later)
@@ -136,11 +150,11 @@ def run_tasks(
     return result
 
 
-def critical_first(ready: list[Task], needed_by: dict[str, list[Task]], progress: Progress) -> list[Task]:
+def critical_first(ready: list[Task], needed_by: dict[str, list[Task]], estimator: Estimator) -> list[Task]:
     """``ready`` ordered by the expected seconds of the longest chain of tasks each one starts.
 
     A chain is a task and the tasks that need it, transitively (a training, then its evaluations);
-    seconds are ``progress.estimate`` (measured, else the FLOP-model prior; 1 s when unknown). With
+    seconds are ``estimator.estimate`` (measured, else the FLOP-model prior; 1 s when unknown). With
     fewer slots than ready tasks this keeps the trainings, which unlock everything else, ahead of
     short evaluations, and starts the long evaluations before the short ones (the finish is not
     left to one long task on an otherwise idle machine). Ties keep the plan's order.
@@ -151,10 +165,15 @@ def critical_first(ready: list[Task], needed_by: dict[str, list[Task]], progress
 
     def length(task: Task) -> float:
         if task.key not in chain:
-            chain[task.key] = (progress.estimate(task) or 1.0) + max(map(length, needed_by.get(task.key, ())), default=0.0)
+            chain[task.key] = (estimator.estimate(task) or 1.0) + max(map(length, needed_by.get(task.key, ())), default=0.0)
         return chain[task.key]
 
     return sorted(ready, key=lambda t: -length(t))
+
+
+def failure_log(log_dir: Path, task: Task) -> Path:
+    """Where the traceback of a failed ``task`` is written (and ``bench status`` looks for it)."""
+    return log_dir / f"{task.kind}-{task.key[:12]}.log"
 
 
 def _claim(task: Task, store: Store, remote: bool) -> bool:
@@ -186,7 +205,7 @@ def _outcome(task: Task, future: Future, seconds: float, progress: Progress, log
         trace = "".join(traceback.format_exception(error))
     if debug:
         raise BenchError(f"{task.label}: {message}\n{trace}")
-    log = log_dir / f"{task.kind}-{task.key[:12]}.log"
+    log = failure_log(log_dir, task)
     ran_on = f"ran on: {where}\n" if where else ""
     atomic_write_text(log, f"{task.label} ({task.kind}/{task.key})\n{ran_on}\n{trace}")
     progress.log(f"  FAILED (not cached): {task.label}: {message}\n  traceback: {log}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bench.engine.scheduler import failure_log
 from bench.engine.store import Store
 from bench.plan.tasks import Plan, readers, unneeded
 
@@ -22,7 +23,7 @@ def suite_status(plan: Plan, store: Store, log_dir: Path) -> str:
     needed_by = readers(plan.tasks)
     for task in plan.tasks:
         info = store.claim_info(task.kind, task.key)
-        log = log_dir / f"{task.kind}-{task.key[:12]}.log"
+        log = failure_log(log_dir, task)
         if store.has(task.kind, task.key):
             state, detail = "done", ""
         elif unneeded(task, needed_by, store.has):

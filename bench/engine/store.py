@@ -2,7 +2,7 @@
 
 Layout under the cache root::
 
-    <kind>/<key>/          complete entries (kind: train, eval, sanity, analysis), immutable
+    <kind>/<key>/          complete entries, immutable (the kinds and their files: bench/plan/kinds.py)
     <kind>/<key>/ENTRY     the commit marker: JSON with the sha256 of every file of the entry
     claims/<kind>-<key>    who is computing an entry now (host, pid), a lease renewed by a heartbeat
     partial/<kind>-<key>/  resumable state of an entry being computed (training checkpoints, ...)
@@ -17,6 +17,9 @@ Layout under the cache root::
   by a heartbeat thread. It expires when its holder dies: at once when the holder is a dead process
   on this host, otherwise when the heartbeat stops for ``lease`` seconds (another node). Claim
   creation and takeover happen under one short ``flock`` so two processes never both win.
+* Generic: the store verifies and commits whatever files an entry has; which files each kind's entry
+  holds, and their typed reads and writes, are declared with the kinds (``bench/plan/kinds.py``,
+  ``bench/engine/entries.py``). It accepts only declared kinds.
 * Failures are never cached: a task that raises leaves its ``tmp/`` folder removed and no entry.
 """
 
@@ -44,11 +47,9 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
-from bench.core.files import (
-    sha256_file,
-)
+from bench.core.files import sha256_file
+from bench.plan.kinds import KINDS
 
-KINDS = ("prefix", "train", "eval", "sanity", "analysis", "shard")
 ENTRY = "ENTRY"
 LEASE_S = float(os.environ.get("BENCH_CLAIM_LEASE", "120"))
 HEARTBEAT_S = max(0.5, LEASE_S / 8)
@@ -191,6 +192,8 @@ class Store:
     @contextlib.contextmanager
     def writer(self, kind: str, key: str) -> Iterator[Path]:
         """Yield a fresh folder; on success it becomes ``<kind>/<key>`` (first writer wins), else it is removed."""
+        if kind not in KINDS:
+            raise BenchError(f"cache: {kind!r} is not a declared task kind (bench/plan/kinds.py: {', '.join(KINDS)})")
         final = self.path(kind, key)
         tmp = self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{kind}-{key}@{HOST}"  # see writer_alive
         tmp.mkdir(parents=True)
@@ -231,7 +234,8 @@ class Store:
         shutil.rmtree(trash, ignore_errors=True)
 
     def entries(self) -> Iterator[tuple[str, str]]:
-        for kind in KINDS:
+        """(kind, key) of every entry folder, complete or not, kind by kind in declaration order."""
+        for kind in list(KINDS):
             folder = self.root / kind
             if folder.is_dir():
                 yield from ((kind, p.name) for p in sorted(folder.iterdir()) if p.is_dir())

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,13 @@ import torch
 
 from bench.analysis.run import analyze
 from bench.core.errors import BenchError
-from bench.core.files import write_json
 from bench.core.params import to_plain
 from bench.core.progress import Progress
 from bench.data import load_dataset
 from bench.device.env import provenance
 from bench.device.native import resolve
 from bench.device.precision import configure, fuse_bn, prepare
+from bench.engine import entries
 from bench.engine.store import Store
 from bench.evaluation import randomised
 from bench.evaluation.checkpoints import load_row
@@ -37,7 +35,7 @@ from bench.evaluation.parity import pool as pool_parity
 from bench.evaluation.sanity import sanity_checks
 from bench.models import build
 from bench.models.zoo import load_zoo_model
-from bench.plan import shards
+from bench.plan import kinds, shards
 from bench.plan.expand import expand, shared_start
 from bench.plan.tasks import (
     AnalysisJob,
@@ -144,42 +142,38 @@ class WorkerContext:
             return self._external[weights.train_key]
         info = self.splits.info
         model = build(suite.model.name, suite.model.params, info.num_classes, info.shape, info.mean, info.std)
-        model.load_state_dict(self.store.load_weights("train", weights.train_key, weights.file, self.device))
+        model.load_state_dict(entries.load_weights(self.store, weights.train_key, weights.tag, weights.checkpoint, self.device))
         return model.to(self.device)
 
 
 def run(task: Task, ctx: WorkerContext) -> None:
     """Compute ``task`` and write its entry (the caller holds its claim)."""
-    runs = {"prefix": _prefix, "train": _train, "eval": _evaluate, "shard": _shard, "sanity": _sanity, "analysis": _analyze}
-    runs[task.kind](task, ctx)
+    RUNS[kinds.kind_of(task)](task, ctx)
 
 
 def _prefix(job: PrefixJob, ctx: WorkerContext) -> None:
     """The epochs several trainings share: trained once, the state after them saved as the entry."""
-    store, partial = ctx.store, ctx.store.partial("prefix", job.key)
+    partial = ctx.store.partial(job.kind, job.key)
     result = train_model(
         job.as_train(), ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=partial, stop_after=job.epochs,
         precision=ctx.path("train"),
     )  # fmt: skip
-    with store.writer("prefix", job.key) as tmp:
-        shutil.copyfile(partial / TrainState.FILE, tmp / TrainState.FILE)
-        write_json(tmp / "spec.json", job.spec)
-        manifest = {
-            "seconds": round(result.seconds, 3),
-            "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
-            "data_source": ctx.splits.source,
-            "provenance": ctx.provenance,
-            "shared_by": list(job.shared_by),
-            "fast_paths": _fast_paths(ctx.plan.suite.train, result.precision),
-        }
-        write_json(tmp / "manifest.json", manifest)
+    manifest = {
+        "seconds": round(result.seconds, 3),
+        "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
+        "data_source": ctx.splits.source,
+        "provenance": ctx.provenance,
+        "shared_by": list(job.shared_by),
+        "fast_paths": _fast_paths(ctx.plan.suite.train, result.precision),
+    }
+    entries.write_prefix(ctx.store, job.key, partial / TrainState.FILE, job.spec, manifest)
 
 
 def _shared_state(job: TrainJob, ctx: WorkerContext) -> SharedState | None:
     """The state of the shared start ``job`` continues from, with its defence's logs over those epochs."""
     if not job.start:
         return None
-    state = ctx.store.load_weights("prefix", job.start, TrainState.FILE, ctx.device)  # checked, weights_only
+    state = entries.load_state(ctx.store, job.start, ctx.device)  # checked, weights_only
     declared = shared_start(job.defence, ctx.plan.suite.train)  # None for the defence the start is a run of
     return SharedState(job.start, state, declared.logs if declared else {})
 
@@ -187,33 +181,27 @@ def _shared_state(job: TrainJob, ctx: WorkerContext) -> SharedState | None:
 def _train(job: TrainJob, ctx: WorkerContext) -> None:
     store = ctx.store
     result = train_model(
-        job, ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=store.partial("train", job.key),
+        job, ctx.plan.suite, ctx.splits, ctx.train_data, ctx.device, ctx.progress, state_dir=store.partial(job.kind, job.key),
         start=lambda: _shared_state(job, ctx), precision=ctx.path("train"),
     )  # fmt: skip
     selections: dict[str, tuple[Any, Selection]] = {"raw": (None, result.raw)}
     selections.update({wa_tag(wa): (wa, sel) for wa, sel in result.averaged.items()})
-    with store.writer("train", job.key) as tmp:
-        write_json(tmp / "spec.json", job.spec)
-        (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
-        for tag, (_, sel) in selections.items():
-            (tmp / "weights" / tag).mkdir(parents=True)
-            for checkpoint, state in sel.states.items():
-                torch.save(state, tmp / "weights" / tag / f"{checkpoint}.pt")
-        manifest = {
-            "seconds": round(result.seconds, 3),
-            "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
-            "data_source": ctx.splits.source,
-            "provenance": ctx.provenance,
-            "health": result.health,
-            "resumed_from_epoch": result.resumed_from,
-            "started_from": result.started_from,
-            "fast_paths": _fast_paths(ctx.plan.suite.train, result.precision),
-            "weights": {
-                tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}
-                for tag, (wa, sel) in selections.items()
-            },
-        }
-        write_json(tmp / "manifest.json", manifest)
+    manifest = {
+        "seconds": round(result.seconds, 3),
+        "defence_source_sha": source_sha(DEFENCES.get(job.defence.name).fn),
+        "data_source": ctx.splits.source,
+        "provenance": ctx.provenance,
+        "health": result.health,
+        "resumed_from_epoch": result.resumed_from,
+        "started_from": result.started_from,
+        "fast_paths": _fast_paths(ctx.plan.suite.train, result.precision),
+        "weights": {
+            tag: {"averaging": to_plain(wa), "best_epoch": sel.best_epoch, "checkpoints": sorted(sel.states)}
+            for tag, (wa, sel) in selections.items()
+        },
+    }
+    weights = {tag: sel.states for tag, (_, sel) in selections.items()}
+    entries.write_train(store, job.key, job.spec, result.log, weights, manifest)
 
 
 def _threat(job: EvalJob | ShardJob, ctx: WorkerContext) -> ThreatModel:
@@ -229,8 +217,8 @@ def _attack(job: EvalJob | ShardJob, ctx: WorkerContext) -> Any:
 def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
     ids, x, y = ctx.test_data(job.attack.n_examples)
     if job.shards:  # merge the shards' flags by sample id
-        parts = [ctx.store.read_npz("shard", k, "flags.npz") for k in job.shards]
-        metrics = [ctx.store.read_json("shard", k, "metrics.json") for k in job.shards]
+        parts = [entries.read_flags(ctx.store, kinds.SHARD, k) for k in job.shards]
+        metrics = [entries.read_metrics(ctx.store, kinds.SHARD, k) for k in job.shards]
         flags = shards.merge(parts, ids, job.label)
         seconds = sum(m["seconds"] for m in metrics)
         result = Flags(flags["clean"], flags["robust"], max(m["max_dist"] for m in metrics), seconds)
@@ -271,7 +259,7 @@ def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.
         return None
     keep = np.ones(len(ids), dtype=bool)
     for key in job.after:
-        flags = ctx.store.read_npz("eval", key, "flags.npz")
+        flags = entries.read_flags(ctx.store, kinds.EVAL, key)
         broken = flags["sample_id"][~flags["robust"].astype(bool)]
         keep &= ~np.isin(ids, broken)
     return torch.from_numpy(keep).to(device)
@@ -289,27 +277,24 @@ def _shard(job: ShardJob, ctx: WorkerContext) -> None:
 
 def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, flags: Flags, extra: dict | None = None) -> None:
     """The entry of an evaluation or a shard: per-sample flags, spec, metrics, manifest."""
-    with ctx.store.writer(job.kind, job.key) as tmp:
-        np.savez_compressed(tmp / "flags.npz", sample_id=ids.astype(np.int32), clean=flags.clean, robust=flags.robust)
-        write_json(tmp / "spec.json", job.spec)
-        metrics = {
-            "n": len(ids),
-            "clean_acc": flags.clean_acc,
-            "robust_acc": flags.robust_acc,
-            "max_dist": flags.max_dist,
-            "seconds": round(flags.seconds, 3),
-        }
-        if flags.parity is not None:  # a low-precision evaluation: the fp32 parity slice
-            metrics["parity"] = flags.parity
-        if flags.model_check is not None:  # randomised / probability outputs (bench/evaluation/randomised.py)
-            metrics["model_check"] = flags.model_check
-        write_json(tmp / "metrics.json", metrics)
-        manifest = {
-            "attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn),
-            "provenance": ctx.provenance,
-            "fast_paths": _fast_paths(ctx.plan.eval_spec, ctx.path("eval")),
-        }
-        write_json(tmp / "manifest.json", {**manifest, **(extra or {})})
+    metrics = {
+        "n": len(ids),
+        "clean_acc": flags.clean_acc,
+        "robust_acc": flags.robust_acc,
+        "max_dist": flags.max_dist,
+        "seconds": round(flags.seconds, 3),
+    }
+    if flags.parity is not None:  # a low-precision evaluation: the fp32 parity slice
+        metrics["parity"] = flags.parity
+    if flags.model_check is not None:  # randomised / probability outputs (bench/evaluation/randomised.py)
+        metrics["model_check"] = flags.model_check
+    manifest = {
+        "attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn),
+        "provenance": ctx.provenance,
+        "fast_paths": _fast_paths(ctx.plan.eval_spec, ctx.path("eval")),
+    }
+    entries.write_flags(ctx.store, kinds.kind_of(job), job.key, ids, flags.clean, flags.robust, job.spec, metrics,
+                        {**manifest, **(extra or {})})  # fmt: skip
 
 
 def _fast_paths(spec: Any, ran: str) -> dict[str, Any]:
@@ -324,8 +309,7 @@ def _sanity(job: SanityJob, ctx: WorkerContext) -> None:
     model = ctx.load_model(job.weights)
     torch.manual_seed(int(job.key[:8], 16))
     checks = sanity_checks(model, x, y, ctx.plan.eval_spec.batch_size, ctx.path("eval"))
-    with ctx.store.writer("sanity", job.key) as tmp:
-        write_json(tmp / "checks.json", checks)
+    entries.write_checks(ctx.store, job.key, checks)
 
 
 def _analyze(job: AnalysisJob, ctx: WorkerContext) -> None:
@@ -341,12 +325,14 @@ def _analyze(job: AnalysisJob, ctx: WorkerContext) -> None:
         if ATTACKS.get(a.name).family in ("fgsm", "iterative")
     }
     arrays, metrics = analyze(model, x.float() / 255, y, threat, spec, int(job.key[:8], 16), attacks, ctx.path("eval"))
-    with ctx.store.writer("analysis", job.key) as tmp:
-        np.savez_compressed(tmp / "arrays.npz", **arrays)
-        write_json(tmp / "metrics.json", metrics)
+    entries.write_analysis(ctx.store, job.key, arrays, metrics)
     ctx.progress.log(
         f"  {job.label}: low-frequency energy " + ", ".join(f"{k} {v:.3f}" for k, v in metrics["energy"].items())
     )
+
+
+RUNS = {kinds.PREFIX: _prefix, kinds.TRAIN: _train, kinds.EVAL: _evaluate, kinds.SHARD: _shard, kinds.SANITY: _sanity,
+        kinds.ANALYSIS: _analyze}  # fmt: skip
 
 
 def plan_for(ref: SuiteRef) -> Plan:

@@ -33,8 +33,9 @@ from torch.utils.flop_counter import flop_registry
 
 from bench.core.files import atomic_write_text, default_cache_dir
 from bench.core.modes import frozen_eval
-from bench.core.progress import duration, estimate_kind
+from bench.core.progress import duration
 from bench.device.native import cpu_speeds, device_slug, resolve
+from bench.plan.kinds import ANALYSIS, EVAL, SANITY, SHARD, TRAIN, measured_as
 from bench.registry import ATTACKS, DATASETS, DEFENCES
 from bench.types import DatasetInfo
 
@@ -192,7 +193,7 @@ def task_flops(task: Any, plan: Any, f: float) -> tuple[float, str]:
     ev = plan.eval_spec
     train_size, test_size = dataset_sizes(suite.dataset.name)
     n_test = min(ev.n_examples or 10**9, test_size)
-    if estimate_kind(task) == "train":
+    if measured_as(task) == TRAIN.name:
         spec = suite.train
         n_train = train_size * (1 - spec.val_fraction)
         n_train = min(n_train, spec.subset or n_train)
@@ -200,15 +201,15 @@ def task_flops(task: Any, plan: Any, f: float) -> tuple[float, str]:
         val = 0 if spec.selection != "best_val" else n_val * (2 * spec.val_attack.steps + 2)
         per_epoch = n_train * train_forwards(task.defence) + val + 128 * (2 * spec.val_attack.steps + 2)
         return task.epochs * per_epoch * f * (1 + len(task.averagers) * 0.05), spec.precision
-    if task.kind in ("eval", "shard"):
+    if task.kind in (EVAL.name, SHARD.name):
         if getattr(task, "shards", ()):
             return 0.0, "fp32"  # merges its shards' flags
-        n = min(n_test, task.attack.n_examples or n_test) / (task.count if task.kind == "shard" else 1)
+        n = min(n_test, task.attack.n_examples or n_test) / (task.count if task.kind == SHARD.name else 1)
         per_point = 1 + CLEAN_FRACTION * (attack_forwards(task.attack.name, task.attack.params) - 1)
         return n * per_point * f, ev.precision
-    if task.kind == "sanity":
+    if task.kind == SANITY.name:
         return min(n_test, 256) * (41 + 3) * f, "fp32"
-    if task.kind == "analysis":
+    if task.kind == ANALYSIS.name:
         a = suite.analysis
         h, w = shape_and_classes(suite.dataset.name)[0][1:]
         heat = a.heatmap_images * h * (w // 2 + 1) if a.heatmap else 0
@@ -224,7 +225,7 @@ def estimate_seconds(task: Any, plan: Any, device: torch.device, cache_dir: Path
         cache["f"] = forward_flops(plan)
         cache["rate"], cache["source"] = throughput(device, cache_dir)
     flops, precision = task_flops(task, plan, cache["f"])
-    kind = "train" if estimate_kind(task) == "train" else "eval"
+    kind = "train" if measured_as(task) == TRAIN.name else "eval"  # the throughput measured for training, else evaluation
     return flops / path_rate(cache["rate"][kind], precision, device, cache_dir)
 
 
@@ -240,7 +241,7 @@ def path_rate(rates: dict[str, float], precision: str, device: torch.device, cac
 
 
 def estimates(plan: Any, device: torch.device, cache_dir: Path | None = None) -> dict[str, float]:
-    """{task key: estimated seconds} for every runnable task of ``plan`` (for progress ETAs)."""
+    """{task key: estimated seconds} for every runnable task of ``plan`` (the priors of ``bench/plan/estimate.py``)."""
     cache: dict = {}
     return {t.key: estimate_seconds(t, plan, device, cache_dir, cache) for t in plan.tasks}
 

@@ -21,10 +21,12 @@ import numpy as np
 
 from bench.core import stats
 from bench.core.params import to_plain
+from bench.engine import entries
 from bench.engine.store import Store
 from bench.evaluation import parity
 from bench.evaluation.randomised import model_flags
 from bench.evaluation.sanity import run_flags
+from bench.plan.kinds import EVAL, TRAIN
 from bench.plan.tasks import EvalJob, Plan
 from bench.registry import ATTACKS
 
@@ -35,9 +37,9 @@ Outcomes = dict[tuple[str, str], stats.Runs]  # (leaderboard row, column) -> see
 
 
 def load_flags(store: Store, job: EvalJob) -> dict[str, np.ndarray] | None:
-    if not store.has("eval", job.key):
+    if not store.has(job.kind, job.key):
         return None
-    return store.read_npz("eval", job.key, "flags.npz")
+    return entries.read_flags(store, EVAL, job.key)
 
 
 def _params(prefix: str, params: Any) -> dict[str, Any]:
@@ -62,9 +64,9 @@ def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Ou
                 runs.append((tjob, jobs, *_load_run(jobs, tjob.seed, store, outcomes)))
     for tjob, jobs, loaded, model in runs:  # every seed's outcomes are in: the flags pool them per row
         if loaded:
-            manifest = store.read_json("train", tjob.key, "manifest.json") if store.has("train", tjob.key) else {}
+            manifest = entries.read_manifest(store, TRAIN, tjob.key) if store.has(tjob.kind, tjob.key) else {}
             sjob = plan.sanity_of(tjob, jobs[0].wa)
-            checks = store.read_json("sanity", sjob.key, "checks.json") if sjob and store.has("sanity", sjob.key) else None
+            checks = entries.read_checks(store, sjob.key) if sjob and store.has(sjob.kind, sjob.key) else None
             rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, loaded, model, outcomes))
     add_cell_stats(rows, outcomes)
     return rows, outcomes
@@ -115,8 +117,8 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
         flags = load_flags(store, ejob)
         if flags is None:
             continue
-        metrics = store.read_json("eval", ejob.key, "metrics.json")
-        eval_manifest = store.read_json("eval", ejob.key, "manifest.json")
+        metrics = entries.read_metrics(store, EVAL, ejob.key)
+        eval_manifest = entries.read_manifest(store, EVAL, ejob.key)
         results.append((flags["sample_id"], flags["clean"], flags["robust"]))
         checks_by_eval.append((ejob.column, ejob.attack.name, ejob.attack.params, metrics.get("model_check")))
         outcomes.setdefault((ejob.display, ejob.column), {})[seed] = (flags["sample_id"], flags["robust"])

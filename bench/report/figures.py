@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from bench.core import plotting as figures
 from bench.core import stats
 from bench.core.files import atomic_write_text
+from bench.engine import entries as store_entries
 from bench.engine.store import Store
+from bench.plan.kinds import TRAIN
 from bench.plan.tasks import Plan
 from bench.report.aggregate import WORST, load_flags, worst_case
 from bench.types import ThreatModel
@@ -38,10 +39,10 @@ def training_curves(plan: Plan, store: Store) -> list[dict[str, Any]]:
     suite = plan.suite
     records = []
     for tjob in plan.train_jobs:
-        if tjob.zoo or not store.has("train", tjob.key):
+        if tjob.zoo or not store.has(tjob.kind, tjob.key):
             continue
-        log = [json.loads(line) for line in store.read_bytes("train", tjob.key, "log.jsonl").decode().splitlines() if line]
-        weights = store.read_json("train", tjob.key, "manifest.json").get("weights", {})
+        log = store_entries.read_log(store, tjob.key)
+        weights = store_entries.read_manifest(store, TRAIN, tjob.key).get("weights", {})
         for wa in suite.wa:
             job = next((e for e in plan.evals_of(tjob) if e.wa == wa), None)
             if job is None or job.weights.tag not in weights:
