@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
 
 from bench.commands import cache as cache_cmd
 from bench.commands.cli import main
@@ -22,7 +20,9 @@ from bench.engine.scheduler import critical_first
 from bench.engine.store import ENTRY, Store
 from bench.plan import kinds
 from bench.plan.estimate import Estimator
+from bench.plan.expand import expand
 from bench.plan.kinds import KINDS, Kind
+from bench.suite.load import load_suite
 from tests.conftest import write_suite
 
 # every kind: a shared start (FR starts at the first milestone), trainings, an analysis, sanity checks,

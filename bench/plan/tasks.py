@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bench.core.params import to_plain
-from bench.plan import keys
+from bench.plan import keys, kinds
 from bench.suite.specs import CheckpointSpec, EvalSpec, PaperSpec, PluginRef, Suite, WASpec
 from bench.types import ThreatModel
 
@@ -70,7 +70,7 @@ class WeightsRef:
 
     @property
     def file(self) -> str:
-        return f"weights/{self.tag}/{self.checkpoint}.pt"
+        return kinds.weights_file(self.tag, self.checkpoint)
 
     def plain(self) -> dict[str, Any]:
         return {"averaging": to_plain(self.wa), "checkpoint": self.checkpoint}
@@ -101,7 +101,7 @@ class Task:
     @property
     def needs(self) -> tuple[tuple[str, str], ...]:
         """(kind, key) of every entry this task reads: the scheduler runs it once they all exist."""
-        return tuple(("train", d) for d in self.deps)
+        return tuple((kinds.TRAIN.name, d) for d in self.deps)
 
     @property
     def label(self) -> str:
@@ -124,7 +124,7 @@ def unneeded(task: Task, needed_by: dict[str, list[Task]], has: Callable[[str, s
 
 @dataclass(frozen=True)
 class TrainJob(Task):
-    kind: ClassVar[str] = "train"
+    kind: ClassVar[str] = kinds.TRAIN.name
     spec: dict
     defence: PluginRef
     seed: int
@@ -142,7 +142,7 @@ class TrainJob(Task):
 
     @property
     def needs(self) -> tuple[tuple[str, str], ...]:
-        return (("prefix", self.start),) if self.start else ()
+        return ((kinds.PREFIX.name, self.start),) if self.start else ()
 
     @property
     def label(self) -> str:
@@ -156,7 +156,7 @@ class PrefixJob(Task):
     in a ``prefix/<key>`` entry; each TrainJob whose ``start`` is this key resumes from it. Run only
     while some training that starts from it is still missing."""
 
-    kind: ClassVar[str] = "prefix"
+    kind: ClassVar[str] = kinds.PREFIX.name
     feeds_only: ClassVar[bool] = True
     spec: dict
     defence: PluginRef
@@ -209,7 +209,7 @@ class _WeightsTask(Task):
 
 @dataclass(frozen=True)
 class EvalJob(_WeightsTask):
-    kind: ClassVar[str] = "eval"
+    kind: ClassVar[str] = kinds.EVAL.name
     spec: dict
     attack: PluginRef
     column: str  # table column label, e.g. "PGD-20" ("PGD-20 @ ε=4/255" at an eval.eps radius)
@@ -219,7 +219,7 @@ class EvalJob(_WeightsTask):
 
     @property
     def needs(self) -> tuple[tuple[str, str], ...]:
-        return (*super().needs, *(("shard", k) for k in self.shards), *(("eval", k) for k in self.after))
+        return (*super().needs, *((kinds.SHARD.name, k) for k in self.shards), *((kinds.EVAL.name, k) for k in self.after))
 
     @property
     def attack_column(self) -> str:
@@ -235,7 +235,7 @@ class EvalJob(_WeightsTask):
 class ShardJob(_WeightsTask):
     """Shard ``index`` of ``count`` of an evaluation: the per-sample flags of a contiguous run of batches."""
 
-    kind: ClassVar[str] = "shard"
+    kind: ClassVar[str] = kinds.SHARD.name
     spec: dict
     attack: PluginRef
     column: str
@@ -252,14 +252,14 @@ class ShardJob(_WeightsTask):
 class SanityJob(_WeightsTask):
     """Sanity checks (``bench/evaluation/sanity.py``) of one set of weights."""
 
-    kind: ClassVar[str] = "sanity"
+    kind: ClassVar[str] = kinds.SANITY.name
 
 
 @dataclass(frozen=True)
 class AnalysisJob(_WeightsTask):
     """Spectral analyses (``bench/analysis``) of one set of weights."""
 
-    kind: ClassVar[str] = "analysis"
+    kind: ClassVar[str] = kinds.ANALYSIS.name
 
 
 @dataclass
