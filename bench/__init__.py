@@ -17,9 +17,10 @@ from bench.attacks import attack
 from bench.core.errors import BenchError, ConfigError, DatasetMissingError, EvaluationError
 from bench.core.version import __version__ as __version__
 from bench.models import build_model
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
-from bench.suite.config import Suite, load_suite
+from bench.suite.load import load_suite
+from bench.suite.specs import Suite
 
 __all__ = [
     "ATTACKS",

@@ -1,4 +1,8 @@
-"""Core runtime types shared by the engine and the plug-ins."""
+"""Core runtime types shared by the engine and the plug-ins, and the rules of a threat model.
+
+:func:`parse_threat` and :func:`parse_eps` read a norm and a radius as a suite's ``threat:`` (and
+``eval.eps``, ``bench.attack``, ``bench.evaluate``) writes them, with the same one-line errors everywhere.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import torch
+
+from bench.core.errors import ConfigError, show
+from bench.core.params import did_you_mean, parse_fraction
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,32 @@ class ThreatModel:
     @property
     def eps_float(self) -> float:
         return float(self.eps)
+
+
+NORMS = ("Linf", "L2")
+
+
+def parse_eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
+    """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 (pixel space)."""
+    eps = parse_fraction(raw, where)
+    if not (0 < eps <= 1 if norm == "Linf" else eps > 0):
+        raise ConfigError(where, f"must be in {'(0, 1]' if norm == 'Linf' else '(0, inf)'} for {norm} (pixel space), got {show(raw)}")
+    return eps, raw.strip() if isinstance(raw, str) else repr(raw)
+
+
+def parse_threat(raw: Any, where: str) -> ThreatModel:
+    """``{norm: Linf, eps: 8/255}`` -> :class:`ThreatModel`, strictly."""
+    if not isinstance(raw, dict):
+        raise ConfigError(where, "expected a mapping {norm: Linf, eps: 8/255}")
+    unknown = set(raw) - {"norm", "eps"}
+    if unknown:
+        raise ConfigError(f"{where}.{min(unknown, key=str)}", "unknown key; allowed: norm, eps")
+    norm = raw.get("norm", "Linf")
+    if norm not in NORMS:
+        raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}{did_you_mean(norm, NORMS)}")
+    if "eps" not in raw:
+        raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
+    return ThreatModel(norm, *parse_eps(raw["eps"], f"{where}.eps", norm))
 
 
 @dataclass(frozen=True)
@@ -67,7 +100,7 @@ class SharedStart:
     (a registry capability): until epoch ``epochs`` (0-indexed, exclusive) its loss is the defence
     ``name`` with ``params`` bit for bit, with the same draws from every RNG. The planner then trains
     those epochs once, as a ``prefix`` task, and both runs continue from its saved state
-    (``bench/plan/plan.py``); ``logs`` are this defence's own logged values over those epochs (FR's
+    (``bench/plan/expand.py``); ``logs`` are this defence's own logged values over those epochs (FR's
     ``fr: 0, fr_active: 0``). ``tests/test_defences.py`` checks the claim for every defence that declares one.
     """
 

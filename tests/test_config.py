@@ -11,8 +11,8 @@ import pytest
 
 from bench.commands.cli import main
 from bench.core.errors import ConfigError
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.plan.expand import expand
+from bench.suite.load import load_suite
 from tests.conftest import MINIMAL_SUITE as BASE
 from tests.conftest import ROOT, SUITES, write_suite
 
@@ -130,3 +130,21 @@ def test_presets_start_from_a_registered_bundle_and_keys_override(tmp_path: Path
     bad = write_suite(tmp_path / "bad.yaml", BASE.replace("[standard]", "[{trades: {preset: offical}}]"))
     with pytest.raises(ConfigError, match=r"defences\[0\]\.trades\.preset: unknown preset 'offical'"):
         load_suite(bad)
+
+
+def test_what_needs_only_the_suite_fails_when_it_is_loaded(tmp_path: Path) -> None:
+    """Cross-field checks live in the suite (bench/suite/load.py); the planner checks only what needs the plan."""
+    cascade = write_suite(tmp_path / "c.yaml", BASE.replace("[fgsm]", "[fgsm, {pgd: {shards: 2}}]") + "eval: {cascade: true}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: eval\.cascade: cannot be combined with sharded attacks \(shards: N\)"):
+        load_suite(cascade)
+    with pytest.raises(ConfigError, match=r"c\.yaml \(with --set eval\.cascade=true\): eval\.cascade: cannot be combined"):
+        load_suite(cascade, ["eval.cascade=true"])
+    paper = write_suite(tmp_path / "p.yaml", BASE + "paper: {title: t, columns: [Clean], rows: [{label: A}]}\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: paper\.source: missing"):
+        load_suite(paper)
+    unknown_row = write_suite(tmp_path / "r.yaml", BASE + "paper: {title: t, source: s, columns: [Clean], rows: [{label: A, ours: pgd_at}]}\n")
+    suite = load_suite(unknown_row)  # a row of the plan: checked by the planner
+    with pytest.raises(ConfigError, match=r"r\.yaml: paper\.rows\[0\]\.ours: unknown row 'pgd_at'"):
+        expand(suite)
+    with pytest.raises(ConfigError, match=r"--limit: must be a positive number of test examples, got 0"):
+        expand(load_suite(write_suite(tmp_path / "ok.yaml", BASE)), limit=0)

@@ -20,8 +20,8 @@ from bench.commands.cli import main
 from bench.core.files import sha256_file
 from bench.engine.store import ENTRY, Store
 from bench.engine.worker import run_ref
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.plan.expand import expand
+from bench.suite.load import load_suite
 from tests.conftest import ROOT, SUITES, write_suite
 
 SUITE = """\
@@ -190,7 +190,7 @@ def test_a_task_runs_in_a_fresh_process_from_plain_data(finished, tmp_path) -> N
     task = plan.train_jobs[0]
     ref = task.suite
     code = (
-        "import bench, torch; from bench.engine.worker import run_ref; from bench.plan.plan import SuiteRef;"
+        "import bench, torch; from bench.engine.worker import run_ref; from bench.plan.tasks import SuiteRef;"
         f"run_ref(SuiteRef({ref.path!r}, {ref.digest!r}, None), {task.key!r}, {str(tmp_path / 'c')!r}, torch.device('cpu'))"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)

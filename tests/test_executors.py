@@ -31,8 +31,8 @@ from bench.core.progress import Progress
 from bench.engine.executors.base import Executor, WorkerResult
 from bench.engine.scheduler import run_tasks
 from bench.engine.store import Store
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.plan.expand import expand
+from bench.suite.load import load_suite
 from tests.conftest import ROOT, SUITES, write_suite
 
 METRICS = ["display_name", "attack", "n", "robust_acc", "clean_acc"]

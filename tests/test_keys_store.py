@@ -10,9 +10,9 @@ import pytest
 
 from bench.core.files import atomic_write_text
 from bench.engine.store import Store
+from bench.plan.expand import expand
 from bench.plan.keys import canonical_json, digest
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from tests.conftest import SUITES, write_suite
 
 SPEC = """\
@@ -143,3 +143,31 @@ def test_shipped_suites_keep_their_keys(name: str) -> None:
 def test_eot_is_keyed_only_when_it_is_not_1(tmp_path: Path) -> None:
     keys = lambda attack: [j.key for j in plan_for(tmp_path, SPEC.replace("{pgd: {steps: 5}}", attack)).eval_jobs]
     assert keys("{pgd: {steps: 5, eot: 1}}") == keys("{pgd: {steps: 5}}") != keys("{pgd: {steps: 5, eot: 2}}")
+
+
+# Every shipped suite as planned at 4360b7e, the last commit before the #24 restructure (the
+# layout moved every module; no key may move with it): (number of tasks, sha256 of the sorted keys).
+BEFORE_RESTRUCTURE = {
+    "cifar10.yaml": (45, "04e2a0ed0317d20040612ed20d72a7d06b97cd22679a6adcb31c2033076c3324"),
+    "cifar100.yaml": (45, "7dec18343053d1c25adde1e7734640bc02d79428b32c052e5162e62739e9bcfd"),
+    "fashion-mnist.yaml": (78, "a0d7043527d4af1342ccdc2ca062d412549f30a3f70c439cd2b770b1da3acf30"),
+    "papers/fashion-mnist-table.yaml": (56, "84d3c8ee7814b6b2191890ea4cc5d251dbc15af64ce8bf76ef5bd47e16aa98fc"),
+    "papers/fr-aaai23-table1-lpf.yaml": (8, "8ecbc445a78a143caf3177c1edb2fe637eae53271b5869bbeb432497efef3388"),
+    "papers/fr-aaai23-table2.yaml": (56, "95235c97529f2ddf7bbc5b3d864aafe44be3f904c99373243a468f5065ffc8cb"),
+    "papers/sar-2306.14262.yaml": (22, "ec76902fe1771d79ffdefa20f61ebf12b352e69dcabf7e9b7759a4e35509858f"),
+    "quickstart.yaml": (140, "eaed0b85f501c32c650a7f2a416889fbbd40f8916aac412e2268a790a87b5fa1"),
+    "smoke.yaml": (16, "837a5c0b8b6fc7db02a8c934c00a58933c6f2e77ac6b66e4b13a614a761d6423"),
+    "svhn.yaml": (45, "51603c81b55ab3c55b5c5927c80a1d28501a9837c2f723ff81f41db7dd979471"),
+    "tiny-imagenet.yaml": (45, "67fd7806905fcbfe9a6792974b98f5cf0f5a0610ec85f40cfbd4ff4c8c76660c"),
+}
+
+
+def test_every_shipped_suite_is_pinned() -> None:
+    shipped = {str(p.relative_to(SUITES)) for p in SUITES.rglob("*.yaml") if not p.name.startswith("_")}
+    assert shipped == set(BEFORE_RESTRUCTURE), "a new shipped suite: pin its keys here"
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_RESTRUCTURE))
+def test_shipped_suites_plan_the_keys_they_planned_before_the_restructure(name: str) -> None:
+    keys = sorted(t.key for t in expand(load_suite(SUITES / name)).tasks)
+    assert (len(keys), hashlib.sha256("\n".join(keys).encode()).hexdigest()) == BEFORE_RESTRUCTURE[name]

@@ -9,11 +9,11 @@ import pytest
 
 from bench.core.errors import ConfigError
 from bench.core.stats import wilson
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.report.aggregate import CLEAN, WORST, add_cell_stats
 from bench.report.render import leaderboard_latex, leaderboard_markdown
 from bench.report.rows import ResultRow
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from tests.conftest import MINIMAL_SUITE, write_suite
 
 N = 200

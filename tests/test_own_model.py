@@ -21,8 +21,8 @@ from bench.engine import worker as engine
 from bench.engine.store import Store
 from bench.engine.worker import run_ref
 from bench.evaluation.checkpoints import checkpoint_digest
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.plan.expand import expand
+from bench.suite.load import load_suite
 
 ATTACKS = ["fgsm", {"pgd": {"steps": 3}}]
 EVAL = {"dataset": "synthetic", "attacks": ATTACKS, "eps": "24/255", "n_examples": 64, "batch_size": 32, "device": "cpu", "progress": False}

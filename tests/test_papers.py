@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 
 from bench.core.errors import ConfigError
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.report.papers import (
     build_cells,
     latex_escape,
     leaderboard_ties,
     leaderboard_values,
     lpf_values,
-    parse_paper,
     render_csv,
     render_latex,
     render_markdown,
 )
 from bench.report.rows import ResultRow
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
+from bench.suite.paper import parse_paper
 from tests.conftest import MINIMAL_SUITE, SUITES, write_suite
 
 ROWS = ["pgd_at", "fr", "fr+wa"]

@@ -23,9 +23,9 @@ from bench.device import precision as precision_mod
 from bench.evaluation.evaluate import parity, robust_flags
 from bench.models import build_model
 from bench.plan import cost
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.registry import ATTACKS, DEFENCES, MODELS
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from bench.training.train import train_step
 from bench.types import ThreatModel, TrainContext
 from tests.conftest import MINIMAL_SUITE, write_suite
@@ -80,7 +80,7 @@ def test_channels_last_step_matches_contiguous() -> None:
 
 def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     # backend "eager": the same dynamo graph capture without a C++ build (inductor is minutes on CI)
-    monkeypatch.setattr(bench.device.precision, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(precision_mod, "COMPILE_BACKEND", "eager")
     model = precision_mod.prepare(tiny(), compile=True)
     names = list(tiny().state_dict())
     loss, g = step_grads(tiny())
@@ -363,7 +363,7 @@ def test_estimates_use_the_measured_throughput(tmp_path: Path) -> None:
 def test_profile_cli_json_and_saved_measurement(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bench.commands.profile, "PEAK_SECONDS", 0.02)
+    monkeypatch.setattr(profile_mod, "PEAK_SECONDS", 0.02)
     args = ["profile", "--model", "tiny_cnn", "--dataset", "synthetic", "--batch-size", "16", "--steps", "1",
             "--rounds", "1", "--eval-images", "4", "--aa", "none", "--json", "--cache-dir", str(tmp_path)]  # fmt: skip
     assert main(args) == 0

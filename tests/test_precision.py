@@ -25,9 +25,9 @@ from bench.core.stats import discordant, mcnemar_exact
 from bench.device import native
 from bench.device.precision import InputGradScaling, attack_model, autocast
 from bench.models import build_model
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.registry import DEFENCES
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from bench.training.train import train_step
 from bench.types import ThreatModel, TrainContext
 from tests.conftest import MINIMAL_SUITE, ROOT, write_suite

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from bench.engine.store import Store
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.report.aggregate import WORST, collect
 from bench.report.render import results_json
 from bench.report.rows import CellStats, ResultRow
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 
 ROOT = Path(__file__).resolve().parent
 GOLDEN = ROOT / "golden" / "smoke"

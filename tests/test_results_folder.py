@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import bench.api.run
-import bench.plan.plan
+import bench.plan.expand
 from bench.api.run import run_suite
 from bench.commands.cli import main
 from bench.core.errors import BenchError
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from tests.test_golden_report import GOLDEN, SUITE, TEXT, normalise
 
 ROOT = Path(__file__).resolve().parent
@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parent
 def test_bench_run_plans_once_and_writes_the_folder_bench_report_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(GOLDEN / "cache", tmp_path / "cache")
     plans = []
-    real = bench.plan.plan.expand
+    real = bench.plan.expand.expand
 
     def counted(*args, **kwargs):
         plans.append(args[0].name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench.plan.plan, "expand", counted)
+    monkeypatch.setattr(bench.plan.expand, "expand", counted)
     monkeypatch.setattr(bench.api.run, "expand", counted)
     args = ["--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results"), "--device", "cpu", "--quiet"]
     assert main(["run", str(SUITE), *args]) == 0
@@ -52,6 +52,6 @@ def test_bench_run_plans_once_and_writes_the_folder_bench_report_writes(tmp_path
 
 def test_run_suite_refuses_a_plan_of_another_suite(tmp_path: Path) -> None:
     suite = load_suite(SUITE)
-    other = bench.plan.plan.expand(load_suite(SUITE))
+    other = bench.plan.expand.expand(load_suite(SUITE))
     with pytest.raises(BenchError, match="plan= was expanded from suite 'smoke', not from the suite given"):
         run_suite(suite, tmp_path / "cache", tmp_path / "results", "cpu", plan=other, progress=False)

@@ -19,8 +19,8 @@ from bench.core.progress import Progress
 from bench.engine.status import suite_status
 from bench.engine.store import Store
 from bench.engine.worker import WorkerContext
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.plan.expand import expand
+from bench.suite.load import load_suite
 from bench.training.train import health_check, train_model
 from tests.conftest import ROOT, write_suite
 

@@ -116,8 +116,8 @@ def test_comparison_flags_pool_the_seeds_of_a_row_with_examples_as_the_unit() ->
 def fake_store(tmp_path, attacks: str, robust: dict[str, np.ndarray], cascade: bool):
     """A store holding one run's evaluations with the given robust flags (clean: the first 190 of 200)."""
     from bench.engine.store import Store
-    from bench.plan.plan import expand
-    from bench.suite.config import load_suite
+    from bench.plan.expand import expand
+    from bench.suite.load import load_suite
     from tests.conftest import MINIMAL_SUITE, write_suite
 
     tmp_path.mkdir(exist_ok=True)

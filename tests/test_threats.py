@@ -12,9 +12,9 @@ import torch.nn.functional as F
 import bench
 from bench.attacks import check_adversarial
 from bench.core.errors import BenchError, ConfigError, EvaluationError
-from bench.plan.plan import expand
+from bench.plan.expand import expand
 from bench.registry import ATTACKS
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from bench.types import ThreatModel, TrainContext
 from defenses._common import pgd_adversary
 from tests.conftest import MINIMAL_SUITE, write_suite
@@ -164,7 +164,7 @@ def test_robustness_figure_is_labelled_with_bands() -> None:
 
 def test_margin_loss_pgd_is_not_labelled_cw_under_l2(tmp_path: Path):
     from bench.attacks import label
-    from bench.plan.plan import expand
+    from bench.plan.expand import expand
     from bench.registry import ATTACKS
 
     attacks = "attacks: [cw, {pgd: {steps: 10, loss: cw}}, pgd, fgsm]\n"

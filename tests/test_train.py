@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bench
-from bench.suite.config import ScheduleSpec, WASpec
+from bench.suite.specs import ScheduleSpec, WASpec
 from bench.training.averaging import Averager
 
 
@@ -110,8 +110,8 @@ def test_per_epoch_logging_never_changes_the_training_trajectory(tmp_path, monke
     """The logit-spectrum gap runs an attack every epoch; with its RNG forked the weights are identical."""
     from bench.core.progress import Progress
     from bench.data import load_dataset
-    from bench.plan.plan import expand
-    from bench.suite.config import load_suite
+    from bench.plan.expand import expand
+    from bench.suite.load import load_suite
     from bench.training import train as train_mod
     from tests.conftest import SUITES
 

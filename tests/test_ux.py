@@ -18,8 +18,8 @@ from bench.commands.cli import main
 from bench.core.errors import ConfigError
 from bench.core.progress import Progress
 from bench.engine.worker import plan_for
-from bench.plan.plan import expand
-from bench.suite.config import load_suite
+from bench.plan.expand import expand
+from bench.suite.load import load_suite
 from tests.conftest import SUITES
 
 SMOKE = SUITES / "smoke.yaml"

@@ -25,7 +25,7 @@ from bench.core.files import atomic_write_text
 from bench.core.modes import frozen_eval
 from bench.device.precision import attack_model, autocast
 from bench.evaluation.evaluate import AttackFn
-from bench.suite.config import AnalysisSpec
+from bench.suite.specs import AnalysisSpec
 from bench.types import ThreatModel
 
 

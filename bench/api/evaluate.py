@@ -35,22 +35,15 @@ from bench.engine.store import Store
 from bench.engine.worker import WorkerContext
 from bench.evaluation.checkpoints import module_digest
 from bench.models import Classifier
-from bench.plan.plan import Plan, expand
+from bench.plan.expand import expand
+from bench.plan.tasks import Plan
 from bench.registry import ATTACKS, DATASETS
 from bench.report.aggregate import CLEAN, WORST, collect_outcomes, worst_case
 from bench.report.render import NORMS
 from bench.report.rows import CellStats, records
-from bench.suite.config import (
-    CheckpointSpec,
-    EvalSpec,
-    PluginRef,
-    Suite,
-    TrainSpec,
-    parse_eps,
-    parse_ref,
-    parse_ref_list,
-)
-from bench.types import ThreatModel
+from bench.suite.refs import parse_ref, parse_ref_list
+from bench.suite.specs import CheckpointSpec, EvalSpec, PluginRef, Suite, TrainSpec
+from bench.types import ThreatModel, parse_eps
 
 WHERE = "bench.evaluate"
 DEFAULT_ATTACKS = ("fgsm", "pgd")

@@ -23,12 +23,14 @@ from bench.engine.scheduler import ScheduleResult, run_tasks
 from bench.engine.store import Store
 from bench.engine.worker import WorkerContext
 from bench.plan.cost import estimates, measured
-from bench.plan.plan import Plan, expand
+from bench.plan.expand import expand
+from bench.plan.tasks import Plan
 from bench.report.aggregate import collect
 from bench.report.folder import cached_analyses, paper_report, render_analyses, results_folder, write_folder, write_page
 from bench.report.render import results_json
 from bench.report.rows import ResultRow
-from bench.suite.config import Suite, load_suite
+from bench.suite.load import load_suite
+from bench.suite.specs import Suite
 
 __all__ = ["RunSummary", "cached_analyses", "paper_report", "render_analyses", "results_folder", "run_suite", "write_page"]
 

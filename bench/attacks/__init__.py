@@ -15,6 +15,7 @@ from torch import nn
 from bench.core import params as params_mod
 from bench.core.errors import EvaluationError
 from bench.registry import ATTACKS
+from bench.types import parse_threat  # the suite's rules and messages for norm and eps
 
 TOLERANCE = 1e-6
 
@@ -68,8 +69,6 @@ def attack(
     """
     entry = ATTACKS.get(name)
     p = params_mod.build(entry.params, params, f"attack {name}")
-    from bench.suite.config import parse_threat  # the suite's rules and messages for norm and eps
-
     threat = parse_threat({"norm": norm, "eps": eps}, f"bench.attack({name!r})")
     eps_exact = threat.eps
     was_training = model.training

@@ -167,8 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.device.env import check_device, resolve_device
     from bench.engine.executors import executor_config
     from bench.engine.store import Store
-    from bench.plan.plan import expand
-    from bench.suite.config import load_suite
+    from bench.plan.expand import expand
+    from bench.suite.load import load_suite
 
     check_device(args.device)  # `--device gpu`: one line, before anything else
     suite = load_suite(args.suite, args.set)
@@ -226,7 +226,7 @@ def _report_failures(summary) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from bench.api.run import run_suite
     from bench.device.env import resolve_device
-    from bench.suite.config import load_suite
+    from bench.suite.load import load_suite
 
     suite = load_suite(args.suite, args.set)
     if suite.analysis is None:
@@ -245,9 +245,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.core.files import default_cache_dir
     from bench.engine.status import suite_status
     from bench.engine.store import Store
-    from bench.plan.plan import expand
+    from bench.plan.expand import expand
     from bench.report.folder import results_folder
-    from bench.suite.config import load_suite
+    from bench.suite.load import load_suite
 
     plan = expand(load_suite(args.suite, args.set), args.limit)
     text = suite_status(plan, Store(args.cache_dir or default_cache_dir()), results_folder(args.results_dir, plan.suite) / "logs")
@@ -260,8 +260,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from bench.device.env import check_device, resolve_device
     from bench.engine.store import Store
     from bench.plan.cost import summary
-    from bench.plan.plan import expand
-    from bench.suite.config import load_suite
+    from bench.plan.expand import expand
+    from bench.suite.load import load_suite
 
     device = check_device(args.device) or resolve_device()  # an estimate for a device this machine lacks is fine
     suite = load_suite(args.suite, args.set)
@@ -279,7 +279,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from bench.registry import REGISTRIES
-    from bench.suite.config import load_plugins
+    from bench.suite.refs import load_plugins
 
     load_plugins(list(args.plugins), Path.cwd(), "--plugins")
     for entry in REGISTRIES[args.kind].entries():
@@ -292,11 +292,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.core.files import atomic_write_text, default_cache_dir
     from bench.engine.store import Store
-    from bench.plan.plan import expand
+    from bench.plan.expand import expand
     from bench.report.aggregate import collect
     from bench.report.folder import paper_report, results_folder, write_folder
     from bench.report.render import leaderboard_latex
-    from bench.suite.config import load_suite
+    from bench.suite.load import load_suite
 
     plan = expand(load_suite(args.suite, args.set), args.limit)
     store = Store(args.cache_dir or default_cache_dir())

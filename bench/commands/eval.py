@@ -55,7 +55,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def _yaml_arg(text: str, where: str) -> Any:
     """A plug-in written as in a suite: a name, or YAML such as ``{pgd: {steps: 50}}``."""
-    from bench.suite.config import StrictLoader
+    from bench.suite.read import StrictLoader
 
     try:
         return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
@@ -67,7 +67,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bench.api.evaluate import DEFAULT_ATTACKS, parse_request, run_evaluation
     from bench.evaluation.checkpoints import dataset_info, load_checkpoint
     from bench.registry import MODELS
-    from bench.suite.config import file_problem, parse_ref
+    from bench.suite.read import file_problem
+    from bench.suite.refs import parse_ref
 
     attacks = [_yaml_arg(a, f"--attack[{i}]") for i, a in enumerate(args.attacks)] if args.attacks else list(DEFAULT_ATTACKS)
     labels = {"dataset": "--dataset", "attacks": "--attack", "eps": "--eps", "norm": "--norm", "eval": "--n-examples/--batch-size/--seed/--precision"}

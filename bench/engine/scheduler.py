@@ -21,7 +21,7 @@ from bench.core.files import atomic_write_text
 from bench.core.progress import Progress
 from bench.engine.executors.base import Executor, WorkerResult
 from bench.engine.store import Store
-from bench.plan.plan import Plan, Task, readers, unneeded
+from bench.plan.tasks import Plan, Task, readers, unneeded
 
 POLL_S = 0.5
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench.engine.store import Store
-from bench.plan.plan import Plan, readers, unneeded
+from bench.plan.tasks import Plan, readers, unneeded
 
 STATES = ("done", "running", "failed", "left")
 

@@ -38,7 +38,8 @@ from bench.evaluation.sanity import sanity_checks
 from bench.models import build
 from bench.models.zoo import load_zoo_model
 from bench.plan import shards
-from bench.plan.plan import (
+from bench.plan.expand import expand, shared_start
+from bench.plan.tasks import (
     AnalysisJob,
     EvalJob,
     Plan,
@@ -49,12 +50,10 @@ from bench.plan.plan import (
     Task,
     TrainJob,
     WeightsRef,
-    expand,
-    shared_start,
     wa_tag,
 )
 from bench.registry import ATTACKS, DEFENCES
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from bench.training.train import Selection, SharedState, TrainData, TrainState, prepare_data, train_model
 from bench.types import DatasetSplits, ThreatModel
 

@@ -2,7 +2,7 @@
 
 Train key: protocol version, dataset/model/defence (name, explicit version, all params with
 defaults filled in), threat (eps as a reduced fraction), train spec, seed; the planner adds the
-weight averagers the run records (``bench/plan/plan.py``). Excluded: device, paths, evaluation
+weight averagers the run records (``bench/plan/expand.py``). Excluded: device, paths, evaluation
 settings, display names. Eval key: train key, which weights, attack (name, version,
 params), threat and eval spec. Bump ``PROTOCOL_VERSION`` when the engine's semantics change.
 """
@@ -33,7 +33,7 @@ def threat_plain(threat: ThreatModel) -> dict[str, str]:
 
 # Options added after caches existed: absent from a key at their default, so earlier keys stay valid.
 # channels_last, compile and fuse_bn never change a result beyond float rounding (parity tests): never keyed.
-UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}  # a cascade is keyed by its "after" list (plan.py)
+UNKEYED_AT_DEFAULT = {"precision": "fp32", "cascade": False}  # a cascade is keyed by its "after" list (expand.py)
 NEVER_KEYED = ("channels_last", "compile", "fuse_bn")
 
 

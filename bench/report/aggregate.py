@@ -27,7 +27,7 @@ from bench.engine.store import Store
 from bench.evaluation import parity
 from bench.evaluation.randomised import model_flags
 from bench.evaluation.sanity import run_flags
-from bench.plan.plan import EvalJob, Plan
+from bench.plan.tasks import EvalJob, Plan
 from bench.registry import ATTACKS
 from bench.report.rows import CLEAN, WORST, CellStats, ResultRow
 

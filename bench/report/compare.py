@@ -76,9 +76,9 @@ def _evidence(row_a: str, row_b: str, result: Paired) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.core.files import default_cache_dir
     from bench.engine.store import Store
-    from bench.plan.plan import expand
+    from bench.plan.expand import expand
     from bench.report.aggregate import collect_outcomes
-    from bench.suite.config import load_suite
+    from bench.suite.load import load_suite
 
     plan = expand(load_suite(args.suite, args.set), args.limit)
     _, outcomes = collect_outcomes(plan, Store(args.cache_dir or default_cache_dir()))

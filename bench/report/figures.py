@@ -25,7 +25,7 @@ from bench.core import plotting as figures
 from bench.core import stats
 from bench.core.files import atomic_write_text
 from bench.engine.store import Store
-from bench.plan.plan import Plan
+from bench.plan.tasks import Plan
 from bench.report.aggregate import WORST, load_flags, worst_case
 from bench.types import ThreatModel
 

@@ -21,13 +21,13 @@ from bench.core.errors import BenchError
 from bench.core.files import atomic_write_text, write_json
 from bench.device.env import provenance
 from bench.engine.store import Store
-from bench.plan.plan import Plan
+from bench.plan.tasks import Plan
 from bench.report.aggregate import collect_outcomes
 from bench.report.figures import write_figures
 from bench.report.html import write_index
 from bench.report.render import NORMS, write_results
 from bench.report.rows import ResultRow
-from bench.suite.config import Suite
+from bench.suite.specs import Suite
 
 
 def results_folder(results_dir: str | Path, suite: Suite) -> Path:

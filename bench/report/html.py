@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.core.files import atomic_write_text
 from bench.core.plotting import DPI
-from bench.plan.plan import Plan
+from bench.plan.tasks import Plan
 from bench.report.aggregate import WORST
 from bench.report.render import MISSING, leaderboard_markdown, leaderboard_rows
 from bench.report.rows import ResultRow

@@ -15,127 +15,26 @@ Two layouts:
 * ``lpf``: FR Table 1 style from the spectral analysis; rows pick an analysed model and an input
   (``clean`` or ``adversarial``), columns are low-pass masks (``b=32`` or ``r=8``).
 
-Rendered as Markdown, LaTeX (booktabs) or CSV by ``bench report SUITE --format md|latex|csv``.
+Rendered as Markdown, LaTeX (booktabs) or CSV by ``bench report SUITE --format md|latex|csv``. The
+``paper:`` section itself is read and checked by the suite (``bench/suite/paper.py``).
 """
 
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from bench.core import stats
-from bench.core.errors import ConfigError, show
-from bench.core.params import parse_fraction
+from bench.suite.specs import PaperColumn, PaperSpec
 
 if TYPE_CHECKING:
     from bench.report.rows import ResultRow
 
 MISSING = "—"
-
-
-@dataclass(frozen=True)
-class PaperColumn:
-    name: str  # as printed in the paper
-    ours: str  # our leaderboard column ("Clean", "PGD-20", ...) or low-pass mask ("b=16")
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    label: str  # as printed in the paper
-    ours: str | None  # our leaderboard row; None = not run by this suite
-    reported: dict[str, float] = field(default_factory=dict)  # paper column name -> value (%)
-    input: Literal["clean", "adversarial"] = "clean"  # lpf layout only
-
-
-@dataclass(frozen=True)
-class PaperSpec:
-    title: str
-    source: str
-    layout: Literal["leaderboard", "lpf"]
-    columns: tuple[PaperColumn, ...]
-    rows: tuple[PaperRow, ...]
-    tolerance_pp: float = 1.0
-    note: str = ""
-
-
-def _fail_unknown(where: str, what: str, value: str, known: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(value, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(where, f"unknown {what} {show(value)}{hint}; known: {', '.join(known) or 'none'}")
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(where, f"expected a string, got {show(value)}")
-    return value
-
-
-def _list(value: Any, where: str) -> list:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(where, f"expected a non-empty list, got {show(value)}")
-    return value
-
-
-def parse_paper(raw: Any, where: str, our_rows: list[str], our_columns: list[str], analysed: list[str]) -> PaperSpec:
-    """Strictly parse a ``paper:`` mapping; rows and columns must exist in the suite."""
-    if not isinstance(raw, dict):
-        raise ConfigError(where, "expected a mapping with title, source, layout, columns, rows")
-    allowed = {"title", "source", "layout", "columns", "rows", "tolerance_pp", "note"}
-    for key in raw:
-        if key not in allowed:
-            raise _fail_unknown(f"{where}.{key}", "key", str(key), sorted(allowed))
-    for key in ("title", "source", "columns", "rows"):
-        if key not in raw:
-            raise ConfigError(f"{where}.{key}", "missing")
-    layout = raw.get("layout", "leaderboard")
-    if layout not in ("leaderboard", "lpf"):
-        raise ConfigError(f"{where}.layout", f"expected leaderboard or lpf, got {show(layout)}")
-    columns = []
-    for i, col in enumerate(_list(raw["columns"], f"{where}.columns")):
-        at = f"{where}.columns[{i}]"
-        if isinstance(col, str):
-            col = {"name": col, "ours": col}
-        if not isinstance(col, dict) or set(col) - {"name", "ours"} or "name" not in col:
-            raise ConfigError(at, "expected {name: <paper column>, ours: <our column>} or a column name")
-        ours = _text(col.get("ours", col["name"]), f"{at}.ours")
-        if layout == "leaderboard" and ours not in ["Clean", *our_columns]:
-            raise _fail_unknown(f"{at}.ours", "column", ours, ["Clean", *our_columns])
-        if layout == "lpf" and not (ours[:2] in ("b=", "r=") and ours[2:].isdigit()):
-            raise ConfigError(f"{at}.ours", f"expected a low-pass mask such as b=16 or r=8, got {show(ours)}")
-        columns.append(PaperColumn(_text(col["name"], f"{at}.name"), ours))
-    names = [c.name for c in columns]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}.columns", "expected a non-empty list of distinct columns")
-    rows = []
-    for i, row in enumerate(_list(raw["rows"], f"{where}.rows")):
-        at = f"{where}.rows[{i}]"
-        if not isinstance(row, dict) or "label" not in row or set(row) - {"label", "ours", "reported", "input"}:
-            raise ConfigError(at, "expected {label: ..., ours: <our row or null>, reported: {column: value}}")
-        ours = row.get("ours")
-        candidates = analysed if layout == "lpf" else our_rows
-        if ours is not None and ours not in candidates:
-            raise _fail_unknown(f"{at}.ours", "row" if layout == "leaderboard" else "analysed row", str(ours), candidates)
-        reported = {}
-        if not isinstance(row.get("reported") or {}, dict):
-            raise ConfigError(f"{at}.reported", f"expected a mapping {{column: value}}, got {show(row['reported'])}")
-        for col, value in (row.get("reported") or {}).items():
-            if col not in names:
-                raise _fail_unknown(f"{at}.reported.{col}", "column", str(col), names)
-            reported[str(col)] = None if value is None else float(parse_fraction(value, f"{at}.reported.{col}"))
-        kind = row.get("input", "clean")
-        if kind not in ("clean", "adversarial"):
-            raise ConfigError(f"{at}.input", f"expected clean or adversarial, got {show(kind)}")
-        rows.append(PaperRow(_text(row["label"], f"{at}.label"), ours, reported, kind))
-    tol = float(parse_fraction(raw.get("tolerance_pp", 1.0), f"{where}.tolerance_pp"))
-    if tol < 0:
-        raise ConfigError(f"{where}.tolerance_pp", "must be >= 0")
-    text = {key: _text(raw.get(key, ""), f"{where}.{key}") for key in ("title", "source", "note")}
-    return PaperSpec(text["title"], text["source"], layout, tuple(columns), tuple(rows), tol, text["note"])
 
 
 # ------------------------------------------------------------------------------------------ cells

@@ -15,7 +15,7 @@ from bench.core.files import atomic_write_text
 from bench.core.stats import ALPHA, BOOT_SEED, N_BOOT, detectable_difference, min_discordant
 from bench.evaluation.parity import parity_note
 from bench.evaluation.randomised import header_lines as randomised_lines
-from bench.plan.plan import Plan
+from bench.plan.tasks import Plan
 from bench.report.aggregate import CLEAN, WORST
 from bench.report.papers import latex_escape
 from bench.report.rows import ResultRow, records

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bench.data.loader import batches
-from bench.suite.config import WASpec
+from bench.suite.specs import WASpec
 
 
 def resolve_start(spec: WASpec, milestones: tuple[int, ...], epochs: int) -> int:

@@ -51,9 +51,9 @@ from bench.device.native import resolve
 from bench.device.precision import FoldedView, attack_model, autocast, prepare, tf32_scope, to_layout
 from bench.evaluation.evaluate import robust_flags
 from bench.models import build
-from bench.plan.plan import TrainJob
+from bench.plan.tasks import TrainJob
 from bench.registry import DEFENCES
-from bench.suite.config import OptimizerSpec, Suite, WASpec
+from bench.suite.specs import OptimizerSpec, Suite, WASpec
 from bench.training.averaging import Averager
 from bench.types import DatasetSplits, LossOut, TrainContext
 

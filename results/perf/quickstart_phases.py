@@ -8,16 +8,16 @@ import time
 from functools import partial
 
 import torch
-from bench.engine.worker.store import Store
-from bench.engine.worker.worker import WorkerContext
-from bench.plan.plan.plan import expand
 
 from bench.analysis.run import analyze
 from bench.attacks.pgd import pgd, step_size
 from bench.core.modes import frozen_eval
 from bench.core.progress import Progress
+from bench.engine.store import Store
+from bench.engine.worker import WorkerContext
+from bench.plan.expand import expand
 from bench.registry import ATTACKS
-from bench.suite.config import load_suite
+from bench.suite.load import load_suite
 from bench.training.train import train_model
 
 suite = load_suite("suites/quickstart.yaml")

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from bench.core.errors import BenchError, DatasetMissingError
-from bench.plan.plan import SuiteRef, Task
+from bench.plan.tasks import SuiteRef, Task
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from bench.core.errors import BenchError
 from bench.engine.executors.base import Executor, WorkerSpec, run_remote
 from bench.engine.worker import WorkerContext, run
-from bench.plan.plan import Task
+from bench.plan.tasks import Task
 
 
 class Sequential(Executor):

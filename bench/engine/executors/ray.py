@@ -14,7 +14,7 @@ from concurrent.futures import Future
 
 from bench.core.errors import BenchError
 from bench.engine.executors.base import Executor, WorkerSpec, missing_extra, run_remote
-from bench.plan.plan import Task
+from bench.plan.tasks import Task
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.core.errors import BenchError
 from bench.engine.executors.base import Executor, WorkerResult, WorkerSpec, missing_extra, run_remote
-from bench.plan.plan import SuiteRef, Task
+from bench.plan.tasks import SuiteRef, Task
 
 try:
     import submitit
