@@ -12,6 +12,7 @@ from bench.core.stats import wilson
 from bench.plan.expand import expand
 from bench.report.aggregate import CLEAN, WORST, add_cell_stats
 from bench.report.render import leaderboard_latex, leaderboard_markdown
+from bench.report.rows import ResultRow
 from bench.suite.load import load_suite
 from tests.conftest import MINIMAL_SUITE, write_suite
 
@@ -37,12 +38,11 @@ def fabricated(tmp_path: Path, extra: str = "") -> tuple:
     rows, outcomes = [], {}
     for name, (clean, fgsm, train_s, eval_s) in FABRICATED.items():
         base = {"display_name": name, "seed": 0, "clean_acc": clean.mean(), "clean_n": N, "train_seconds": train_s,
-                "device": "cpu (test)", "eval_seconds": eval_s}  # fmt: skip
-        rows += [{**base, "attack": "FGSM", "robust_acc": fgsm.mean(), "n": N}, {**base, "attack": WORST, "robust_acc": fgsm.mean(), "n": N, "eval_seconds": None}]
+                "provenance": {"device": "cpu (test)"}}  # fmt: skip
+        rows += [ResultRow(**base, attack="FGSM", robust_acc=fgsm.mean(), n=N, eval_seconds=eval_s), ResultRow(**base, attack=WORST, robust_acc=fgsm.mean(), n=N)]
         outcomes[(name, CLEAN)] = {0: (IDS, clean)}
         outcomes[(name, "FGSM")] = outcomes[(name, WORST)] = {0: (IDS, fgsm)}
-    add_cell_stats(rows, outcomes)
-    return plan, rows
+    return plan, add_cell_stats(rows, outcomes)
 
 
 def table_lines(board: str) -> dict[str, list[str]]:
@@ -66,11 +66,13 @@ def test_ties_rank_ranges_and_intervals_on_fabricated_results(tmp_path: Path) ->
     order = [line for line in board.splitlines() if line.startswith("|") and any(f"| {r} " in line for r in FABRICATED)]
     assert [next(r for r in FABRICATED if f"| {r} " in line) for line in order] == ["pgd_at", "trades", "standard"]
     assert "differences below 3.00 pp can never be significant" in board and "Cost" not in board
-    by_key = {(r["display_name"], r["attack"]): r for r in rows}
-    assert by_key[("trades", "FGSM")]["tied_with_best"] and not by_key[("standard", "FGSM")]["tied_with_best"]
+    by_key = {(r.display_name, r.attack): r for r in rows}
+    assert by_key[("trades", "FGSM")].cell.tied_with_best and not by_key[("standard", "FGSM")].cell.tied_with_best
     # Holm over {trades: 0.25, standard: ~0}: standard is adjusted by 2, trades (the largest) by 1
-    assert by_key[("trades", "FGSM")]["p_vs_best"] == pytest.approx(0.25)
-    assert by_key[("pgd_at", "FGSM")]["clean_p_vs_best"] > 0 and by_key[("standard", "FGSM")]["clean_is_best"]
+    assert by_key[("trades", "FGSM")].cell.p_vs_best == pytest.approx(0.25)
+    assert by_key[("pgd_at", "FGSM")].clean_cell.p_vs_best > 0 and by_key[("standard", "FGSM")].clean_cell.is_best
+    record = by_key[("trades", "FGSM")].record()  # results.json's columns: the cell's statistics, then the Clean cell's
+    assert record["p_vs_best"] == pytest.approx(0.25) and record["clean_is_best"] is False and record["device"] == "cpu (test)"
 
 
 def test_latex_leaderboard_bolds_ties_and_escapes_names(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from bench.report.papers import (
     render_latex,
     render_markdown,
 )
+from bench.report.rows import ResultRow
 from bench.suite.load import load_suite
 from bench.suite.paper import parse_paper
 from tests.conftest import MINIMAL_SUITE, SUITES, write_suite
@@ -38,9 +39,9 @@ PAPER = {
 }
 
 
-def tidy(display: str, seed: int, clean: float, pgd: float, fgsm: float) -> list[dict]:
-    base = {"display_name": display, "seed": seed, "clean_acc": clean}
-    return [{**base, "attack": "PGD-20", "robust_acc": pgd}, {**base, "attack": "FGSM", "robust_acc": fgsm}]
+def tidy(display: str, seed: int, clean: float, pgd: float, fgsm: float) -> list[ResultRow]:
+    base = {"display_name": display, "seed": seed, "clean_acc": clean, "clean_n": 100}
+    return [ResultRow(**base, attack="PGD-20", robust_acc=pgd), ResultRow(**base, attack="FGSM", robust_acc=fgsm)]
 
 
 @pytest.fixture

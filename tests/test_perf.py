@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import attack
+from bench.commands import profile as profile_mod
 from bench.commands.cli import main
 from bench.core import params as params_mod
 from bench.core.errors import ConfigError

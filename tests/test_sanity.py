@@ -143,7 +143,7 @@ def test_under_cascade_a_broken_pgd_after_fgsm_is_not_passed_with_p_1(tmp_path) 
     plan, store = fake_store(tmp_path, "fgsm, pgd", {"FGSM": robust_first(80), "PGD-20": robust_first(80)}, cascade=True)
     assert plan.eval_jobs[1].after == (plan.eval_jobs[0].key,)
     rows = collect(plan, store)
-    assert all(r["flag_pgd_weaker_than_fgsm"] is None and r["flag_pgd_weaker_than_fgsm_p"] is None for r in rows)
+    assert all(r.checks["flag_pgd_weaker_than_fgsm"] is None and r.checks["flag_pgd_weaker_than_fgsm_p"] is None for r in rows)
     board = leaderboard_markdown(plan, rows)
     assert "sanity flags (Square beats every gradient attack, an iterative attack weaker than FGSM) are not computed under cascade" in board
 
@@ -155,7 +155,7 @@ def test_under_cascade_square_last_raises_no_false_masking_alarm(tmp_path) -> No
     robust = {"FGSM": robust_first(90), "PGD-20": robust_first(80), "Square": robust_first(70)}
     plan, store = fake_store(tmp_path, "fgsm, pgd, square", robust, cascade=True)
     rows = collect(plan, store)
-    assert all(r["flag_square_beats_whitebox"] is None and r["flags"] == "" for r in rows)
+    assert all(r.checks["flag_square_beats_whitebox"] is None and r.flags == "" for r in rows)
     # compared as independent columns, the same flags would raise the alarm
     plan, store = fake_store(tmp_path / "plain", "fgsm, pgd, square", robust, cascade=False)
-    assert all(r["flag_square_beats_whitebox"] and "Square beats" in r["flags"] for r in collect(plan, store))
+    assert all(r.checks["flag_square_beats_whitebox"] and "Square beats" in r.flags for r in collect(plan, store))

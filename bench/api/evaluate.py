@@ -42,6 +42,7 @@ from bench.plan.tasks import Plan
 from bench.registry import ATTACKS, DATASETS
 from bench.report.aggregate import CLEAN, WORST, collect_outcomes, worst_case
 from bench.report.render import NORMS
+from bench.report.rows import CellStats, records
 from bench.suite.refs import parse_ref, parse_ref_list
 from bench.suite.specs import CheckpointSpec, EvalSpec, PluginRef, Suite, TrainSpec
 from bench.types import ThreatModel, parse_eps
@@ -231,20 +232,23 @@ def _collect(plan: Plan, store: Store, computed: int) -> Evaluation:
     if not tidy:
         raise BenchError(f"{WHERE}: nothing evaluated (see the messages above)")
     first, suite = tidy[0], plan.suite
-    clean = {"column": CLEAN, "accuracy": 100 * first["clean_acc"], "n": first["clean_n"], "eval_key": None}
-    clean.update({k: first.get(f"clean_{k}") for k in ("ci_low", "ci_high", "ci_method")})
+    clean = {"column": CLEAN, "accuracy": 100 * first.clean_acc, "n": first.clean_n, "eval_key": None, **_interval(first.clean_cell)}
     rows = [clean] + [
-        {"column": r["attack"], "accuracy": 100 * r["robust_acc"], "n": r["n"], "eval_key": r["eval_key"], **{k: r.get(k) for k in ("ci_low", "ci_high", "ci_method")}}
-        for r in tidy
+        {"column": r.attack, "accuracy": 100 * r.robust_acc, "n": r.n, "eval_key": r.eval_key, **_interval(r.cell)} for r in tidy
     ]
     frame = pd.DataFrame(rows).set_index("column")[["accuracy", "ci_low", "ci_high", "ci_method", "n", "eval_key"]]
-    n = first["clean_n"]
+    n = first.clean_n
     title = (
-        f"{first['display_name']} on {suite.dataset.name}, {NORMS[suite.threat.norm]} ε = {suite.threat.eps_text}, "
+        f"{first.display_name} on {suite.dataset.name}, {NORMS[suite.threat.norm]} ε = {suite.threat.eps_text}, "
         f"{n} test examples (subset seed {plan.eval_spec.subset_seed}); accuracy in % with its 95 % interval"
     )
-    warnings = [w for w in str(first.get("flags") or "").split("; ") if w]
-    return Evaluation(frame, _flags(plan, store), pd.DataFrame(tidy), computed, title, warnings)
+    warnings = [w for w in first.flags.split("; ") if w]
+    return Evaluation(frame, _flags(plan, store), pd.DataFrame(records(tidy)), computed, title, warnings)
+
+
+def _interval(cell: CellStats | None) -> dict[str, Any]:
+    """A cell's 95 % interval (in %) and its method; None each when the cell has no statistics."""
+    return {k: getattr(cell, k) if cell else None for k in ("ci_low", "ci_high", "ci_method")}
 
 
 def _flags(plan: Plan, store: Store) -> pd.DataFrame:

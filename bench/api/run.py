@@ -1,4 +1,4 @@
-"""plan -> run the tasks (claimed in the store) -> aggregate -> render.
+"""plan -> run the tasks (claimed in the store) -> aggregate -> the results folder (``bench/report/folder.py``).
 
 Each train task runs once per distinct training config, each (weights, attack) evaluation once,
 across every process that shares the cache. A task that raises is reported with its traceback in
@@ -14,12 +14,10 @@ from typing import Any
 
 import torch
 
-from bench.analysis.run import render
 from bench.core.errors import BenchError
 from bench.core.files import default_cache_dir, write_json
 from bench.core.progress import Progress
-from bench.device.env import check_device, provenance, resolve_device
-from bench.engine import entries
+from bench.device.env import check_device, resolve_device
 from bench.engine.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.engine.scheduler import ScheduleResult, run_tasks
 from bench.engine.store import Store
@@ -28,12 +26,14 @@ from bench.plan import kinds as task_kinds
 from bench.plan.estimate import Estimator
 from bench.plan.expand import expand
 from bench.plan.tasks import Plan
-from bench.report.aggregate import collect, collect_outcomes
-from bench.report.figures import write_figures
-from bench.report.html import write_index
-from bench.report.render import NORMS, results_json, write_results
+from bench.report.aggregate import collect
+from bench.report.folder import cached_analyses, paper_report, render_analyses, results_folder, write_folder, write_page
+from bench.report.render import results_json
+from bench.report.rows import ResultRow
 from bench.suite.load import load_suite
 from bench.suite.specs import Suite
+
+__all__ = ["RunSummary", "cached_analyses", "paper_report", "render_analyses", "results_folder", "run_suite", "write_page"]
 
 
 @dataclass
@@ -59,14 +59,14 @@ class RunSummary:
         c = result.count
         return cls(
             planned=len(plan.tasks),
-            trained=c("train", "ran"),
-            evaluated=c("eval", "ran"),
-            cached_train=c("train", "cached"),
-            cached_eval=c("eval", "cached"),
-            checked=c("sanity", "ran"),
-            cached_checks=c("sanity", "cached"),
-            analyzed=c("analysis", "ran"),
-            cached_analyses=c("analysis", "cached"),
+            trained=c(task_kinds.TRAIN.name, "ran"),
+            evaluated=c(task_kinds.EVAL.name, "ran"),
+            cached_train=c(task_kinds.TRAIN.name, "cached"),
+            cached_eval=c(task_kinds.EVAL.name, "cached"),
+            checked=c(task_kinds.SANITY.name, "ran"),
+            cached_checks=c(task_kinds.SANITY.name, "cached"),
+            analyzed=c(task_kinds.ANALYSIS.name, "ran"),
+            cached_analyses=c(task_kinds.ANALYSIS.name, "cached"),
             reused=sum(o.status == "reused" for o in result.outcomes),
             failures=[f"{o.task.label}: {o.error}" for o in result.failures],
             logs=[o.log for o in result.failures if o.log],
@@ -90,69 +90,6 @@ class RunSummary:
         }
 
 
-def cached_analyses(plan: Plan, store: Store, arrays: bool = True) -> list[dict[str, Any]]:
-    """The plan's analyses found in the store: display, seed, metrics (and arrays)."""
-    results = []
-    for j in (j for j in plan.analysis_jobs if store.has(j.kind, j.key)):
-        item = {"display": j.display, "seed": j.seed, "metrics": entries.read_metrics(store, task_kinds.ANALYSIS, j.key)}
-        if arrays:
-            item["arrays"] = entries.read_arrays(store, j.key)
-        results.append(item)
-    return results
-
-
-def render_analyses(plan: Plan, store: Store, out: Path) -> None:
-    """``<out>/analysis/`` from the cached analyses of the plan (nothing when none are cached)."""
-    results = cached_analyses(plan, store)
-    if not results:
-        return
-    spec = plan.suite.analysis
-    assert spec is not None
-    render(results, out / "analysis", f"PGD-{spec.attack_steps}", plan.suite.threat)
-
-
-def paper_report(plan: Plan, store: Store, fmt: str) -> str:
-    """The suite's ``paper:`` table from the cache only, as md, latex or csv."""
-    from bench.report import papers
-
-    spec = plan.paper
-    if spec.layout == "leaderboard":
-        rows, outcomes = collect_outcomes(plan, store)
-        values, ties = papers.leaderboard_values(rows), papers.leaderboard_ties(spec, outcomes)
-    else:
-        values, ties = papers.lpf_values(cached_analyses(plan, store, arrays=False)), None
-    table = papers.build_cells(spec, values, ties)
-    if fmt == "csv":
-        return papers.render_csv(spec, table)
-    suite, prov = plan.suite, provenance(torch.device("cpu"))
-    n = plan.eval_spec.n_examples or "all"
-    footer = [
-        f"Source of the published values: {spec.source}.",
-        f"Our protocol: suite `{suite.name}` ({suite.path}): {suite.dataset.name}, {suite.model.name}, {NORMS[suite.threat.norm]} ε = "
-        f"{suite.threat.eps_text}, {suite.train.epochs} epochs, selection `{suite.train.selection}`, {n} test examples, "
-        f"seeds {', '.join(map(str, suite.seeds))}.",
-        *([spec.note] if spec.note else []),
-        f"Generated by bench {prov['bench']} (git {str(prov['git_sha'])[:10]}, torch {prov['torch']}) from the cache; "
-        f"{papers.MISSING} = not run yet.",
-    ]
-    render = papers.render_latex if fmt == "latex" else papers.render_markdown
-    return render(spec, table, footer)
-
-
-def write_page(plan: Plan, store: Store, out: Path, rows: list[dict[str, Any]]) -> Path:
-    """``<out>/index.html`` from the files already rendered in ``out`` and the paper table (from the cache)."""
-    return write_index(plan, rows, out, paper_report(plan, store, "md") if plan.paper is not None else None)
-
-
-def results_folder(results_dir: str | Path, suite: Suite) -> Path:
-    """``<results_dir>/<suite name>``, refusing a name that would leave the results directory."""
-    base = Path(results_dir).expanduser().resolve()
-    out = (base / suite.name).resolve()
-    if out.parent != base:
-        raise BenchError(f"{suite.path}: name: {suite.name!r} would write outside {base}")
-    return out
-
-
 def run_suite(
     suite: Suite | str | Path,
     cache_dir: str | Path | None = None,
@@ -166,17 +103,23 @@ def run_suite(
     debug: bool = False,
     executor: ExecutorConfig | None = None,
     overrides: Any = None,
+    plan: Plan | None = None,
 ) -> RunSummary:
     """Run (or resume) a suite and write ``<results_dir>/<suite name>/``; returns the counters.
 
     ``evaluate=False`` (``bench analyze``) trains what is missing and runs only the analyses.
     ``debug=True`` re-raises a failing task's exception instead of reporting it. ``executor``
     decides where tasks run (default: one after another in this process); see ``bench/executors``.
-    ``overrides`` (a suite given by path): ``{"train.epochs": 2}`` as in ``load_suite``.
+    ``overrides`` (a suite given by path): ``{"train.epochs": 2}`` as in ``load_suite``. ``plan``: the
+    suite already expanded with this ``limit`` (``bench run`` plans once, before its dry run), used as is.
     """
     start = time.perf_counter()
+    if plan is not None:
+        if suite is not plan.suite:
+            raise BenchError(f"run_suite: plan= was expanded from suite {plan.suite.name!r}, not from the suite given")
+        suite = plan.suite
     suite = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
-    plan = expand(suite, limit)
+    plan = plan if plan is not None else expand(suite, limit)
     out = results_folder(results_dir, suite)
     config = executor or ExecutorConfig()
     store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())  # damage is reported even with --quiet
@@ -201,25 +144,24 @@ def run_suite(
         prog.close()
         ex.close()
     summary = RunSummary.of(plan, result)
-    rows = collect(plan, store)
-    unchanged = _unchanged(summary, rows, out)  # a re-run of a finished suite: its figures and page are current
-    if rows and not unchanged:
-        write_results(plan, rows, out.parent)
-    elif not rows:
-        prog.log(f"nothing evaluated for {suite.name}: {out} left as it was")
-    if not unchanged:
-        render_analyses(plan, store, out)
-        write_figures(plan, store, out)
-    summary.seconds = time.perf_counter() - start
     summary.results_dir = out
     summary.overrides = list(suite.overrides)
-    write_json(out / "run.json", summary.as_json())
-    if (rows or (out / "analysis").is_dir()) and not unchanged:
-        write_page(plan, store, out, rows)
+    rows = collect(plan, store)
+    if not rows:
+        prog.log(f"nothing evaluated for {suite.name}: {out} left as it was")
+
+    def run_json() -> dict[str, Any]:
+        summary.seconds = time.perf_counter() - start
+        return summary.as_json()
+
+    if _unchanged(summary, rows, out):  # a re-run of a finished suite: its figures and page are current
+        write_json(out / "run.json", run_json())
+    else:
+        write_folder(plan, store, out, rows, run_json=run_json)
     return summary
 
 
-def _unchanged(summary: RunSummary, rows: list[dict[str, Any]], out: Path) -> bool:
+def _unchanged(summary: RunSummary, rows: list[ResultRow], out: Path) -> bool:
     """Nothing ran and the results on disk are these rows, with their page: re-rendering would rewrite
     the same files (seconds of figure drawing), so a re-run skips it; ``bench report`` always renders."""
     ran = summary.trained + summary.evaluated + summary.analyzed + summary.checked + summary.reused + len(summary.failures)

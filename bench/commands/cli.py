@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _warn_precision(suite, resolve_device(args.device), args.cache_dir or default_cache_dir())
     summary = run_suite(
         suite, args.cache_dir, args.results_dir, device, limit=args.limit, data_dir=args.data_dir,
-        progress=not args.quiet, debug=args.debug, executor=executor,
+        progress=not args.quiet, debug=args.debug, executor=executor, plan=plan,
     )  # fmt: skip
     out = summary.results_dir
     print((out / "leaderboard.md").read_text())
@@ -225,11 +225,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench.api.run import results_folder
     from bench.core.files import default_cache_dir
     from bench.engine.status import suite_status
     from bench.engine.store import Store
     from bench.plan.expand import expand
+    from bench.report.folder import results_folder
     from bench.suite.load import load_suite
 
     plan = expand(load_suite(args.suite, args.set), args.limit)
@@ -273,13 +273,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.api.run import paper_report, render_analyses, results_folder, write_page
     from bench.core.files import atomic_write_text, default_cache_dir
     from bench.engine.store import Store
     from bench.plan.expand import expand
     from bench.report.aggregate import collect
-    from bench.report.figures import write_figures
-    from bench.report.render import leaderboard_latex, write_results
+    from bench.report.folder import paper_report, results_folder, write_folder
+    from bench.report.render import leaderboard_latex
     from bench.suite.load import load_suite
 
     plan = expand(load_suite(args.suite, args.set), args.limit)
@@ -308,21 +307,23 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"the cache holds {len(rows)} of the {old} results in {out / 'results.json'}; not overwriting them "
             "(another cache? use --cache-dir, or --force to replace them)"
         )
-    write_results(plan, rows, out.parent)
-    render_analyses(plan, store, out)
-    write_figures(plan, store, out)
-    if plan.paper is not None:
-        text, path = paper_report(plan, store, args.format), out / f"paper.{ext}"
-    elif args.format == "md":
-        text, path = (out / "leaderboard.md").read_text(), out / "leaderboard.md"
-    elif args.format == "csv":
-        text, path = (out / "results.csv").read_text(), out / "results.csv"
-    else:
-        text, path = leaderboard_latex(plan, rows), out / "leaderboard.tex"
-    atomic_write_text(path, text)
+    shown: dict[str, str] = {}  # the file --format asks for: printed, and (re)written before the page
+
+    def extra() -> dict[str, str]:
+        if plan.paper is not None:
+            shown[f"paper.{ext}"] = paper_report(plan, store, args.format)
+        elif args.format == "latex":
+            shown["leaderboard.tex"] = leaderboard_latex(plan, rows)
+        else:  # leaderboard.md or results.csv, just written
+            name = "leaderboard.md" if args.format == "md" else "results.csv"
+            shown[name] = (out / name).read_text()
+        return shown
+
+    page = write_folder(plan, store, out, rows, extra=extra)
+    (name, text), = shown.items()
     print(text)
-    print(f"written: {path}")
-    print(f"page: {write_page(plan, store, out, rows)}")
+    print(f"written: {out / name}")
+    print(f"page: {page}")
     return 0
 
 

@@ -1,20 +1,22 @@
-"""Store -> one tidy table: a row per (run, attack) plus a synthesised ``worst`` row per run.
+"""Store -> the typed result rows (``bench/report/rows.py``): one per (run, attack) plus a synthesised
+``worst`` row per run. The only place a ``ResultRow`` is built from the cache.
 
 Aggregates are computed from the stored per-sample flags only. The worst case is the AND of the
 robust flags of every attack, aligned by sample id: a sample counts as robust only if it survives
 all of them (fra31/auto-attack#45).
 
-Every tidy row also carries the statistics of its leaderboard cell (``bench/core/stats.py``), computed
-from the per-sample flags of every seed: ``ci_low`` / ``ci_high`` (95 %, in %), ``ci_method``,
+Every row also carries the statistics of its leaderboard cell (``ResultRow.cell``, ``bench/core/stats.py``),
+computed from the per-sample flags of every seed: ``ci_low`` / ``ci_high`` (95 %, in %), ``ci_method``,
 ``p_vs_best`` (``stats.paired_p`` against the column's best row, Holm-corrected over all pairs of
 the column's rows), ``tied_with_best`` (bold: no row significantly better, i.e. ``rank_low == 1``),
-``is_best`` and ``rank_low`` / ``rank_high``; the same with a ``clean_`` prefix for the Clean column.
+``is_best`` and ``rank_low`` / ``rank_high``; the same for the Clean column in ``clean_cell``.
 The attack-comparison sanity flags of a run are computed from all seeds of its leaderboard row
 (the same values on every seed's rows), so a row with S seeds is tested once, not S times.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,9 +31,9 @@ from bench.evaluation.sanity import run_flags
 from bench.plan.kinds import EVAL, TRAIN
 from bench.plan.tasks import EvalJob, Plan
 from bench.registry import ATTACKS
+from bench.report.rows import CLEAN, WORST, CellStats, ResultRow
 
-WORST = "Worst case"
-CLEAN = "Clean"
+__all__ = ["CLEAN", "WORST", "ResultRow", "add_cell_stats", "collect", "collect_outcomes", "load_flags", "worst_case"]
 
 Outcomes = dict[tuple[str, str], stats.Runs]  # (leaderboard row, column) -> seed -> (sample ids, correct flags)
 
@@ -42,19 +44,19 @@ def load_flags(store: Store, job: EvalJob) -> dict[str, np.ndarray] | None:
     return entries.read_flags(store, EVAL, job.key)
 
 
-def _params(prefix: str, params: Any) -> dict[str, Any]:
-    return {f"p_{prefix}_{k}": v for k, v in (to_plain(params) or {}).items()}
+def _params(params: Any) -> dict[str, Any]:
+    return dict(to_plain(params) or {})
 
 
-def collect(plan: Plan, store: Store) -> list[dict[str, Any]]:
-    """Tidy rows for every planned (run, weights, attack) whose evaluation is in the store."""
+def collect(plan: Plan, store: Store) -> list[ResultRow]:
+    """The result rows of every planned (run, weights, attack) whose evaluation is in the store."""
     return collect_outcomes(plan, store)[0]
 
 
-def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Outcomes]:
-    """The tidy rows (with their cell statistics) and the per-sample outcomes they come from."""
+def collect_outcomes(plan: Plan, store: Store) -> tuple[list[ResultRow], Outcomes]:
+    """The result rows (with their cell statistics) and the per-sample outcomes they come from."""
     suite = plan.suite
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     outcomes: Outcomes = {}
     runs = []
     for tjob in plan.train_jobs:
@@ -68,8 +70,7 @@ def collect_outcomes(plan: Plan, store: Store) -> tuple[list[dict[str, Any]], Ou
             sjob = plan.sanity_of(tjob, jobs[0].wa)
             checks = entries.read_checks(store, sjob.key) if sjob and store.has(sjob.kind, sjob.key) else None
             rows.extend(_run_rows(suite, tjob, jobs, manifest, checks, loaded, model, outcomes))
-    add_cell_stats(rows, outcomes)
-    return rows, outcomes
+    return add_cell_stats(rows, outcomes), outcomes
 
 
 def column_outcomes(outcomes: Outcomes, column: str) -> dict[str, stats.Runs]:
@@ -77,28 +78,29 @@ def column_outcomes(outcomes: Outcomes, column: str) -> dict[str, stats.Runs]:
     return {row: runs for (row, col), runs in outcomes.items() if col == column}
 
 
-def add_cell_stats(rows: list[dict[str, Any]], outcomes: Outcomes) -> None:
-    """Annotate each tidy row with the statistics of its cell and of its row's Clean cell."""
+def add_cell_stats(rows: list[ResultRow], outcomes: Outcomes) -> list[ResultRow]:
+    """The rows with the statistics of their cell and of their row's Clean cell."""
     columns = dict.fromkeys(col for _, col in outcomes)
     cells = {col: stats.column_stats(column_outcomes(outcomes, col)) for col in columns}
-    for r in rows:
-        for prefix, col in (("", r["attack"]), ("clean_", CLEAN)):
-            cell = cells.get(col, {}).get(r["display_name"])
-            if cell is not None:
-                r.update({f"{prefix}{k}": v for k, v in cell_fields(cell).items()})
+
+    def of(col: str, display: str) -> CellStats | None:
+        cell = cells.get(col, {}).get(display)
+        return None if cell is None else cell_stats(cell)
+
+    return [replace(r, cell=of(r.attack, r.display_name), clean_cell=of(CLEAN, r.display_name)) for r in rows]
 
 
-def cell_fields(cell: stats.CellStats) -> dict[str, Any]:
-    return {
-        "ci_low": 100 * cell.ci_low,
-        "ci_high": 100 * cell.ci_high,
-        "ci_method": cell.method,
-        "p_vs_best": cell.p_vs_best,
-        "tied_with_best": cell.tied_with_best,
-        "is_best": cell.is_best,
-        "rank_low": cell.rank_low,
-        "rank_high": cell.rank_high,
-    }
+def cell_stats(cell: stats.CellStats) -> CellStats:
+    return CellStats(
+        ci_low=100 * cell.ci_low,
+        ci_high=100 * cell.ci_high,
+        ci_method=cell.method,
+        p_vs_best=cell.p_vs_best,
+        tied_with_best=cell.tied_with_best,
+        is_best=cell.is_best,
+        rank_low=cell.rank_low,
+        rank_high=cell.rank_high,
+    )
 
 
 def _ran(manifest: dict[str, Any]) -> str | None:
@@ -108,7 +110,7 @@ def _ran(manifest: dict[str, Any]) -> str | None:
 
 
 def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One run's evaluated attacks: their tidy rows, recorded in ``outcomes`` (with Clean and Worst case),
+    """One run's evaluated attacks: their columns (``ResultRow`` fields), recorded in ``outcomes`` (with Clean and Worst case),
     and the run's model flags (randomised or probability outputs: ``bench/evaluation/randomised.py``)."""
     run_rows = []
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
@@ -135,8 +137,8 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
                 "eval_device": eval_manifest.get("provenance", {}).get("device"),
                 "eval_precision": _ran(eval_manifest),
                 "max_perturbation": metrics.get("max_dist"),  # largest distance of x_adv from x (in the threat's norm); > eps is an error
-                **(parity.row_fields(metrics["parity"]) if "parity" in metrics else {}),  # a low-precision evaluation
-                **_params("attack", ejob.attack.params),
+                "parity": parity.row_fields(metrics["parity"]) if "parity" in metrics else None,  # a low-precision evaluation
+                "attack_params": _params(ejob.attack.params),
             }
         )
     if not run_rows:
@@ -156,15 +158,15 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
 def _run_rows(
     suite: Any, tjob: Any, jobs: list[EvalJob], manifest: dict, checks: dict | None, run_rows: list[dict[str, Any]],
     model: dict[str, Any], outcomes: Outcomes,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """The run's tidy rows: its attack rows (from :func:`_load_run`) with the run's columns, flags and provenance."""
+) -> list[ResultRow]:  # fmt: skip
+    """The run's rows: its attack columns (from :func:`_load_run`) with the run's fields, flags and provenance."""
     first = jobs[0]
     clean = outcomes[(first.display, CLEAN)][tjob.seed][1]
     attacks = [{"family": r["family"], "runs": outcomes[(first.display, r["attack"])]} for r in run_rows if r["attack"] != WORST]
     flags = run_flags(checks, attacks, cascade=any(j.after for j in jobs))
-    flags.update(parity.parity_flags(run_rows))
+    flags.update(parity.parity_flags([{"attack": r["attack"], **(r.get("parity") or {})} for r in run_rows]))
     messages = (model.get("flags"), flags.get("flags"), flags.pop("parity_message", None))
-    flags = {**flags, **model, "flags": "; ".join(m for m in messages if m)}
+    checks = {**flags, **model, **health_flags(manifest.get("health", {}), "; ".join(m for m in messages if m))}
     base = {
         "suite": suite.name,
         "dataset": suite.dataset.name,
@@ -176,20 +178,20 @@ def _run_rows(
         "seed": tjob.seed,
         "clean_n": int(len(clean)),
         "clean_acc": float(clean.mean()) if len(clean) else float("nan"),
-        "p_threat_norm": suite.threat.norm,
-        "p_threat_eps": suite.threat.eps_text,
-        **_params("defence", tjob.defence.params),
-        **(_params("wa", first.wa) if first.wa else {}),
+        "threat_norm": suite.threat.norm,
+        "threat_eps": suite.threat.eps_text,
+        "defence_params": _params(tjob.defence.params),
+        "wa_params": _params(first.wa) if first.wa else None,
         "train_key": tjob.key,
         "defence_version": tjob.defence.version,
         "train_seconds": manifest.get("seconds"),
         "train_precision": _ran(manifest),
         "best_epoch": _one_based(manifest.get("weights", {}).get(first.weights.tag, {}).get("best_epoch")),
-        **flags,
-        **health_flags(manifest.get("health", {}), flags.get("flags", "")),
-        **manifest.get("provenance", {}),
+        "flags": checks.pop("flags"),
+        "checks": checks,
+        "provenance": dict(manifest.get("provenance", {})),
     }
-    return [{**base, **r} for r in run_rows]
+    return [ResultRow(**base, **r) for r in run_rows]
 
 
 def _one_based(epoch: int | None) -> int | None:

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from bench.core.plotting import DPI
 from bench.plan.tasks import Plan
 from bench.report.aggregate import WORST
 from bench.report.render import MISSING, leaderboard_markdown, leaderboard_rows
+from bench.report.rows import ResultRow
 
 BOLD = ("\x02", "\x03")  # tie marks from leaderboard_rows, turned into <strong> after escaping
 CURVES = {
@@ -197,7 +199,7 @@ def markdown_html(text: str, base: Path, shift: int = 0) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _leaderboard(plan: Plan, rows: list[dict[str, Any]], out: Path) -> tuple[str, str]:
+def _leaderboard(plan: Plan, rows: Sequence[ResultRow], out: Path) -> tuple[str, str]:
     """(leaderboard section, flags section): the table from ``leaderboard_rows``, the text of ``leaderboard.md``."""
     headers, body = leaderboard_rows(plan, rows, plan.suite.leaderboard.cost, bold=BOLD)
     align = ["num", ""] + ["num"] * (len(headers) - 2)
@@ -250,7 +252,7 @@ def _key_values(items: list[tuple[str, Any]]) -> str:
     return f'<div class="wide"><table class="kv">\n<tbody>\n{rows}</tbody></table></div>'
 
 
-def _provenance(plan: Plan, rows: list[dict[str, Any]], out: Path) -> str:
+def _provenance(plan: Plan, rows: Sequence[ResultRow], out: Path) -> str:
     from bench.core.version import __version__
     from bench.device.env import git_sha
 
@@ -267,7 +269,7 @@ def _provenance(plan: Plan, rows: list[dict[str, Any]], out: Path) -> str:
     ]
     versions = []
     for key in PROVENANCE_KEYS:
-        values = sorted({str(r[key]) for r in rows if r.get(key) not in (None, "")})
+        values = sorted({str(v) for v in (_version(r, key) for r in rows) if v not in (None, "")})
         if values:
             versions.append((key, "; ".join(values)))
     sha = git_sha()
@@ -289,17 +291,22 @@ def _seconds(value: float) -> str:
     return MISSING if math.isnan(value) else f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
-def _cost(plan: Plan, rows: list[dict[str, Any]], out: Path) -> str:
+def _version(row: ResultRow, key: str) -> Any:
+    """A provenance value of a row: where its evaluation ran, or what its training recorded."""
+    return row.eval_device if key == "eval_device" else row.provenance.get(key)
+
+
+def _cost(plan: Plan, rows: Sequence[ResultRow], out: Path) -> str:
     """Training and evaluation seconds per leaderboard row (mean over seeds), and the last run's wall time."""
     table = []
     for display in dict.fromkeys(j.display for j in plan.eval_jobs):
-        mine = [r for r in rows if r["display_name"] == display and r["attack"] != WORST]
-        seeds = sorted({r["seed"] for r in mine})
-        train = [next(r["train_seconds"] for r in mine if r["seed"] == s) or 0.0 for s in seeds]
-        evaluation = [sum(r["eval_seconds"] or 0.0 for r in mine if r["seed"] == s) for s in seeds]
+        mine = [r for r in rows if r.display_name == display and r.attack != WORST]
+        seeds = sorted({r.seed for r in mine})
+        train = [next(r.train_seconds for r in mine if r.seed == s) or 0.0 for s in seeds]
+        evaluation = [sum(r.eval_seconds or 0.0 for r in mine if r.seed == s) for s in seeds]
         mean = [sum(v) / len(v) if v else float("nan") for v in (train, evaluation)]
         table.append([display, *map(_seconds, mean), _seconds(mean[0] + mean[1])])
-    devices = sorted({str(r["device"]) for r in rows if r.get("device")})
+    devices = sorted({str(r.provenance["device"]) for r in rows if r.provenance.get("device")})
     run = _run_json(out)
     total = f" The last run took {run['seconds']:.0f} s in all (cached tasks cost nothing)." if isinstance(run.get("seconds"), (int, float)) else ""
     note = (f"Seconds per leaderboard row, mean over seeds: training (from the training run's record) and evaluation (every "
@@ -309,7 +316,7 @@ def _cost(plan: Plan, rows: list[dict[str, Any]], out: Path) -> str:
     return f'<section id="cost"><h2>Cost</h2>\n<p>{inline(note)}</p>\n{table_html(headers, table, ["", "num", "num", "num"])}\n</section>'
 
 
-def page(plan: Plan, rows: list[dict[str, Any]], out: Path, paper_md: str | None = None) -> str:
+def page(plan: Plan, rows: Sequence[ResultRow], out: Path, paper_md: str | None = None) -> str:
     """The whole HTML document for ``plan`` from its rows and the files already written in ``out``."""
     suite = plan.suite
     board, flags = _leaderboard(plan, rows, out)
@@ -338,7 +345,7 @@ def page(plan: Plan, rows: list[dict[str, Any]], out: Path, paper_md: str | None
     ])  # fmt: skip
 
 
-def write_index(plan: Plan, rows: list[dict[str, Any]], out: Path, paper_md: str | None = None) -> Path:
+def write_index(plan: Plan, rows: Sequence[ResultRow], out: Path, paper_md: str | None = None) -> Path:
     """Write ``<out>/index.html`` (atomically); returns its path."""
     path = Path(out) / "index.html"
     atomic_write_text(path, page(plan, rows, Path(out), paper_md))

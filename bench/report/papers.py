@@ -24,11 +24,15 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.core import stats
 from bench.suite.specs import PaperColumn, PaperSpec
+
+if TYPE_CHECKING:
+    from bench.report.rows import ResultRow
 
 MISSING = "—"
 
@@ -58,13 +62,13 @@ class Cell:
         return None if self.mean is None or self.paper is None else self.mean - self.paper
 
 
-def leaderboard_values(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
-    """(our row, our column) -> per-seed values in %, from the tidy results."""
+def leaderboard_values(rows: Sequence[ResultRow]) -> dict[tuple[str, str], list[float]]:
+    """(our row, our column) -> per-seed values in %, from the result rows."""
     out: dict[tuple[str, str], list[float]] = {}
     for r in rows:
-        out.setdefault((r["display_name"], r["attack"]), []).append(100 * r["robust_acc"])
-    for key in {(r["display_name"], r["seed"]): r for r in rows}.values():
-        out.setdefault((key["display_name"], "Clean"), []).append(100 * key["clean_acc"])
+        out.setdefault((r.display_name, r.attack), []).append(100 * r.robust_acc)
+    for first in {(r.display_name, r.seed): r for r in rows}.values():
+        out.setdefault((first.display_name, "Clean"), []).append(100 * first.clean_acc)
     return out
 
 

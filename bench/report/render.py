@@ -1,9 +1,10 @@
-"""Tidy rows -> ``leaderboard.md``, ``results.csv``, ``results.json`` in ``<results>/<suite>/``."""
+"""Result rows (``bench/report/rows.py``) -> ``leaderboard.md``, ``results.csv``, ``results.json`` in ``<results>/<suite>/``."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from bench.evaluation.randomised import header_lines as randomised_lines
 from bench.plan.tasks import Plan
 from bench.report.aggregate import CLEAN, WORST
 from bench.report.papers import latex_escape
+from bench.report.rows import ResultRow, records
 
 MISSING = "—"
 
@@ -25,7 +27,7 @@ Bold = tuple[str, str]
 MARKDOWN_BOLD: Bold = ("**", "**")
 
 
-def speed_lines(plan: Any, rows: list[dict]) -> list[str]:
+def speed_lines(plan: Any, rows: Sequence[ResultRow]) -> list[str]:
     """Header notes for the fast paths: ``eval.cascade``, and the precision each phase asked for and ran."""
     out = []
     if plan.eval_spec.cascade:
@@ -35,11 +37,11 @@ def speed_lines(plan: Any, rows: list[dict]) -> list[str]:
                    "a later column never attacked the points an earlier one broke, so no two columns can be compared.")  # fmt: skip
     train, ev = plan.suite.train.precision, plan.eval_spec.precision
     if train != "fp32" or ev != "fp32":
-        ran = lambda key: ", ".join(sorted({str(r[key]) for r in rows if r.get(key)})) or "not recorded"  # noqa: E731
+        ran = lambda key: ", ".join(sorted({str(getattr(r, key)) for r in rows if getattr(r, key)})) or "not recorded"  # noqa: E731
         out.append(f"- Precision: training `{train}` (ran {ran('train_precision')}), attacks `{ev}` (ran {ran('eval_precision')}); "
                    "final predictions always fp32. `auto` is the fastest path each device runs natively (keyed as `auto`).")  # fmt: skip
-    if any(r.get("eval_precision") not in (None, "fp32") for r in rows) or (ev not in ("fp32", "auto") and not rows):
-        out.append(f"- {parity_note(rows)}.")
+    if any(r.eval_precision not in (None, "fp32") for r in rows) or (ev not in ("fp32", "auto") and not rows):
+        out.append(f"- {parity_note(records(rows))}.")
     return out
 
 
@@ -81,11 +83,11 @@ def _cost(sub: pd.DataFrame) -> str:
 
 
 def leaderboard_rows(
-    plan: Plan, rows: list[dict[str, Any]], cost: bool = False, bold: Bold = MARKDOWN_BOLD
+    plan: Plan, rows: Sequence[ResultRow], cost: bool = False, bold: Bold = MARKDOWN_BOLD
 ) -> tuple[list[str], list[list[str]]]:
     """Header and body: one row per defence (mean over seeds with its interval), sorted by worst case."""
     headers = ["Rank", "Defence", CLEAN, *plan.columns, WORST] + (["Cost (s)"] if cost else [])
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(records(rows))  # the edge: grouped per row, column and seed as a table
     body = []
     for display in dict.fromkeys(j.display for j in plan.eval_jobs):
         sub = df[df["display_name"] == display] if len(df) else df
@@ -150,15 +152,15 @@ def uncertainty_lines(plan: Plan, n: int | None) -> list[str]:
     return lines
 
 
-def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
+def leaderboard_markdown(plan: Plan, rows: Sequence[ResultRow]) -> str:
     suite = plan.suite
     cost = suite.leaderboard.cost
     headers, body = leaderboard_rows(plan, rows, cost)
-    n = rows[0]["clean_n"] if rows else plan.eval_spec.n_examples
+    n = rows[0].clean_n if rows else plan.eval_spec.n_examples
     smaller = [f"{c}: first {a.n_examples}" for a, c in zip(plan.attacks, plan.columns) if a.n_examples and (n is None or a.n_examples < n)]
     subset_note = f"; {', '.join(smaller)} of them (Worst case over the examples every attack saw)" if smaller else ""
     seeds = ", ".join(str(s) for s in suite.seeds)
-    devices = sorted({str(r.get("device")) for r in rows if r.get("device")})
+    devices = sorted({str(r.provenance.get("device")) for r in rows if r.provenance.get("device")})
     lines = [
         f"# Leaderboard: {suite.name}",
         "",
@@ -170,7 +172,7 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
         + (" Mean over seeds." if len(suite.seeds) > 1 else ""),
         *uncertainty_lines(plan, n),
         *speed_lines(plan, rows),
-        *randomised_lines(rows),
+        *randomised_lines(records(rows)),
         *([f"- Cost: training + evaluation seconds (mean over seeds) on {', '.join(devices) or 'unknown device'}."] if cost else []),
         "",
         tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=("right", "left") + ("right",) * (len(headers) - 2)),
@@ -178,8 +180,8 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
     ]
     flagged = {}
     for row in rows:
-        if row.get("flags"):
-            flagged.setdefault(row["display_name"], set()).update(row["flags"].split("; "))
+        if row.flags:
+            flagged.setdefault(row.display_name, set()).update(row.flags.split("; "))
     if flagged:
         lines.append("**Sanity flags** (see `bench/evaluation/sanity.py`, `bench/evaluation/randomised.py`):\n")
         lines.extend(f"- `{name}`: {'; '.join(sorted(msgs))}" for name, msgs in flagged.items())
@@ -190,7 +192,7 @@ def leaderboard_markdown(plan: Plan, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def leaderboard_latex(plan: Plan, rows: list[dict[str, Any]]) -> str:
+def leaderboard_latex(plan: Plan, rows: Sequence[ResultRow]) -> str:
     """The leaderboard table as LaTeX (booktabs rules, ``\\textbf`` for the rows no row is significantly better than)."""
     headers, body = leaderboard_rows(plan, rows, plan.suite.leaderboard.cost, bold=("\\textbf{", "}"))
     lines = [
@@ -207,16 +209,16 @@ def leaderboard_latex(plan: Plan, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_json(rows: list[dict[str, Any]]) -> str:
-    """``results.json``'s text: the tidy rows as written (a re-run compares it to know nothing changed)."""
-    return json.dumps(rows, indent=1, default=str) + "\n"
+def results_json(rows: Sequence[ResultRow]) -> str:
+    """``results.json``'s text: the rows' records as written (a re-run compares it to know nothing changed)."""
+    return json.dumps(records(rows), indent=1, default=str) + "\n"
 
 
-def write_results(plan: Plan, rows: list[dict[str, Any]], results_dir: Path) -> Path:
+def write_results(plan: Plan, rows: Sequence[ResultRow], results_dir: Path) -> Path:
     out = Path(results_dir) / plan.suite.name
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(plan, rows))
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(records(rows))  # columns: the union of the records', in order of first appearance
     atomic_write_text(out / "results.csv", df.to_csv(index=False) if len(df) else "")
     atomic_write_text(out / "results.json", results_json(rows))
     return out
