@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from bench.commands import options
+from bench.commands.compare import add_compare_parser, cmd_compare
 from bench.commands.eval import add_eval_parser, cmd_eval
 from bench.commands.profile import add_profile_parser, cmd_profile
 from bench.core.errors import BenchError
-from bench.report.compare import add_compare_parser, cmd_compare
 
 EXAMPLES = {
     "run": """examples:
@@ -52,25 +53,6 @@ EXAMPLES = {
 }
 
 
-def _add_common(p: argparse.ArgumentParser, results: bool = True) -> None:
-    p.add_argument("suite", type=Path, help="suite YAML file")
-    p.add_argument("--cache-dir", type=Path, default=None, help="artefact cache (default: $BENCH_CACHE or ~/.cache/bench)")
-    if results:
-        p.add_argument("--results-dir", type=Path, default=Path("results"), help="where <suite>/leaderboard.md goes (default: ./results)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate at most N test examples (part of the eval key)")
-    p.add_argument(
-        "--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a suite key (YAML value; repeatable): train.epochs=2, 'wa=[none, swa]', defences.1.pgd_at.steps=3",
-    )  # fmt: skip
-
-
-def _add_executor(p: argparse.ArgumentParser) -> None:
-    from bench.engine.executors import add_flags  # every registered executor's flags
-
-    g = p.add_argument_group("where tasks run (see README: Running on many GPUs or a cluster)")
-    add_flags(g, lambda g: g.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="YAML with executor: and its options (the flags below win)"))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -81,19 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
 
     p = sub.add_parser("run", help="train and evaluate a suite, then write its leaderboard", epilog=EXAMPLES["run"], formatter_class=fmt)
-    _add_common(p)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan with cache hits and misses; compute nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--debug", action="store_true", help="re-raise a failing task's exception (full traceback) instead of going on")
-    _add_executor(p)
+    options.add_common(p)
+    options.add_compute(p, dry_run=True)
+    options.add_executor(p)
 
     p = sub.add_parser("status", help="what is done, running (where), failed and left of a suite, from the cache", epilog=EXAMPLES["status"], formatter_class=fmt)
-    _add_common(p)
+    options.add_common(p)
 
     p = sub.add_parser("validate", help="parse a suite, expand its grid, show cache hits/misses (no compute)", epilog=EXAMPLES["validate"], formatter_class=fmt)
-    _add_common(p, results=False)
+    options.add_common(p, results=False)
     p.add_argument("--device", default="auto", help="device the time estimate is for: auto | cpu | cuda | cuda:N (default: auto)")
 
     p = sub.add_parser("ls", help="list registered plug-ins with versions and parameters", epilog=EXAMPLES["ls"], formatter_class=fmt)
@@ -101,11 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", nargs="*", default=[], metavar="MODULE", help="extra plug-in modules or .py files to load first")
 
     p = sub.add_parser("analyze", help="spectral analyses of a suite's models (trains what is missing; no attacks)", epilog=EXAMPLES["analyze"], formatter_class=fmt)
-    _add_common(p)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--debug", action="store_true", help="re-raise a failing task's exception (full traceback) instead of going on")
+    options.add_common(p)
+    options.add_compute(p)
 
     p = sub.add_parser("data", help="dataset status and downloads", epilog=EXAMPLES["data"], formatter_class=fmt)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -118,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: $BENCH_DATA, then the user data dir)")
 
     p = sub.add_parser("report", help="re-render a suite's leaderboard (or its paper table) from the cache only", epilog=EXAMPLES["report"], formatter_class=fmt)
-    _add_common(p)
+    options.add_common(p)
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default: md)")
     p.add_argument("--force", action="store_true", help="replace existing results even when the cache holds fewer")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from bench.commands.options import command_parser
 from bench.core.errors import ConfigError, show
 
 EXAMPLES = """examples:
@@ -28,10 +29,7 @@ A second run with the same weights and settings is read from the cache."""
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval", help="evaluate your own checkpoint (.pt) under attacks; cached by its weights",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    p = command_parser(sub, "eval", "evaluate your own checkpoint (.pt) under attacks; cached by its weights", EXAMPLES)
     p.add_argument("checkpoint", type=Path, help="a .pt file holding a state_dict")
     p.add_argument("--model", required=True, help="registered model, as in a suite: small_cnn or '{small_cnn: {width: 32}}'")
     p.add_argument("--dataset", required=True, help="dataset, as in a suite: fashion-mnist or '{synthetic: {num_classes: 4}}'")

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bench.attacks.autoattack import AutoAttackParams
 from bench.attacks.pgd import PGDParams, step_size
+from bench.commands.options import command_parser
 from bench.core import params as params_mod
 from bench.core.errors import BenchError, ConfigError
 from bench.core.modes import frozen_eval
@@ -73,10 +74,7 @@ QUICK_AA = AutoAttackParams(version="custom", attacks=("apgd-ce", "apgd-t"), n_i
 
 
 def add_profile_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "profile", help="training and evaluation images/s, FLOP/s, MFU and the speed-up over a textbook loop",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    p = command_parser(sub, "profile", "training and evaluation images/s, FLOP/s, MFU and the speed-up over a textbook loop", EXAMPLES)
     p.add_argument("--model", default="small_cnn", help="registered model (default: small_cnn)")
     p.add_argument(
         "--dataset", default="fashion-mnist", help="registered dataset; synthetic data of its shape when absent"

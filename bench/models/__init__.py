@@ -94,4 +94,4 @@ def flat_features(features: nn.Module, shape: tuple[int, int, int]) -> int:
         return int(features(torch.zeros(1, *shape)).flatten(1).shape[1])
 
 
-from bench.models import preact_resnet, resnet, small_cnn, tiny, wide_resnet  # noqa: E402,F401
+from bench.models import preact_resnet, resnet, small_cnn, tiny, wide_resnet  # noqa: F401

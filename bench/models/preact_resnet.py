@@ -10,48 +10,30 @@ so 64x64 inputs work too. 11,172,170 parameters for 10 classes. PyTorch default 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from bench.models import ModelParams
+from bench.models.blocks import PreActivationBlock, stages
 from bench.registry import MODELS
 
 
-@dataclass(frozen=True)
-class PreActResNetParams(ModelParams):
-    pass
-
-
-class PreActBlock(nn.Module):
+class PreActBlock(PreActivationBlock):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        super().__init__(cin, cout, stride)
         self.shortcut = None
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        return self.conv2(torch.relu(self.bn2(out))) + shortcut
+    def project(self, act: torch.Tensor) -> torch.Tensor | None:
+        return None if self.shortcut is None else self.shortcut(act)
 
 
 class PreActResNet(nn.Module):
     def __init__(self, blocks: tuple[int, ...], num_classes: int, in_ch: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, 64, 3, 1, 1, bias=False)
-        layers, cin = [], 64
-        for n, cout, stride in zip(blocks, (64, 128, 256, 512), (1, 2, 2, 2)):
-            stage = [PreActBlock(cin, cout, stride)] + [PreActBlock(cout, cout, 1) for _ in range(n - 1)]
-            layers.append(nn.Sequential(*stage))
-            cin = cout
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages(PreActBlock, blocks)
         self.bn = nn.BatchNorm2d(512)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
@@ -61,7 +43,7 @@ class PreActResNet(nn.Module):
         return self.linear(self.pool(torch.relu(self.bn(out))).flatten(1))
 
 
-@MODELS.register("preact_resnet18", params=PreActResNetParams, version=1)
-def preact_resnet18(p: PreActResNetParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
+@MODELS.register("preact_resnet18", params=ModelParams, version=1)
+def preact_resnet18(p: ModelParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
     """PreActResNet-18 (Rice et al. / Bag of Tricks definition), 32x32 or 64x64 (11.17 M)."""
     return PreActResNet((2, 2, 2, 2), num_classes, shape[0])

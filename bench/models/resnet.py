@@ -10,18 +10,12 @@ at widths 64/128/256/512 (strides 1/2/2/2, 1x1 conv + BN projection shortcuts),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from bench.models import ModelParams
+from bench.models.blocks import stages
 from bench.registry import MODELS
-
-
-@dataclass(frozen=True)
-class ResNetParams(ModelParams):
-    pass
 
 
 class BasicBlock(nn.Module):
@@ -45,12 +39,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, 64, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        layers, cin = [], 64
-        for n, cout, stride in zip(blocks, (64, 128, 256, 512), (1, 2, 2, 2)):
-            stage = [BasicBlock(cin, cout, stride)] + [BasicBlock(cout, cout, 1) for _ in range(n - 1)]
-            layers.append(nn.Sequential(*stage))
-            cin = cout
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages(BasicBlock, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
 
@@ -60,7 +49,7 @@ class ResNet(nn.Module):
         return self.linear(self.pool(out).flatten(1))
 
 
-@MODELS.register("resnet18", params=ResNetParams, version=1)
-def resnet18(p: ResNetParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
+@MODELS.register("resnet18", params=ModelParams, version=1)
+def resnet18(p: ModelParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
     """ResNet-18, CIFAR variant (kuangliu): 3x3 stem, no max-pool, 32x32 or 64x64 (11.17 M)."""
     return ResNet((2, 2, 2, 2), num_classes, shape[0])

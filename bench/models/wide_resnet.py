@@ -15,33 +15,22 @@ published 46.16 M (46,160,474) is what ``forward`` uses; with the idle ``sub_blo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from bench.models import ModelParams
+from bench.models.blocks import PreActivationBlock
 from bench.registry import MODELS
 
 
-@dataclass(frozen=True)
-class WideResNetParams(ModelParams):
-    pass
-
-
-class BasicBlock(nn.Module):
+class BasicBlock(PreActivationBlock):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        super().__init__(cin, cout, stride)
         self.convShortcut = None if cin == cout else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = torch.relu(self.bn1(x))
-        out = self.conv2(torch.relu(self.bn2(self.conv1(act))))
-        return out + (x if self.convShortcut is None else self.convShortcut(act))
+    def project(self, act: torch.Tensor) -> torch.Tensor | None:
+        return None if self.convShortcut is None else self.convShortcut(act)
 
 
 class NetworkBlock(nn.Module):
@@ -82,13 +71,13 @@ class WideResNet(nn.Module):
         return self.fc(self.pool(torch.relu(self.bn1(out))).flatten(1))
 
 
-@MODELS.register("wrn_34_10", params=WideResNetParams, version=1)
-def wrn_34_10(p: WideResNetParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
+@MODELS.register("wrn_34_10", params=ModelParams, version=1)
+def wrn_34_10(p: ModelParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
     """WideResNet-34-10 (TRADES definition), 32x32 or 64x64 (46.16 M used + 2.10 M idle sub_block1)."""
     return WideResNet(34, 10, num_classes, shape[0], sub_block=True)
 
 
-@MODELS.register("wrn_28_10", params=WideResNetParams, version=1)
-def wrn_28_10(p: WideResNetParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
+@MODELS.register("wrn_28_10", params=ModelParams, version=1)
+def wrn_28_10(p: ModelParams, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
     """WideResNet-28-10 (TRADES block definition, no unused sub-block), 32x32 or 64x64 (36.48 M)."""
     return WideResNet(28, 10, num_classes, shape[0], sub_block=False)

@@ -208,11 +208,21 @@ class _WeightsTask(Task):
 
 
 @dataclass(frozen=True)
-class EvalJob(_WeightsTask):
-    kind: ClassVar[str] = kinds.EVAL.name
+class _AttackTask(_WeightsTask):
+    """One attack on one set of weights: an evaluation, or a shard of one."""
+
     spec: dict
     attack: PluginRef
     column: str  # table column label, e.g. "PGD-20" ("PGD-20 @ ε=4/255" at an eval.eps radius)
+
+    @property
+    def label(self) -> str:
+        return f"eval {self.display} seed={self.seed} {self.column}"
+
+
+@dataclass(frozen=True)
+class EvalJob(_AttackTask):
+    kind: ClassVar[str] = kinds.EVAL.name
     shards: tuple[str, ...] = ()  # keys of its shard tasks (``shards: N`` on the attack): merged, not computed
     threat: ThreatModel | None = None  # an eval.eps radius; None = the suite's threat (the leaderboard's)
     after: tuple[str, ...] = ()  # eval.cascade: keys of the evaluations to its left (it attacks what they left robust)
@@ -226,26 +236,19 @@ class EvalJob(_WeightsTask):
         """The attack's leaderboard column, without the radius of an eval.eps job."""
         return self.column.split(" @ ε=")[0]
 
-    @property
-    def label(self) -> str:
-        return f"eval {self.display} seed={self.seed} {self.column}"
-
 
 @dataclass(frozen=True)
-class ShardJob(_WeightsTask):
+class ShardJob(_AttackTask):
     """Shard ``index`` of ``count`` of an evaluation: the per-sample flags of a contiguous run of batches."""
 
     kind: ClassVar[str] = kinds.SHARD.name
-    spec: dict
-    attack: PluginRef
-    column: str
     index: int
     count: int
     threat: ThreatModel | None = None  # as its EvalJob's
 
     @property
     def label(self) -> str:
-        return f"eval {self.display} seed={self.seed} {self.column} shard {self.index + 1}/{self.count}"
+        return f"{super().label} shard {self.index + 1}/{self.count}"
 
 
 @dataclass(frozen=True)
