@@ -12,9 +12,9 @@ import torch
 
 @dataclass(frozen=True)
 class ThreatModel:
-    """The perturbation set: an L-inf or L2 ball of radius ``eps`` in [0,1] pixel space."""
+    """The perturbation set: an L-inf, L2 or L1 ball of radius ``eps`` in [0,1] pixel space."""
 
-    norm: Literal["Linf", "L2"] = "Linf"
+    norm: Literal["Linf", "L2", "L1"] = "Linf"
     eps: Fraction = Fraction(8, 255)
     eps_text: str = "8/255"  # as written in the suite, for table headers
 

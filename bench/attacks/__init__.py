@@ -38,6 +38,8 @@ def check_adversarial(
     delta = (x_adv - x).flatten(1)
     if norm == "L2":
         dist, shown, tol = float(delta.double().norm(dim=1).amax()), "L2", max(tol, 1e-5 * eps)
+    elif norm == "L1":  # a sum over every pixel: float32 rounding grows with the radius, as for L2
+        dist, shown, tol = float(delta.double().abs().sum(dim=1).amax()), "L1", max(tol, 1e-5 * eps)
     else:
         dist, shown = float(delta.abs().amax()), "L-inf"
     if dist > eps + tol:
@@ -62,7 +64,7 @@ def attack(
 ) -> torch.Tensor:
     """Library API: run a registered attack on a batch in [0,1]; returns checked ``x_adv``.
 
-    ``eps`` may be a float or a fraction string such as ``"8/255"``; ``norm`` is ``Linf`` or ``L2``;
+    ``eps`` may be a float or a fraction string such as ``"8/255"``; ``norm`` is ``Linf``, ``L2`` or ``L1``;
     both are checked as a suite's ``threat`` is (``eps=300`` for L-inf raises ConfigError).
     The model is put in eval mode for the attack and its previous mode is restored.
     """

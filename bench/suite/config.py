@@ -480,11 +480,11 @@ def parse_ref_list(registry: Registry, items: Any, where: str, allow_empty: bool
     return refs
 
 
-NORMS = ("Linf", "L2")
+NORMS = ("Linf", "L2", "L1")
 
 
 def parse_eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
-    """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 (pixel space)."""
+    """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 and L1 (pixel space)."""
     eps = P.parse_fraction(raw, where)
     if not (0 < eps <= 1 if norm == "Linf" else eps > 0):
         raise ConfigError(where, f"must be in {'(0, 1]' if norm == 'Linf' else '(0, inf)'} for {norm} (pixel space), got {show(raw)}")
@@ -499,7 +499,7 @@ def parse_threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(f"{where}.{sorted(unknown, key=str)[0]}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
     if norm not in NORMS:
-        raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}{P.did_you_mean(norm, NORMS)}")
+        raise ConfigError(f"{where}.norm", f"expected Linf, L2 or L1, got {show(norm)}{P.did_you_mean(norm, NORMS)}")
     if "eps" not in raw:
         raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
     return ThreatModel(norm, *parse_eps(raw["eps"], f"{where}.eps", norm))
