@@ -1,4 +1,4 @@
-"""One registry class for every kind of plug-in (defences, attacks, datasets, models).
+"""One registry class for every kind of plug-in (defences, attacks, datasets, models, corruptions).
 
 A plug-in is a function, a frozen params dataclass and a name. Registering a name twice is an
 error; an unknown name raises with "did you mean" suggestions and the list of known names.
@@ -109,6 +109,7 @@ DEFENCES: Registry = Registry("defence")
 ATTACKS: Registry = Registry("attack")
 DATASETS: Registry = Registry("dataset")
 MODELS: Registry = Registry("model")
+CORRUPTIONS: Registry = Registry("corruption")  # bench/data/corruptions: not in REGISTRIES until suites use them
 
 REGISTRIES: dict[str, Registry] = {
     "defences": DEFENCES,
