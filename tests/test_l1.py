@@ -83,6 +83,15 @@ def test_projection_matches_a_convex_solver(seed):
     assert np.abs(ours - x0[0].numpy()).sum() <= eps + 1e-9
 
 
+def test_projection_with_ties_and_pixels_on_the_box():
+    x0 = torch.tensor([[0.0, 1.0, 0.5, 0.5, 0.0, 1.0, 0.25, 0.75]], dtype=torch.float64)
+    z = x0 + torch.tensor([[-0.3, 0.4, 0.3, -0.3, 0.3, -0.3, 0.3, 0.3]], dtype=torch.float64)  # ties, no room at 0/1
+    for eps in (0.05, 0.3, 0.9, 1.5, 3.0):
+        ours = project_l1_box(z, x0, eps)[0].numpy()
+        ref = solver_projection(z[0].numpy(), x0[0].numpy(), eps)
+        assert np.abs(ours - ref).max() < 1e-5, eps
+
+
 def test_projection_defining_properties():
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(16, 3, 4, 4, generator=g, dtype=torch.float64)

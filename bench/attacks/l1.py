@@ -12,8 +12,8 @@ Definitions followed:
 * Projection: the exact Euclidean projection onto {x : ||x - x0||_1 <= eps, 0 <= x <= 1}. With
   d = z - x0 and per-coordinate room b_i (1 - x0_i if d_i > 0 else x0_i), the KKT conditions give
   delta_i = sign(d_i) * min(max(|d_i| - lam, 0), b_i) with lam = 0 if that is already inside the ball,
-  else the lam >= 0 at which sum_i |delta_i| = eps (a piecewise-linear decreasing function of lam).
-  lam is bracketed by bisection in float64, then solved exactly on the bracket's linear piece.
+  else the lam >= 0 at which sum_i |delta_i| = eps (a piecewise-linear decreasing function of lam),
+  found exactly in float64 by sorting its breakpoints (O(n log n) per image).
   (The same problem as ``L1_projection`` in fra31/auto-attack, written here from the KKT conditions.)
 * Random start: a Laplace direction scaled to L1 radius eps * U(0, 1), then projected (box).
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 
-BISECTION_STEPS = 60
 DEFAULT_TOP = 0.01  # SLIDE's 99th percentile: the top 1% of coordinates move each step
 
 
@@ -40,29 +39,32 @@ def project_l1_box(z: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tenso
     d = _rows(z).double() - x0d
     room = torch.where(d > 0, 1.0 - x0d, x0d).clamp_min(0.0)
     mag = d.abs()
-
-    def total(lam: torch.Tensor) -> torch.Tensor:
-        return torch.minimum((mag - lam[:, None]).clamp_min(0.0), room).sum(1)
-
-    zero = torch.zeros(len(d), dtype=d.dtype, device=d.device)
-    inside = total(zero) <= eps
-    lo, hi = zero.clone(), mag.amax(1) if d.numel() else zero.clone()
-    for _ in range(BISECTION_STEPS):
-        mid = (lo + hi) / 2
-        over = total(mid) > eps
-        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
-    # exact lam on the linear piece at hi: the moving coordinates are those with 0 < |d| - lam < room
-    lam = hi
-    free = ((mag - lam[:, None]) > 0) & ((mag - lam[:, None]) < room)
-    capped = (mag - lam[:, None]) >= room
-    n_free = free.sum(1)
-    exact = ((mag * free).sum(1) + (room * capped).sum(1) - eps) / n_free.clamp_min(1)
-    ok = (n_free > 0) & (exact >= lo - 1e-12) & (exact <= hi + 1e-12)
-    lam = torch.where(ok, exact.clamp_min(0.0), hi)
-    lam = torch.where(inside, zero, lam)
+    lam = _threshold(mag, room, eps)
     delta = d.sign() * torch.minimum((mag - lam[:, None]).clamp_min(0.0), room)
     out = (x0d + delta).clamp_(0.0, 1.0)
     return out.to(z.dtype).view_as(z)
+
+
+def _threshold(mag: torch.Tensor, room: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per row, the lam >= 0 with sum_i min(max(mag_i - lam, 0), room_i) = eps (0 when that sum at 0 is <= eps).
+
+    The sum is piecewise linear in lam, decreasing, with breakpoints at mag_i (a coordinate starts to
+    move) and mag_i - room_i (it reaches its room): sorted, its values at every breakpoint are a cumulative
+    sum of slope x gap, and lam is the linear interpolation on the piece where it crosses eps.
+    """
+    n = len(mag)
+    inside = torch.minimum(mag, room).sum(1) <= eps
+    points = torch.cat([mag, mag - room], 1)
+    signs = torch.cat([torch.ones_like(mag), -torch.ones_like(mag)], 1)
+    t, order = points.sort(1, descending=True)
+    slope = signs.gather(1, order).cumsum(1)  # coordinates moving just below each breakpoint
+    gaps = t[:, :-1] - t[:, 1:]
+    value = torch.cat([torch.zeros(n, 1, dtype=t.dtype, device=t.device), (slope[:, :-1] * gaps).cumsum(1)], 1)
+    k = (value >= eps).double().argmax(1).clamp_min(1)  # first breakpoint where the sum reaches eps
+    rows = torch.arange(n, device=t.device)
+    lam = t[rows, k] + (value[rows, k] - eps) / slope[rows, k - 1].clamp_min(1)
+    reached = (value >= eps).any(1)  # not reached: over eps at lam = 0 by rounding only
+    return torch.where(inside | ~reached, torch.zeros_like(lam), lam.clamp_min(0.0))
 
 
 def sparse_direction(grad: torch.Tensor, x: torch.Tensor | None = None, top: float = DEFAULT_TOP) -> torch.Tensor:
