@@ -6,9 +6,10 @@ torch (and Pillow for the two operations defined by Pillow: ``pixelate`` and ``j
 Each module docstring states where ours differs from that script. Why not the ``imagecorruptions``
 package (1.1.2, the last release): it carries the ImageNet-C parameters (e.g. Gaussian noise
 sigma 0.08..0.38 where CIFAR-10-C uses 0.04..0.10), needs opencv-python and scikit-image, imports
-``scipy.ndimage.interpolation`` and ``pkg_resources`` (gone from our pinned SciPy / recent
-setuptools), and draws from NumPy's global RNG, so per-sample seeding would mean reseeding it
-around every image.
+``pkg_resources`` (absent with the setuptools 84 of our environment: the import fails) and the
+deprecated ``scipy.ndimage.interpolation`` (a DeprecationWarning, an error under our tests' warning
+filter), and draws from NumPy's global RNG, so per-sample seeding would mean reseeding it around
+every image.
 
 A corruption is a plug-in like an attack: ``CORRUPTIONS.register(name, version=...)`` on a function
 ``fn(x, severity, seeds) -> x'`` where ``x`` is float32 N x C x H x W in [0, 1], ``severity`` in 1..5
