@@ -75,7 +75,8 @@ elif what == "io":
     from bench.data import cifar_c
     from bench.evaluation.external import load_external
     from bench.types import ThreatModel
-    d = Path(tempfile.mkdtemp()) / "CIFAR-10-C"
+    tmp = tempfile.TemporaryDirectory()
+    d = Path(tmp.name) / "CIFAR-10-C"
     d.mkdir()
     np.save(d / "fog.npy", np.random.default_rng(0).integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8))
     np.save(d / "labels.npy", np.tile(np.arange(10, dtype=np.uint8), 5000))
@@ -89,3 +90,4 @@ elif what == "io":
     t = time.perf_counter()
     load_external(p, clean, ThreatModel("Linf", Fraction(1, 10), "0.1"))
     print(f"load_external 10000 Fashion-MNIST images ({p.stat().st_size / 1e6:.0f} MB): {time.perf_counter() - t:.2f}s", flush=True)
+    tmp.cleanup()
