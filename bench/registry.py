@@ -6,7 +6,8 @@ cache keys: bump it whenever the plug-in's results change) and the fields of its
 * :class:`AttackSpec` (``ATTACKS``): ``family`` (required), ``label``, ``eot``, ``cost``;
 * :class:`DefenceSpec` (``DEFENCES``): ``selection``, ``shared_start``, ``presets``, ``train_cost``;
 * :class:`DatasetSpec` (``DATASETS``): ``info``, ``sizes``, ``nominal``;
-* :class:`ModelSpec` (``MODELS``): no extra fields; its params carry ``normalize``.
+* :class:`ModelSpec` (``MODELS``): no extra fields; its params carry ``normalize``;
+* :class:`CorruptionSpec` (``CORRUPTIONS``): ``family`` (required: noise, blur, weather or digital).
 
 ``@ATTACKS.register("name", params=P, version=1, family="iterative")`` checks the whole contract when
 the plug-in is registered: a missing required field, an unknown field or a wrong value is a one-line
@@ -171,6 +172,23 @@ class ModelSpec(Entry):
         return None
 
 
+CORRUPTION_FAMILIES = ("noise", "blur", "weather", "digital")  # the four groups of Hendrycks & Dietterich (2019)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorruptionSpec(Entry):
+    """A common corruption: ``fn(x, severity, seeds) -> x`` on float [0,1] images, seeded per sample (``bench/data/corruptions``)."""
+
+    family: str  # required: one of CORRUPTION_FAMILIES
+
+    call: ClassVar[tuple[str, ...]] = ("x", "severity", "seeds")
+
+    def check(self) -> tuple[str, str] | None:
+        if self.family not in CORRUPTION_FAMILIES:
+            return "family", f"unknown {self.family!r} (known: {', '.join(CORRUPTION_FAMILIES)})"
+        return None
+
+
 def _required(spec: type) -> list[str]:
     base = {f.name for f in dataclasses.fields(Entry)}
     return [
@@ -231,7 +249,9 @@ class Registry(Generic[T]):
         return deco
 
     def _field_hint(self, key: str) -> str:
-        return f"one of {', '.join(FAMILIES)}" if key == "family" else f"see {self.spec.__name__}"
+        if key == "family":
+            return f"one of {', '.join(CORRUPTION_FAMILIES if self.spec is CorruptionSpec else FAMILIES)}"
+        return f"see {self.spec.__name__}"
 
     def get(self, name: str) -> Entry[T]:
         try:
@@ -262,6 +282,7 @@ DEFENCES: Registry = Registry("defence", DefenceSpec)
 ATTACKS: Registry = Registry("attack", AttackSpec)
 DATASETS: Registry = Registry("dataset", DatasetSpec)
 MODELS: Registry = Registry("model", ModelSpec)
+CORRUPTIONS: Registry = Registry("corruption", CorruptionSpec)  # bench/data/corruptions: not in REGISTRIES until suites use them
 
 REGISTRIES: dict[str, Registry] = {
     "defences": DEFENCES,

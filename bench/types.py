@@ -19,9 +19,9 @@ from bench.core.params import did_you_mean, parse_fraction
 
 @dataclass(frozen=True)
 class ThreatModel:
-    """The perturbation set: an L-inf or L2 ball of radius ``eps`` in [0,1] pixel space."""
+    """The perturbation set: an L-inf, L2 or L1 ball of radius ``eps`` in [0,1] pixel space."""
 
-    norm: Literal["Linf", "L2"] = "Linf"
+    norm: Literal["Linf", "L2", "L1"] = "Linf"
     eps: Fraction = Fraction(8, 255)
     eps_text: str = "8/255"  # as written in the suite, for table headers
 
@@ -30,11 +30,11 @@ class ThreatModel:
         return float(self.eps)
 
 
-NORMS = ("Linf", "L2")
+NORMS = ("Linf", "L2", "L1")
 
 
 def parse_eps(raw: Any, where: str, norm: str) -> tuple[Any, str]:
-    """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 (pixel space)."""
+    """An exact radius and its text as written: in (0, 1] for L-inf, > 0 for L2 and L1 (pixel space)."""
     eps = parse_fraction(raw, where)
     if not (0 < eps <= 1 if norm == "Linf" else eps > 0):
         raise ConfigError(where, f"must be in {'(0, 1]' if norm == 'Linf' else '(0, inf)'} for {norm} (pixel space), got {show(raw)}")
@@ -50,7 +50,7 @@ def parse_threat(raw: Any, where: str) -> ThreatModel:
         raise ConfigError(f"{where}.{min(unknown, key=str)}", "unknown key; allowed: norm, eps")
     norm = raw.get("norm", "Linf")
     if norm not in NORMS:
-        raise ConfigError(f"{where}.norm", f"expected Linf or L2, got {show(norm)}{did_you_mean(norm, NORMS)}")
+        raise ConfigError(f"{where}.norm", f"expected Linf, L2 or L1, got {show(norm)}{did_you_mean(norm, NORMS)}")
     if "eps" not in raw:
         raise ConfigError(f"{where}.eps", "missing (write it as 8/255 or 0.1)")
     return ThreatModel(norm, *parse_eps(raw["eps"], f"{where}.eps", norm))

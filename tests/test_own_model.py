@@ -115,7 +115,7 @@ def test_any_module_with_normalize_and_one_line_argument_errors(tmp_path: Path) 
     cases = [
         ({"attacks": [{"pgd": {"stpes": 3}}]}, "bench.evaluate: attacks[0].pgd.stpes: unknown key (did you mean 'steps'?)"),
         ({"eps": 300}, "bench.evaluate: eps: must be in (0, 1] for Linf"),
-        ({"norm": "l3"}, "bench.evaluate: norm: expected Linf or L2"),
+        ({"norm": "l3"}, "bench.evaluate: norm: expected Linf, L2 or L1"),
         ({"dataset": "fashion-mnistt"}, "bench.evaluate: dataset: unknown dataset 'fashion-mnistt' (did you mean"),
         ({"n_examples": 0}, "bench.evaluate: eval.n_examples: must be at least 1"),
     ]

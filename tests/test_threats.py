@@ -119,7 +119,8 @@ def test_l2_threat_is_accepted_with_radii_above_one(tmp_path: Path):
 @pytest.mark.parametrize(
     ("threat", "extra", "message"),
     [
-        ("{norm: L1, eps: 0.1}", "", "threat.norm: expected Linf or L2, got 'L1'"),
+        ("{norm: L3, eps: 0.1}", "", "threat.norm: expected Linf, L2 or L1, got 'L3'"),
+        ("{norm: L1, eps: 0}", "", "threat.eps: must be in (0, inf) for L1"),
         ("{norm: L2, eps: 0}", "", "threat.eps: must be in (0, inf) for L2"),
         ("{norm: Linf, eps: 8/255}", "eval: {eps: [4/255, 4/255]}\n", "eval.eps[1]: duplicate radius 4/255"),
         ("{norm: Linf, eps: 8/255}", "eval: {eps: 4/255}\n", "eval.eps: expected a non-empty list"),

@@ -119,7 +119,7 @@ def test_bad_overrides_give_the_suite_one_line_errors(
             "expected one of 'last', 'best_val', got 'bestval' (did you mean 'best_val'?)",
         ),
         ({"train.optimizer.name": "adm"}, "got 'adm' (did you mean 'adam'?)"),
-        ({"threat.norm": "linf"}, "expected Linf or L2, got 'linf' (did you mean 'Linf'?)"),
+        ({"threat.norm": "linf"}, "expected Linf, L2 or L1, got 'linf' (did you mean 'Linf'?)"),
         (
             {"defences.1.pgd_at.eps": "4/255"},
             "defences[1].pgd_at.eps: not a parameter: the radius comes from the suite's threat.eps",

@@ -70,7 +70,7 @@ def parse_request(
         attacks = [attacks]
     canonical = {n.lower(): n for n in NORMS}.get(norm.lower()) if isinstance(norm, str) else None
     if canonical is None:
-        raise ConfigError(labels["norm"], f"expected Linf or L2, got {show(norm)}")
+        raise ConfigError(labels["norm"], f"expected Linf, L2 or L1, got {show(norm)}")
     ev = build(EvalSpec, {"n_examples": n_examples, "batch_size": batch_size, "subset_seed": seed, "precision": precision}, labels["eval"])
     return EvalRequest(
         parse_ref(DATASETS, dataset, labels["dataset"]),

@@ -21,6 +21,25 @@ from bench.types import parse_threat  # the suite's rules and messages for norm 
 TOLERANCE = 1e-6
 
 
+NORM_TEXT = {"Linf": "L-inf", "L2": "L2", "L1": "L1"}
+
+
+def distances(x: torch.Tensor, x_adv: torch.Tensor, norm: str = "Linf") -> torch.Tensor:
+    """Per-sample distance ``||x_adv - x||`` in ``norm`` (L2 and L1 summed in float64)."""
+    delta = (x_adv - x).flatten(1)
+    if norm == "L2":
+        return delta.double().norm(dim=1)
+    if norm == "L1":
+        return delta.double().abs().sum(dim=1)
+    return delta.abs().amax(dim=1).double() if delta.shape[1] else delta.new_zeros(len(delta), dtype=torch.float64)
+
+
+def ball_tolerance(eps: float, norm: str = "Linf", tol: float = TOLERANCE) -> float:
+    """The slack allowed past eps: ``tol``, and for L2 and L1 (sums over every pixel, whose float32
+    rounding grows with the radius) at least 1e-5 * eps."""
+    return max(tol, 1e-5 * eps) if norm in ("L2", "L1") else tol
+
+
 def check_adversarial(
     name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = TOLERANCE, norm: str = "Linf"
 ) -> float:
@@ -37,11 +56,7 @@ def check_adversarial(
     lo, hi = float(x_adv.min()), float(x_adv.max())
     if lo < -tol or hi > 1 + tol:
         raise EvaluationError(f"attack {name!r} left [0,1] (values in [{lo:.6g}, {hi:.6g}])")
-    delta = (x_adv - x).flatten(1)
-    if norm == "L2":
-        dist, shown, tol = float(delta.double().norm(dim=1).amax()), "L2", max(tol, 1e-5 * eps)
-    else:
-        dist, shown = float(delta.abs().amax()), "L-inf"
+    dist, shown, tol = float(distances(x, x_adv, norm).amax()), NORM_TEXT.get(norm, norm), ball_tolerance(eps, norm, tol)
     if dist > eps + tol:
         raise EvaluationError(f"attack {name!r} left the eps-ball: {shown} distance {dist:.6g} > eps {eps:.6g}")
     return dist
@@ -64,7 +79,7 @@ def attack(
 ) -> torch.Tensor:
     """Library API: run a registered attack on a batch in [0,1]; returns checked ``x_adv``.
 
-    ``eps`` may be a float or a fraction string such as ``"8/255"``; ``norm`` is ``Linf`` or ``L2``;
+    ``eps`` may be a float or a fraction string such as ``"8/255"``; ``norm`` is ``Linf``, ``L2`` or ``L1``;
     both are checked as a suite's ``threat`` is (``eps=300`` for L-inf raises ConfigError).
     The model is put in eval mode for the attack and its previous mode is restored.
     """

@@ -13,8 +13,15 @@ reference ``fra31/auto-attack`` attacks behind a keyword-only wrapper (landscape
 
 Adapter behaviour and deviations:
 
-* device (the input's), eps, norm (the threat model's: Linf or L2, the reference's own L2
-  versions of APGD, FAB and Square) and seed are always passed explicitly.
+* device (the input's), eps, norm (the threat model's: Linf, L2 or L1, the reference's own L2 and
+  L1 versions of APGD, FAB and Square) and seed are always passed explicitly.
+* L1 (Croce & Hein, "Mind the box: l1-APGD for sparse adversarial attacks", ICML 2021): ``standard``
+  is what the reference's ``set_version('standard')`` runs for L1, unchanged: apgd-ce with 5
+  restarts, apgd-t with 5 target classes, both with ``use_largereps`` (the radius schedule 3 eps,
+  2 eps, eps over 30/30/40 % of the iterations), then fab-t (9 targets) and square (5000 queries).
+  A ``custom`` cascade under L1 keeps ``use_largereps`` on for APGD, as the reference's L1 setting,
+  with the budgets given here. Square L1 has the same tiling limit as Square L2 (see
+  :func:`square_l2_fits`; measured identical from 10x10 to 33x33 px).
 * Target classes are capped at ``num_classes - 1`` when the model has fewer than 10 classes: the
   reference code indexes the ``target_class``-th largest logit and raises IndexError on such
   models (for apgd-t and fab-t, standard included). With 10 or more classes nothing changes.
@@ -111,6 +118,7 @@ def configured(
         for apgd in (aa.apgd, aa.apgd_targeted):
             _set_apgd_iters(apgd, p.n_iter)
             apgd.n_restarts = p.n_restarts
+            apgd.use_largereps = norm == "L1"  # the reference's L1 APGD (set_version('standard'))
         aa.fab.n_iter = p.n_iter
         aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = p.n_target_classes
         aa.square.n_queries = p.n_queries
@@ -164,8 +172,10 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
     if len(x) == 0:
         return x.clone()
     square = p.version == "standard" or "square" in p.attacks
-    if threat.norm == "L2" and square and not square_l2_fits(*x.shape[-2:]):
-        raise BenchError(f"Square L2 (reference code) cannot run on {x.shape[-2]}x{x.shape[-1]} images; use L-inf or drop Square")
+    if threat.norm in ("L2", "L1") and square and not square_l2_fits(*x.shape[-2:]):
+        raise BenchError(
+            f"Square {threat.norm} (reference code) cannot run on {x.shape[-2]}x{x.shape[-1]} images; use L-inf or drop Square"
+        )
     with _isolated(model, x):
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])

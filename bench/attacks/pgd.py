@@ -11,6 +11,9 @@ The threat model's norm picks the geometry. L2 (Madry et al. 2018; Rice et al. 2
 L2-normalised gradient, projection by rescaling delta onto the L2 ball, then clipping to [0,1]
 (which only shrinks delta); the uniform start draws a Gaussian direction scaled to radius
 eps * U(0, 1), as the reference does; FGSM becomes the fast gradient method (one step of length eps).
+L1 (``bench/attacks/l1.py``: SLIDE's sparse steps, Tramèr & Boneh 2019): steps of L1 length alpha
+along the sign of the top 1% of movable gradient coordinates, then the exact projection onto the
+L1 ball intersected with [0,1]; FGSM is one such step of length eps. Linf and L2 are unchanged by it.
 
 Gradients are taken with respect to the input only (``torch.autograd.grad(loss, x)``), so no
 parameter gradients are computed or accumulated.
@@ -34,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.attacks import l1
 from bench.core.params import added_param, range_problem
 from bench.registry import ATTACKS
 from bench.types import ThreatModel
@@ -55,7 +59,7 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, LossFn] = {"ce": ce_loss, "cw": margin_loss}
 
 
-Norm = Literal["Linf", "L2"]
+Norm = Literal["Linf", "L2", "L1"]
 
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -67,7 +71,10 @@ def l2_norms(delta: torch.Tensor) -> torch.Tensor:
 
 
 def project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: Norm = "Linf") -> torch.Tensor:
-    """Project onto the eps-ball around x0 (L-inf: clip; L2: rescale), then clip to [0,1]."""
+    """Project onto the eps-ball around x0 (L-inf: clip; L2: rescale), then clip to [0,1]; L1: the exact
+    Euclidean projection onto the ball intersected with [0,1] (``l1.project_l1_box``)."""
+    if norm == "L1":
+        return l1.project_l1_box(x, x0, eps)
     if norm == "L2":
         delta = x - x0
         factor = (eps / l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0)
@@ -75,14 +82,19 @@ def project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: Norm = "Linf") 
     return torch.min(torch.max(x, x0 - eps), x0 + eps).clamp_(0.0, 1.0)
 
 
-def direction(grad: torch.Tensor, norm: Norm = "Linf") -> torch.Tensor:
-    """The steepest-ascent direction of unit norm: sign (L-inf) or the L2-normalised gradient."""
+def direction(grad: torch.Tensor, norm: Norm = "Linf", x: torch.Tensor | None = None) -> torch.Tensor:
+    """The steepest-ascent direction of unit norm: sign (L-inf), the L2-normalised gradient, or (L1, at
+    the point ``x``) the sparse sign step over the top 1% of movable coordinates."""
+    if norm == "L1":
+        return l1.sparse_direction(grad, x)
     if norm == "L2":
         return grad / _per_sample(l2_norms(grad).clamp_min(1e-12), grad)
     return grad.sign()
 
 
 def random_init(x0: torch.Tensor, eps: float, init: str, norm: Norm = "Linf") -> torch.Tensor:
+    if init == "uniform" and norm == "L1":
+        return l1.random_start(x0, eps)
     if init == "uniform" and norm == "L2":  # Rice et al.: Gaussian direction, radius eps * U(0, 1)
         delta = torch.randn_like(x0)
         radius = torch.rand(len(x0), device=x0.device, dtype=x0.dtype) * eps
@@ -119,7 +131,7 @@ def pgd(
         x = random_init(x0, eps, init, norm)
         for _ in range(steps):
             grad = eot_gradient(model, x, y, loss, eot)
-            x = project(x.detach() + alpha * direction(grad, norm), x0, eps, norm)
+            x = project(x.detach() + alpha * direction(grad, norm, x), x0, eps, norm)
         if restarts == 1:
             return x.detach()
         with torch.no_grad():

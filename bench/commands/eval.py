@@ -35,7 +35,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="dataset, as in a suite: fashion-mnist or '{synthetic: {num_classes: 4}}'")
     p.add_argument("--attack", dest="attacks", action="append", default=None, metavar="ATTACK", help="repeat for each attack, as in a suite's attacks: (default: fgsm and pgd)")
     p.add_argument("--eps", default="8/255", help="radius in pixel space, 8/255 or 0.1 (default: 8/255)")
-    p.add_argument("--norm", default="Linf", help="Linf or L2 (default: Linf)")
+    p.add_argument("--norm", default="Linf", help="Linf, L2 or L1 (default: Linf)")
     p.add_argument("--n-examples", type=int, default=None, metavar="N", help="test examples (default: the whole test set)")
     p.add_argument("--batch-size", type=int, default=500, metavar="N", help="evaluation batch size (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="which test examples when N is smaller than the test set (default: 0)")

@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from bench.core.errors import BenchError, DatasetMissingError
-from bench.data import data_roots, load_dataset
+from bench.data import cifar_c, data_roots, load_dataset
 from bench.registry import DATASETS
 
 MANUAL = {
@@ -53,7 +53,10 @@ TORCHVISION = {
 
 
 def status(data_dir: str | None = None, name: str | None = None) -> list[tuple[str, str]]:
-    """(dataset, one-line status) for every registered file-based dataset, or for ``name`` only."""
+    """(dataset, one-line status) for every registered file-based dataset, or for ``name`` only; then
+    the released corruption sets (CIFAR-10-C, CIFAR-100-C: ``bench.data.cifar_c``)."""
+    if name in cifar_c.NAMES:
+        return cifar_c.status(data_roots(data_dir), name)
     out = []
     entries = [DATASETS.get(name)] if name else DATASETS.entries()  # unknown names fail with a did-you-mean
     for entry in entries:
@@ -66,7 +69,7 @@ def status(data_dir: str | None = None, name: str | None = None) -> list[tuple[s
             continue
         verified = "verified" if getattr(entry.params(), "verify", False) else "not verified"
         out.append((entry.name, f"ok: {len(splits.train_y)} train / {len(splits.test_y)} test, {verified}, {splits.source}"))
-    return out
+    return out if name else out + cifar_c.status(data_roots(data_dir))
 
 
 def manual_steps(name: str, root: Path) -> str:

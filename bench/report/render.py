@@ -109,7 +109,7 @@ def leaderboard_rows(
     return headers, [cells for cells, _ in body]
 
 
-NORMS = {"Linf": "L∞", "L2": "L2"}
+NORMS = {"Linf": "L∞", "L2": "L2", "L1": "L1"}
 
 
 def uncertainty_lines(plan: Plan, n: int | None) -> list[str]:

@@ -56,7 +56,7 @@ class ResultRow:
     defence: str = ""  # defence name
     wa: str = "none"  # weight-averaging kind, "none" for the raw weights
     weights: str = ""  # label of the evaluated weights
-    threat_norm: str = ""  # "Linf" or "L2" (column p_threat_norm)
+    threat_norm: str = ""  # "Linf", "L2" or "L1" (column p_threat_norm)
     threat_eps: str = ""  # the suite's radius as written, e.g. "8/255" (column p_threat_eps)
     defence_params: Mapping[str, Any] = field(default_factory=dict)  # columns p_defence_<name>
     wa_params: Mapping[str, Any] | None = None  # columns p_wa_<name>; None: raw weights (no columns)
