@@ -21,6 +21,7 @@ EXAMPLES = {
   bench run suites/smoke.yaml --set train.epochs=2 --set 'wa=[none, swa]'   # override suite keys (YAML values)
   bench run suites/smoke.yaml --workers 2                # two worker processes (one per GPU, or CPU threads split)
   bench run suites/smoke.yaml --executor ray             # a local Ray cluster (--ray-address HOST:PORT joins one)
+  bench run suites/smoke.yaml --executor ray --ray-address HOST:PORT --ray-transfer   # nodes without a shared file system
   bench run suites/smoke.yaml --executor slurm --slurm-partition gpu --slurm-gpus 1 --slurm-time 240""",
     "status": """examples:
   bench status suites/smoke.yaml                        # done / running (where) / failed / left, from the cache and its claims
@@ -71,6 +72,8 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=_workers, default=None, metavar="N",
                    help="local: N worker processes (one per visible GPU, or CPU threads split); auto = one per GPU, or per core as the tasks allow")
     g.add_argument("--ray-address", default=None, metavar="ADDR", help="ray: join this cluster (default: start a local one)")
+    g.add_argument("--ray-transfer", action="store_true", default=None,
+                   help="ray: the nodes do not share the cache; entries travel through Ray's object store (node-local scratch caches)")
     g.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition (default: the cluster's default)")
     g.add_argument("--slurm-time", dest="slurm_time_min", type=int, default=None, metavar="MIN", help="slurm: time limit per task in minutes (requeued and resumed past it)")
     g.add_argument("--slurm-gpus", dest="slurm_gpus", type=int, default=None, metavar="N", help="slurm: GPUs per task (default 0)")
@@ -177,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_plan(plan, Store(args.cache_dir or default_cache_dir()))
         return 0
     executor = executor_config(
-        args.executor_config, name=args.executor, workers=args.workers, ray_address=args.ray_address,
+        args.executor_config, name=args.executor, workers=args.workers, ray_address=args.ray_address, ray_transfer=args.ray_transfer,
         **{k: v for k, v in vars(args).items() if k.startswith("slurm_")},
     )  # fmt: skip
     local = executor.name == "local" and executor.workers == 1

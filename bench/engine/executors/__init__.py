@@ -26,6 +26,7 @@ class ExecutorConfig:
     workers: int | str = 1  # local: worker processes (1 = in this process), or "auto" (executors/local.py)
     ray_address: str | None = None  # ray: a running cluster (default: start a local one)
     ray_cpus: int | None = None  # ray: CPUs of the local cluster (default: all)
+    ray_transfer: bool = False  # ray: no shared file system; entries travel through the object store (executors/transfer.py)
     slurm: dict[str, Any] = field(default_factory=dict)  # SlurmOptions fields
 
     def __post_init__(self) -> None:
@@ -33,19 +34,21 @@ class ExecutorConfig:
             raise BenchError(f"--executor {self.name}: unknown (choose from {', '.join(EXECUTORS)})")
         if self.workers != "auto" and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
             raise BenchError(f"--workers: must be a positive number of processes or auto, got {self.workers!r}")
+        if self.ray_transfer is not False and (self.name != "ray" or not isinstance(self.ray_transfer, bool)):
+            raise BenchError(f"--ray-transfer: only for --executor ray (true or false), got {self.ray_transfer!r} with --executor {self.name}")
         if self.workers != 1 and self.name != "local":
             raise BenchError(f"--workers: only for --executor local (the {self.name} cluster decides how many run at once)")
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """An executor config file: ``executor: slurm`` plus ``workers``, ``ray_address``, ``ray_cpus``, ``slurm: {...}``."""
+    """An executor config file: ``executor: slurm`` plus ``workers``, ``ray_address``, ``ray_cpus``, ``ray_transfer``, ``slurm: {...}``."""
     from bench.engine.executors.slurm import SlurmOptions
 
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise BenchError(f"{path}: cannot read the executor config ({type(e).__name__})") from None
-    known = {"executor", "workers", "ray_address", "ray_cpus", "slurm"}
+    known = {"executor", "workers", "ray_address", "ray_cpus", "ray_transfer", "slurm"}
     if not isinstance(raw, dict) or set(raw) - known:
         bad = sorted(set(raw) - known) if isinstance(raw, dict) else ["(not a mapping)"]
         raise BenchError(f"{path}: unknown executor keys {', '.join(map(str, bad))} (known: {', '.join(sorted(known))})")
@@ -78,7 +81,7 @@ def make_executor(config: ExecutorConfig, worker: WorkerSpec, ctx: Any = None) -
     if config.name == "ray":
         from bench.engine.executors.ray import RayExecutor
 
-        return RayExecutor(worker, config.ray_address, config.ray_cpus)
+        return RayExecutor(worker, config.ray_address, config.ray_cpus, transfer=config.ray_transfer)
     from bench.engine.executors.slurm import SlurmExecutor, SlurmOptions
 
     return SlurmExecutor(worker, SlurmOptions(**config.slurm))
