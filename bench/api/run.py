@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from bench.analysis.run import render
+from bench.api import rendered
 from bench.core.errors import BenchError
 from bench.core.files import default_cache_dir, write_json
 from bench.core.progress import Progress
@@ -201,11 +202,12 @@ def run_suite(
         prog.close()
         ex.close()
     summary = RunSummary.of(plan, result)
-    rows = collect(plan, store)
-    unchanged = _unchanged(summary, rows, out)  # a re-run of a finished suite: its figures and page are current
+    fast = not _ran(summary) and rendered.current(plan, store, out)  # a finished re-run: no evaluation read
+    rows = [] if fast else collect(plan, store)
+    unchanged = fast or _unchanged(summary, rows, out)  # a re-run of a finished suite: its figures and page are current
     if rows and not unchanged:
         write_results(plan, rows, out.parent)
-    elif not rows:
+    elif not rows and not fast:
         prog.log(f"nothing evaluated for {suite.name}: {out} left as it was")
     if not unchanged:
         render_analyses(plan, store, out)
@@ -216,13 +218,18 @@ def run_suite(
     write_json(out / "run.json", summary.as_json())
     if (rows or (out / "analysis").is_dir()) and not unchanged:
         write_page(plan, store, out, rows)
+    if not unchanged or not fast:
+        rendered.record(plan, store, out)
     return summary
+
+
+def _ran(summary: RunSummary) -> int:
+    return summary.trained + summary.evaluated + summary.analyzed + summary.checked + summary.reused + len(summary.failures)
 
 
 def _unchanged(summary: RunSummary, rows: list[dict[str, Any]], out: Path) -> bool:
     """Nothing ran and the results on disk are these rows, with their page: re-rendering would rewrite
     the same files (seconds of figure drawing), so a re-run skips it; ``bench report`` always renders."""
-    ran = summary.trained + summary.evaluated + summary.analyzed + summary.checked + summary.reused + len(summary.failures)
-    if ran or not rows or not (out / "index.html").is_file() or not (out / "results.json").is_file():
+    if _ran(summary) or not rows or not (out / "index.html").is_file() or not (out / "results.json").is_file():
         return False
     return (out / "results.json").read_text() == results_json(rows)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.core.errors import BenchError
-from bench.engine.store import ENTRY, Store
+from bench.engine.store import ENTRY, KINDS, Store
 
 
 def _size(path: Path) -> int:
@@ -97,7 +97,7 @@ def gc(store: Store) -> str:
             removed["resume states"] += 1
     for path in sorted((store.root / "stamps").glob("*-*")) if (store.root / "stamps").is_dir() else []:
         kind, key = path.name.split("-", 1)
-        if not store.path(kind, key).is_dir():  # the stamp of an entry that is gone
+        if kind in KINDS and not store.path(kind, key).is_dir():  # the stamp of an entry that is gone
             path.unlink(missing_ok=True)
     return "removed: " + ", ".join(f"{n} {what}" for what, n in removed.items())
 
