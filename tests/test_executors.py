@@ -445,7 +445,7 @@ def test_ray_without_a_shared_file_system_transfers_entries_and_survives_a_dead_
         assert cluster.kill_worker(first) >= 2  # the node's raylet and its worker processes
         assert not any((cache / "train" / key).exists() for key in training)  # it died before its entry came back
         cluster.add_worker()
-        out, err = run.communicate(timeout=600)
+        _, err = run.communicate(timeout=600)
         assert run.returncode == 0, err[-3000:]
         pd.testing.assert_frame_equal(metrics(results, "smoke"), metrics(smoke_reference, "smoke"))
         store = Store(cache)
