@@ -58,10 +58,10 @@ class Cluster:
     def add_worker(self, cpus: int = 1) -> subprocess.Popen:
         """A worker node in its own mount namespace, the driver's cache hidden under a tmpfs."""
         start = f"{RAY} start --address {self.address} --num-cpus {cpus} --block --disable-usage-stats"
-        script = f"mount -t tmpfs tmpfs {self.hidden} && exec {start}"
-        log = open(self.base / f"worker-{len(self.workers)}.log", "w")  # noqa: SIM115 - the node's lifetime
+        log = self.base / f"worker-{len(self.workers)}.log"
+        script = f"mount -t tmpfs tmpfs {self.hidden} && exec {start} > {log} 2>&1"
         proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         self.workers.append(proc)
         return proc
 
