@@ -143,6 +143,27 @@ def test_a_code_running_pickle_with_matching_checksums_is_refused(finished, tmp_
     pd.testing.assert_frame_equal(metrics(tmp_path / "r"), metrics(finished["results"]))
 
 
+def test_a_finished_rerun_reads_no_evaluation_unless_something_changed(finished, tmp_path, monkeypatch) -> None:
+    """bench/api/rendered.py: the results of a finished suite are left as they are without reading its
+    evaluations again; an edited results file or a recomputed entry brings the full collect back."""
+    import bench.api.run as api
+
+    cache, results = copy_cache(finished["cache"], tmp_path / "cache"), tmp_path / "r"
+    assert run_engine(finished["suite"], cache, results) == 0
+    written = (results / "engine" / "results.json").read_text()
+    calls: list[int] = []
+    real = api.collect
+    monkeypatch.setattr(api, "collect", lambda *a: calls.append(1) or real(*a))
+    assert run_engine(finished["suite"], cache, results) == 0 and calls == []
+    (results / "engine" / "results.json").write_text("[]\n")  # edited by hand: rendered again
+    assert run_engine(finished["suite"], cache, results) == 0 and calls == [1]
+    assert (results / "engine" / "results.json").read_text() == written
+    assert run_engine(finished["suite"], cache, results) == 0 and calls == [1]
+    flip_byte(min((cache / "eval").glob("*/flags.npz")))  # damaged: recomputed, so collected again
+    assert run_engine(finished["suite"], cache, results) == 0 and calls == [1, 1]
+    pd.testing.assert_frame_equal(metrics(results), metrics(finished["results"]))
+
+
 def test_cache_verify_gc_ls_show(finished, tmp_path, capsys) -> None:
     cache = copy_cache(finished["cache"], tmp_path / "cache")
     n = len(list(Store(cache).entries()))

@@ -404,3 +404,62 @@ def test_the_scheduler_fills_the_executor_slots_longest_chain_first(tmp_path, sl
     first = ["prefix", "train", "train", "train"] if slots else ["prefix", "train"]  # (None: only these are ready at first)
     assert executor.order[: len(first)] == first
     assert {o.seconds for o in result.outcomes} == {1.5}
+
+
+def _in_namespace(proc: subprocess.Popen, path: Path) -> Path:
+    """``path`` as the worker node's processes see it (its own mount namespace)."""
+    return Path(f"/proc/{proc.pid}/root") / path.relative_to("/")
+
+
+def test_ray_without_a_shared_file_system_transfers_entries_and_survives_a_dead_node(smoke_reference, tmp_path) -> None:
+    """A real two-node Ray cluster whose worker node cannot see the driver's cache (tests/raycluster.py):
+    without --ray-transfer the run stops within seconds naming the node; with it the smoke suite gives
+    the local executor's results, though the worker node is killed mid-training (a new one takes over)."""
+    from tests.raycluster import Cluster, can_isolate
+
+    need("ray")
+    reason = can_isolate()
+    assert reason is None, f"cannot start an isolated Ray worker node: {reason}"
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    cluster = Cluster(tmp_path, cache)
+    try:
+        first = cluster.add_worker()
+        cluster.wait_cpus(1)
+        common = ["--executor", "ray", "--ray-address", cluster.address]
+        t0 = time.monotonic()
+        done = bench(SMOKE, cache, results, *common, RAY_AUTH_MODE="disabled", BENCH_ENTRY_GRACE_S="3")
+        assert done.returncode == 2 and time.monotonic() - t0 < 90, done.stderr[-3000:]
+        error = done.stderr.strip().splitlines()[-1]
+        assert error.startswith("bench: error: the worker on node ") and "not in the driver's cache at " + str(cache) in error
+        assert "--ray-transfer" in error and not list(cache.glob("train/*"))
+        assert list(_in_namespace(first, cache).glob("train/*"))  # the worker wrote into its own disk
+        for path in _in_namespace(first, cache).iterdir():  # an empty disk again: the next run trains there
+            shutil.rmtree(path)
+
+        run = bench(SMOKE, cache, results, *common, "--ray-transfer", wait=False, RAY_AUTH_MODE="disabled")
+        deadline = time.monotonic() + 120
+        while not list(_in_namespace(first, cache).glob("partial/train-*/state.pt")):  # one epoch in: mid-training
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-3000:]
+            time.sleep(0.05)
+        training = {p.name.split("-", 1)[1] for p in _in_namespace(first, cache).glob("partial/train-*")}
+        assert cluster.kill_worker(first) >= 2  # the node's raylet and its worker processes
+        assert not any((cache / "train" / key).exists() for key in training)  # it died before its entry came back
+        cluster.add_worker()
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+        pd.testing.assert_frame_equal(metrics(results, "smoke"), metrics(smoke_reference, "smoke"))
+        store = Store(cache)
+        assert all(store.problem(kind, key) is None for kind, key in store.entries())
+        assert not list(cache.glob("partial/*")) and not list(cache.glob("tmp/*"))  # nothing half-written in the driver's cache
+        # evaluations of these trainings on a node that has none of them: each training crosses once
+        second = cluster.workers[-1]
+        for path in _in_namespace(second, cache).iterdir():
+            shutil.rmtree(path)
+        done = bench(SMOKE, cache, tmp_path / "r2", *common, "--ray-transfer", "--limit", "100", RAY_AUTH_MODE="disabled")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert run_json(tmp_path / "r2", "smoke")["trained"] == 0
+        line = re.search(r"ray transfer: (\d+) inputs needed by tasks, (\d+) fetched onto (\d+) nodes \((\d+) distinct.*", done.stderr)
+        needed, fetched, nodes, distinct = map(int, line.groups())
+        assert (fetched, distinct, nodes) == (2, 2, 1) and needed > fetched, line.group(0)
+    finally:
+        cluster.stop()

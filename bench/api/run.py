@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from bench.api import rendered
 from bench.core.errors import BenchError
 from bench.core.files import default_cache_dir, write_json
 from bench.core.progress import Progress
@@ -146,25 +147,32 @@ def run_suite(
     summary = RunSummary.of(plan, result)
     summary.results_dir = out
     summary.overrides = list(suite.overrides)
-    rows = collect(plan, store)
-    if not rows:
+    fast = not _ran(summary) and rendered.current(plan, store, out)  # a finished re-run: no evaluation read
+    rows = [] if fast else collect(plan, store)
+    if not rows and not fast:
         prog.log(f"nothing evaluated for {suite.name}: {out} left as it was")
 
     def run_json() -> dict[str, Any]:
         summary.seconds = time.perf_counter() - start
         return summary.as_json()
 
-    if _unchanged(summary, rows, out):  # a re-run of a finished suite: its figures and page are current
+    if fast or _unchanged(summary, rows, out):  # a re-run of a finished suite: its figures and page are current
         write_json(out / "run.json", run_json())
     else:
         write_folder(plan, store, out, rows, run_json=run_json)
+    if not fast:
+        rendered.record(plan, store, out)
     return summary
+
+
+def _ran(summary: RunSummary) -> int:
+    """How many tasks this run computed, reused or lost (0: a re-run of a finished suite)."""
+    return summary.trained + summary.evaluated + summary.analyzed + summary.checked + summary.reused + len(summary.failures)
 
 
 def _unchanged(summary: RunSummary, rows: list[ResultRow], out: Path) -> bool:
     """Nothing ran and the results on disk are these rows, with their page: re-rendering would rewrite
     the same files (seconds of figure drawing), so a re-run skips it; ``bench report`` always renders."""
-    ran = summary.trained + summary.evaluated + summary.analyzed + summary.checked + summary.reused + len(summary.failures)
-    if ran or not rows or not (out / "index.html").is_file() or not (out / "results.json").is_file():
+    if _ran(summary) or not rows or not (out / "index.html").is_file() or not (out / "results.json").is_file():
         return False
     return (out / "results.json").read_text() == results_json(rows)

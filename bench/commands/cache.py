@@ -63,11 +63,12 @@ def ls(store: Store) -> str:
 
 
 def verify(store: Store, say: Callable[[str], None]) -> int:
-    """Check every entry against its recorded checksums; returns how many are damaged (left in place)."""
+    """Check every entry fully (every byte hashed and parsed, stamps ignored; intact ones are stamped anew);
+    returns how many are damaged (left in place)."""
     damaged = checked = 0
     for kind, key in store.entries():
         checked += 1
-        problem = store.problem(kind, key) if (store.path(kind, key) / ENTRY).is_file() else f"no {ENTRY} (incomplete)"
+        problem = store.verify(kind, key) if (store.path(kind, key) / ENTRY).is_file() else f"no {ENTRY} (incomplete)"
         if problem:
             damaged += 1
             say(f"DAMAGED {kind}/{key[:16]}: {problem}")
@@ -99,6 +100,10 @@ def gc(store: Store) -> str:
         if info is None or not info.alive:
             shutil.rmtree(path, ignore_errors=True)
             removed["resume states"] += 1
+    for path in sorted((store.root / "stamps").glob("*-*")) if (store.root / "stamps").is_dir() else []:
+        kind, key = path.name.split("-", 1)
+        if kind in KINDS and not store.path(kind, key).is_dir():  # the stamp of an entry that is gone
+            path.unlink(missing_ok=True)
     return "removed: " + ", ".join(f"{n} {what}" for what, n in removed.items())
 
 

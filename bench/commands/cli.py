@@ -22,6 +22,7 @@ EXAMPLES = {
   bench run suites/smoke.yaml --set train.epochs=2 --set 'wa=[none, swa]'   # override suite keys (YAML values)
   bench run suites/smoke.yaml --workers 2                # two worker processes (one per GPU, or CPU threads split)
   bench run suites/smoke.yaml --executor ray             # a local Ray cluster (--ray-address HOST:PORT joins one)
+  bench run suites/smoke.yaml --executor ray --ray-address HOST:PORT --ray-transfer   # nodes without a shared file system
   bench run suites/smoke.yaml --executor slurm --slurm-partition gpu --slurm-gpus 1 --slurm-time 240""",
     "status": """examples:
   bench status suites/smoke.yaml                        # done / running (where) / failed / left, from the cache and its claims

@@ -5,7 +5,8 @@ is skipped; one claimed by another live process is left to it, and this process 
 tasks meanwhile, then waits for the entry (reusing it) or takes the task over when the claim
 expires. N processes on one cache therefore run each task once. A failing task is reported with
 its full traceback in a log file and cached nowhere; tasks that need its entry are skipped, the
-rest of the grid still runs. ``debug=True`` re-raises instead.
+rest of the grid still runs. ``debug=True`` re-raises instead. A task a remote worker reports
+finished whose entry never shows in this process's store stops the run (``bench/engine/arrivals.py``).
 
 With more ready tasks than free slots, the longest chains of work start first, by the run's
 estimator (``bench/plan/estimate.py``, the one the progress display's ETA reads); the scheduler
@@ -23,6 +24,7 @@ from pathlib import Path
 from bench.core.errors import BenchError, DatasetMissingError
 from bench.core.files import atomic_write_text
 from bench.core.progress import Progress
+from bench.engine.arrivals import Arrivals
 from bench.engine.executors.base import Executor, WorkerResult
 from bench.engine.store import Store
 from bench.plan import kinds as task_kinds
@@ -80,6 +82,7 @@ def run_tasks(
     running: dict[Future, tuple[Task, float]] = {}
     pending = list(tasks)
     needed_by = readers(tasks)
+    arrivals = Arrivals(store.root, executor.name)  # remote workers' entries, until the driver sees them
 
     progress.start_plan(tasks)  # done / total and the ETA over every kind of task
 
@@ -91,7 +94,7 @@ def run_tasks(
             estimator.ran(outcome.task, outcome.seconds)
         progress.finished(outcome.task, outcome.status, outcome.seconds, where)
 
-    while pending or running:
+    while pending or running or arrivals:
         waiting: list[Task] = []
         ready: list[Task] = []
         for task in pending:
@@ -144,9 +147,15 @@ def run_tasks(
                 task, t0 = running.pop(future)
                 if not executor.remote:
                     store.release(task.kind, task.key)
-                finish(*_outcome(task, future, time.perf_counter() - t0, progress, log_dir, debug))
-        elif pending and not ready:
+                outcome, where = _outcome(task, future, time.perf_counter() - t0, progress, log_dir, debug)
+                if executor.remote and outcome.status in ("ran", "reused"):
+                    arrivals.expect(outcome, where)
+                else:
+                    finish(outcome, where)
+        elif (pending or arrivals) and not ready:
             time.sleep(POLL_S)
+        for outcome, where in list(arrivals.arrived(lambda t: store.has(t.kind, t.key) or unneeded(t, needed_by, store.has))):
+            finish(outcome, where)
     return result
 
 

@@ -7,12 +7,21 @@ Layout under the cache root::
     claims/<kind>-<key>    who is computing an entry now (host, pid), a lease renewed by a heartbeat
     partial/<kind>-<key>/  resumable state of an entry being computed (training checkpoints, ...)
     tmp/                   entries being written; renamed into place when complete
+    stamps/<kind>-<key>    the stat of an entry's files when it was last verified (bench/engine/stamps.py)
 
 * **Atomic, verified entries.** A task writes into a fresh folder under ``tmp/``; on success the
   store records the sha256 of every file in ``ENTRY`` and renames the folder into place. An entry
   exists only with its ``ENTRY``. Every read checks the bytes it parses against the recorded hash;
   an entry that fails (truncated, flipped bytes, a file deleted or replaced) is reported in one line,
   moved out of the way and recomputed, never used. Weights load with ``weights_only=True``.
+* **Verification that does not grow with the bytes.** An entry is checked fully (every file hashed
+  and parsed) when it is written, by ``bench cache verify``, and the first time a process meets it
+  after it changed; otherwise its *stamp* (size, mtime, ctime and inode of each file and the digest
+  of ``ENTRY``) is trusted and ``has()`` reads only ``ENTRY``. "Damaged" without a full read means:
+  truncated, extended, rewritten or edited in place (size or mtime/ctime differ), deleted, replaced
+  or copied (new inode), or ``ENTRY`` edited (a hand-edited ``.pt`` with its checksums updated). Only
+  a full read (``bench cache verify``, or the sha256 check of the bytes a task reads, which then drops
+  the stamp) catches bytes changed under the file system (bit rot) or edits with the clock set back.
 * **Claims.** A task is claimed before it runs: a claim file created exclusively, its mtime renewed
   by a heartbeat thread. It expires when its holder dies: at once when the holder is a dead process
   on this host, otherwise when the heartbeat stops for ``lease`` seconds (another node). Claim
@@ -48,6 +57,7 @@ import torch
 
 from bench.core.errors import BenchError
 from bench.core.files import sha256_file
+from bench.engine import stamps
 from bench.plan.kinds import KINDS
 
 ENTRY = "ENTRY"
@@ -107,15 +117,28 @@ class Store:
         """Whether a complete, intact entry exists; a damaged one is reported, removed and is absent."""
         if (kind, key) in self._verified:
             return True
-        if not (self.path(kind, key) / ENTRY).is_file():
+        folder = self.path(kind, key)
+        if not (folder / ENTRY).is_file():
             return False
-        problem = self.problem(kind, key)
+        if stamps.trusted(self.root, kind, key, folder):  # verified before and unchanged since: no bytes read
+            self._verified.add((kind, key))
+            return True
+        problem = self.verify(kind, key)
         if problem is None:
             self._verified.add((kind, key))
             return True
         self.log(f"cache: {kind}/{key[:12]} is damaged ({problem}); it will be recomputed")
         self.discard(kind, key)
         return False
+
+    def verify(self, kind: str, key: str) -> str | None:
+        """The full check (:meth:`problem`: every byte hashed and parsed); on success the entry is stamped
+        (``bench/engine/stamps.py``) so that later processes trust it without reading it again."""
+        started, before = stamps.now_ns(), stamps.snapshot(self.path(kind, key))
+        problem = self.problem(kind, key)
+        if problem is None:
+            stamps.write(self.root, kind, key, before, started)
+        return problem
 
     def files(self, kind: str, key: str) -> dict[str, str]:
         """The entry's recorded files and their sha256 (raises CorruptEntryError if unreadable)."""
@@ -165,7 +188,9 @@ class Store:
             data = (self.path(kind, key) / name).read_bytes()
         except OSError:
             raise CorruptEntryError(f"{kind}/{key[:12]}: {name} is missing") from None
-        if hashlib.sha256(data).hexdigest() != digest:
+        if hashlib.sha256(data).hexdigest() != digest:  # damaged without a stat change (bit rot): check it fully next time
+            self._verified.discard((kind, key))
+            stamps.forget(self.root, kind, key)
             raise CorruptEntryError(f"{kind}/{key[:12]}: {name}: sha256 mismatch (damaged or edited)")
         return data
 
@@ -202,11 +227,13 @@ class Store:
             files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
             entry = {"kind": kind, "key": key, "files": files, "created": time.time(), "host": HOST, "pid": os.getpid()}
             (tmp / ENTRY).write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
+            stamp = stamps.settled(tmp, time.time_ns())  # our private folder, hashed just now: stamped as it is renamed
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists() and not self.has(kind, key):
                 self.discard(kind, key)  # an incomplete leftover (has() already removed a damaged one)
             try:
                 os.replace(tmp, final)
+                stamps.write(self.root, kind, key, stamp)
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not self.has(kind, key):
                     raise
@@ -227,6 +254,7 @@ class Store:
     def discard(self, kind: str, key: str) -> None:
         """Move an entry out of the way (atomically) and delete it."""
         self._verified.discard((kind, key))
+        stamps.forget(self.root, kind, key)
         trash = self.root / "tmp" / f"trash-{uuid.uuid4().hex[:8]}-{kind}-{key}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
