@@ -110,7 +110,7 @@ def run_suite(
 
     ``evaluate=False`` (``bench analyze``) trains what is missing and runs only the analyses.
     ``debug=True`` re-raises a failing task's exception instead of reporting it. ``executor``
-    decides where tasks run (default: one after another in this process); see ``bench/executors``.
+    decides where tasks run (default: one after another in this process); see ``bench/engine/executors``.
     ``overrides`` (a suite given by path): ``{"train.epochs": 2}`` as in ``load_suite``. ``plan``: the
     suite already expanded with this ``limit`` (``bench run`` plans once, before its dry run), used as is.
     """

@@ -67,7 +67,7 @@ def run_tasks(
     """Run every task of ``plan`` of the given kinds (default: every declared kind, ``bench/plan/kinds.py``)
     and what they need, once across all processes.
 
-    Ready tasks go to ``executor`` (``bench/executors``), which decides only where they run. For an
+    Ready tasks go to ``executor`` (``bench/engine/executors``), which decides only where they run. For an
     in-process executor this process claims each task; remote workers claim their own (``run_ref``).
     The estimator is ``progress.estimator`` (one with no priors, attached to it, when it has none).
     """
