@@ -5,9 +5,7 @@ the same estimator the progress display's ETA reads."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +22,7 @@ from bench.plan.expand import expand
 from bench.plan.kinds import KINDS, Kind
 from bench.suite.load import load_suite
 from tests.conftest import write_suite
+from tests.fakes import FakeTask
 
 # every kind: a shared start (FR starts at the first milestone), trainings, an analysis, sanity checks,
 # a sharded evaluation (its shards and the merge) and a plain one
@@ -117,21 +116,11 @@ def test_kinds_declare_their_files_and_how_they_are_timed() -> None:
     assert entries.holds_flags(kinds.SHARD) and not entries.holds_flags(kinds.ANALYSIS)
 
 
-@dataclass(frozen=True)
-class FakeTask:
-    kind: str
-    key: str
-    label: str = ""
-    spec: dict = field(default_factory=dict)
-    defence: Any = None
-    attack: Any = None
-    epochs: int | None = None
-
 
 def test_the_scheduler_and_the_eta_read_one_estimator() -> None:
     """The longest chain first, by the estimator's seconds; the ETA the progress display prints is the
     same estimator's work left, so a measurement reorders the scheduler and moves the ETA together."""
-    train, short, long_ = FakeTask("train", "t", epochs=2), FakeTask("sanity", "s"), FakeTask("analysis", "a")
+    train, short, long_ = FakeTask("train", "t", spec={"train": {"epochs": 2}}), FakeTask("sanity", "s"), FakeTask("analysis", "a")
     evals = [FakeTask("eval", f"e{i}") for i in range(2)]
     needed_by: dict[str, list] = {"t": evals}  # the training unlocks two evaluations
     est = Estimator({"t": 4.0, "s": 1.0, "a": 30.0, "e0": 1.0, "e1": 1.0})
@@ -139,7 +128,7 @@ def test_the_scheduler_and_the_eta_read_one_estimator() -> None:
     prog.start_plan([train, short, long_, *evals])
     assert critical_first([short, train, long_], needed_by, est) == [long_, train, short]
     assert prog.eta() == (37.0, [])
-    est.ran(FakeTask("train", "other", epochs=2), 80.0)  # a training of the same group took 80 s
+    est.ran(FakeTask("train", "other", spec={"train": {"epochs": 2}}), 80.0)  # a training of the same group took 80 s
     assert critical_first([short, train, long_], needed_by, est) == [train, long_, short]
     assert prog.eta() == (80.0 + 1 + 30 + 2, [])
     assert critical_first([short, train, long_], needed_by, Estimator()) == [train, short, long_]  # 1 s each: the longer chain, then plan order

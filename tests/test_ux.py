@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from bench.plan.estimate import Estimator
 from bench.plan.expand import expand
 from bench.suite.load import load_suite
 from tests.conftest import SUITES
+from tests.fakes import FakeTask
 
 SMOKE = SUITES / "smoke.yaml"
 
@@ -230,19 +231,6 @@ def test_data_status_takes_a_name_and_has_its_own_help(capsys: pytest.CaptureFix
 
 # -------------------------------------------------------------------------------------- progress
 
-
-@dataclass(frozen=True)
-class FakeTask:
-    kind: str
-    key: str
-    label: str = ""
-    spec: dict = field(default_factory=dict)
-    defence: Any = None
-    attack: Any = None
-
-    @property
-    def epochs(self) -> int | None:  # as TrainJob's: the epochs it trains
-        return self.spec.get("train", {}).get("epochs")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from bench.core.files import atomic_write_text
 
 RACY_S = float(os.environ.get("BENCH_STAMP_RACY_S", "1.0"))
 TICK_S = 0.02  # longer than a file system timestamp tick (Linux: one jiffy, at most 10 ms)
-ENTRY = "ENTRY"
+ENTRY = "ENTRY"  # the file of an entry that lists its files and their sha256 (the store's commit record)
 
 
 def stamp_path(root: Path, kind: str, key: str) -> Path:
@@ -54,7 +55,7 @@ def _stats(folder: Path, names: list[str]) -> dict[str, list[int]] | None:
             st = os.stat(folder / name)
         except OSError:
             return None
-        if not os.path.isfile(folder / name):
+        if not stat.S_ISREG(st.st_mode):
             return None
         out[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
     return out

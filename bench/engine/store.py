@@ -58,9 +58,9 @@ import torch
 from bench.core.errors import BenchError
 from bench.core.files import sha256_file
 from bench.engine import stamps
+from bench.engine.stamps import ENTRY
 from bench.plan.kinds import KINDS
 
-ENTRY = "ENTRY"
 LEASE_S = float(os.environ.get("BENCH_CLAIM_LEASE", "120"))
 HEARTBEAT_S = max(0.5, LEASE_S / 8)
 HOST = socket.gethostname()
