@@ -151,10 +151,10 @@ def test_library_attack_checks_eps_like_a_suite() -> None:
 
 
 def test_tilde_is_expanded_in_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.api.run import results_folder
     from bench.core.files import default_cache_dir
     from bench.data import data_roots
     from bench.engine.store import Store
+    from bench.report.folder import results_folder
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("BENCH_DATA", "~/env-data")

@@ -28,13 +28,13 @@ from bench.plan.estimate import Estimator
 from bench.plan.expand import expand
 from bench.plan.tasks import Plan
 from bench.report.aggregate import collect
-from bench.report.folder import cached_analyses, paper_report, render_analyses, results_folder, write_folder, write_page
+from bench.report.folder import results_folder, write_folder
 from bench.report.render import results_json
 from bench.report.rows import ResultRow
 from bench.suite.load import load_suite
 from bench.suite.specs import Suite
 
-__all__ = ["RunSummary", "cached_analyses", "paper_report", "render_analyses", "results_folder", "run_suite", "write_page"]
+__all__ = ["RunSummary", "run_suite"]
 
 
 @dataclass
