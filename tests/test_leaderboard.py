@@ -10,9 +10,9 @@ import pytest
 from bench.core.errors import ConfigError
 from bench.core.stats import wilson
 from bench.plan.expand import expand
-from bench.report.aggregate import CLEAN, WORST, add_cell_stats
+from bench.report.aggregate import add_cell_stats
 from bench.report.render import leaderboard_latex, leaderboard_markdown
-from bench.report.rows import ResultRow
+from bench.report.rows import CLEAN, WORST, ResultRow
 from bench.suite.load import load_suite
 from tests.conftest import MINIMAL_SUITE, write_suite
 

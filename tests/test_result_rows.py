@@ -12,9 +12,9 @@ import pytest
 
 from bench.engine.store import Store
 from bench.plan.expand import expand
-from bench.report.aggregate import WORST, collect
+from bench.report.aggregate import collect
 from bench.report.render import results_json
-from bench.report.rows import CellStats, ResultRow
+from bench.report.rows import WORST, CellStats, ResultRow
 from bench.suite.load import load_suite
 
 ROOT = Path(__file__).resolve().parent

@@ -40,9 +40,9 @@ from bench.plan.expand import expand
 from bench.plan.kinds import EVAL
 from bench.plan.tasks import Plan
 from bench.registry import ATTACKS, DATASETS
-from bench.report.aggregate import CLEAN, WORST, collect_outcomes, worst_case
+from bench.report.aggregate import collect_outcomes, worst_case
 from bench.report.render import NORMS
-from bench.report.rows import CellStats, records
+from bench.report.rows import CLEAN, WORST, CellStats, records
 from bench.suite.refs import parse_ref, parse_ref_list
 from bench.suite.specs import CheckpointSpec, EvalSpec, PluginRef, Suite, TrainSpec
 from bench.types import ThreatModel, parse_eps

@@ -33,7 +33,7 @@ from bench.plan.tasks import EvalJob, Plan
 from bench.registry import ATTACKS
 from bench.report.rows import CLEAN, WORST, CellStats, ResultRow
 
-__all__ = ["CLEAN", "WORST", "ResultRow", "add_cell_stats", "collect", "collect_outcomes", "load_flags", "worst_case"]
+__all__ = ["add_cell_stats", "collect", "collect_outcomes", "load_flags", "worst_case"]
 
 Outcomes = dict[tuple[str, str], stats.Runs]  # (leaderboard row, column) -> seed -> (sample ids, correct flags)
 

@@ -27,7 +27,8 @@ from bench.engine import entries as store_entries
 from bench.engine.store import Store
 from bench.plan.kinds import TRAIN
 from bench.plan.tasks import Plan
-from bench.report.aggregate import WORST, load_flags, worst_case
+from bench.report.aggregate import load_flags, worst_case
+from bench.report.rows import WORST
 from bench.types import ThreatModel
 
 CURVE_FIELDS = ["row", "seed", "epoch", "val_clean", "val_robust", "selected"]

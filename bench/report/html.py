@@ -26,9 +26,8 @@ from typing import Any
 from bench.core.files import atomic_write_text
 from bench.core.plotting import DPI
 from bench.plan.tasks import Plan
-from bench.report.aggregate import WORST
 from bench.report.render import MISSING, leaderboard_markdown, leaderboard_rows
-from bench.report.rows import ResultRow
+from bench.report.rows import WORST, ResultRow
 
 BOLD = ("\x02", "\x03")  # tie marks from leaderboard_rows, turned into <strong> after escaping
 CURVES = {

@@ -16,9 +16,8 @@ from bench.core.stats import ALPHA, BOOT_SEED, N_BOOT, detectable_difference, mi
 from bench.evaluation.parity import parity_note
 from bench.evaluation.randomised import header_lines as randomised_lines
 from bench.plan.tasks import Plan
-from bench.report.aggregate import CLEAN, WORST
 from bench.report.papers import latex_escape
-from bench.report.rows import ResultRow, records
+from bench.report.rows import CLEAN, WORST, ResultRow, records
 
 MISSING = "—"
 
