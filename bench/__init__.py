@@ -8,11 +8,13 @@ Library API (the CLI is a thin layer over it)::
     model = bench.build_model("small_cnn", num_classes=10, shape=(1, 28, 28))
     x_adv = bench.attack("pgd", model, x, y, eps="8/255", steps=20)
     result = bench.evaluate(my_model, dataset="fashion-mnist", attacks=["fgsm", "pgd"], eps=0.1)
+    for m in bench.trained_models(suite): ...  # a suite's trained models, for your own attack (an external column)
 """
 
 import defenses as _defenses  # noqa: F401  (registers the built-in defences)
 from bench.api.evaluate import Evaluation, evaluate
 from bench.api.run import RunSummary, run_suite
+from bench.api.trained import TrainedModel, trained_models
 from bench.attacks import attack
 from bench.core.errors import BenchError, ConfigError, DatasetMissingError, EvaluationError
 from bench.core.version import __version__ as __version__
@@ -34,10 +36,12 @@ __all__ = [
     "EvaluationError",
     "RunSummary",
     "Suite",
+    "TrainedModel",
     "attack",
     "build_model",
     "evaluate",
     "expand",
     "load_suite",
     "run_suite",
+    "trained_models",
 ]

@@ -282,11 +282,12 @@ DEFENCES: Registry = Registry("defence", DefenceSpec)
 ATTACKS: Registry = Registry("attack", AttackSpec)
 DATASETS: Registry = Registry("dataset", DatasetSpec)
 MODELS: Registry = Registry("model", ModelSpec)
-CORRUPTIONS: Registry = Registry("corruption", CorruptionSpec)  # bench/data/corruptions: not in REGISTRIES until suites use them
+CORRUPTIONS: Registry = Registry("corruption", CorruptionSpec)  # bench/data/corruptions (suite entries: bench/suite/columns.py)
 
 REGISTRIES: dict[str, Registry] = {
     "defences": DEFENCES,
     "attacks": ATTACKS,
     "datasets": DATASETS,
     "models": MODELS,
+    "corruptions": CORRUPTIONS,
 }

@@ -20,12 +20,15 @@ from bench.core.errors import BenchError
 from bench.engine.executors import EXECUTORS, ExecutorConfig, ExecutorSpec, executor_config
 from bench.registry import (
     ATTACKS,
+    CORRUPTION_FAMILIES,
+    CORRUPTIONS,
     DATASETS,
     DEFENCES,
     FAMILIES,
     MODELS,
     REGISTRIES,
     AttackSpec,
+    CorruptionSpec,
     DatasetSpec,
     DefenceSpec,
     ModelSpec,
@@ -43,9 +46,9 @@ PAGES = {
 }
 
 
-def example(kind: str) -> str:
-    """The first Python block of the page ``kind``."""
-    return re.search(r"```python\n(.*?)```", PAGES[kind].read_text(), re.DOTALL).group(1)
+def example(kind: str, index: int = 0) -> str:
+    """The ``index``-th Python block of the page ``kind``."""
+    return re.findall(r"```python\n(.*?)```", PAGES[kind].read_text(), re.DOTALL)[index]
 
 
 def run_example(source: str, name: str) -> types.ModuleType:
@@ -224,7 +227,7 @@ def test_an_executor_spec_is_checked_at_registration() -> None:
     assert "x" not in EXECUTORS and EXECUTORS.names()[:3] == ["local", "ray", "slurm"]
 
 
-SPECS = {"attacks": AttackSpec, "defences": DefenceSpec, "datasets": DatasetSpec, "models": ModelSpec}
+SPECS = {"attacks": AttackSpec, "defences": DefenceSpec, "datasets": DatasetSpec, "models": ModelSpec, "corruptions": CorruptionSpec}
 ALL = [(kind, name) for kind, reg in REGISTRIES.items() for name in reg.names()]
 
 
@@ -249,5 +252,39 @@ def test_every_entry_fills_its_spec(kind: str, name: str) -> None:
             assert entry.info.name == name and len(entry.info.mean) == len(entry.info.std) == entry.info.shape[0]
         if name != "synthetic":  # synthetic's sizes are its params; the estimate uses the defaults as before
             assert entry.sizes is not None and min(entry.sizes) > 0
+    elif kind == "corruptions":  # one image at each severity: its shape, [0, 1], and the same seed the same image
+        assert entry.family in CORRUPTION_FAMILIES
+        x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+        for severity in range(1, 6):
+            out = entry.fn(x.clone(), severity, [7])
+            assert out.shape == x.shape and float(out.min()) >= -1e-6 and float(out.max()) <= 1 + 1e-6
+            assert torch.equal(out, entry.fn(x.clone(), severity, [7]))
     else:
         assert hasattr(p, "normalize")
+
+
+def test_the_corruption_example_is_a_column_of_a_suite(tmp_path: Path) -> None:
+    """bench/data/README.md's second example, as a suite's plug-in: its column is the model's verdicts on the dimmed images."""
+    (tmp_path / "my_corruption.py").write_text(example("dataset", 1))
+    text = MINIMAL_SUITE.replace("attacks: [fgsm]", "attacks: [fgsm, {corruption: {name: dim, severity: 5}}]")
+    suite = write_suite(tmp_path / "s.yaml", text + "plugins: [my_corruption.py]\n")
+    try:
+        assert main(["run", str(suite), "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--quiet"]) == 0
+        from bench.api.trained import trained_models
+        from bench.engine import entries
+        from bench.engine.store import Store
+        from bench.plan.expand import expand
+        from bench.plan.kinds import EVAL
+        from bench.suite.load import load_suite
+
+        plan = expand(load_suite(suite))
+        job = next(j for j in plan.eval_jobs if j.group == "corruption")
+        assert (job.attack.name, job.attack.severity, job.attack.source, job.column) == ("dim", 5, "generated", "dim s5")
+        (m,) = trained_models(suite, cache_dir=tmp_path / "c", device="cpu")
+        dimmed = (m.x * 255 * 0.5).round() / 255  # rounded to uint8 as the evaluated images are
+        with torch.no_grad():
+            correct = (m.model(dimmed).argmax(1) == m.y).numpy()
+        assert (entries.read_flags(Store(tmp_path / "c"), EVAL, job.key)["robust"].astype(bool) == correct).all()
+    finally:
+        CORRUPTIONS.unregister("dim")
+        sys.modules.pop(next((k for k in sys.modules if k.startswith("bench_plugin_my_corruption")), ""), None)

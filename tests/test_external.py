@@ -74,7 +74,7 @@ def test_a_mapping_with_ids_checks_each_image_against_its_own_test_image(tmp_pat
 
 def test_a_float_clean_split_and_a_prefix_of_the_test_split(tmp_path, clean):
     x = inside(clean)[:3]
-    out = load_external(save(tmp_path, x), unit(clean), LINF, n_expected=3)
+    out = load_external(save(tmp_path, x), unit(clean), LINF, order=range(3))
     assert out.ids.tolist() == [0, 1, 2]
     assert "3 images, expected 6" in one_line_error(save(tmp_path, x), clean)
 

@@ -159,6 +159,7 @@ BEFORE_RESTRUCTURE = {
     "smoke.yaml": (16, "837a5c0b8b6fc7db02a8c934c00a58933c6f2e77ac6b66e4b13a614a761d6423"),
     "svhn.yaml": (45, "51603c81b55ab3c55b5c5927c80a1d28501a9837c2f723ff81f41db7dd979471"),
     "tiny-imagenet.yaml": (45, "67fd7806905fcbfe9a6792974b98f5cf0f5a0610ec85f40cfbd4ff4c8c76660c"),
+    "threats/fashion-mnist.yaml": (160, "755afcff0710c2dd029735f4927d71e15a99b050e2385b8b7eecde621a1511ab"),  # shipped with #26
 }
 
 
@@ -169,5 +170,6 @@ def test_every_shipped_suite_is_pinned() -> None:
 
 @pytest.mark.parametrize("name", sorted(BEFORE_RESTRUCTURE))
 def test_shipped_suites_plan_the_keys_they_planned_before_the_restructure(name: str) -> None:
-    keys = sorted(t.key for t in expand(load_suite(SUITES / name)).tasks)
+    # an external column's files are made by a script beside its suite (their tasks are keyed by content): not pinned
+    keys = sorted(t.key for t in expand(load_suite(SUITES / name)).tasks if getattr(t, "group", "") != "external")
     assert (len(keys), hashlib.sha256("\n".join(keys).encode()).hexdigest()) == BEFORE_RESTRUCTURE[name]

@@ -18,18 +18,21 @@ from bench.api import rendered
 from bench.core.errors import BenchError
 from bench.core.files import default_cache_dir, write_json
 from bench.core.progress import Progress
+from bench.data import load_dataset
 from bench.device.env import check_device, resolve_device
 from bench.engine.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.engine.scheduler import ScheduleResult, run_tasks
 from bench.engine.store import Store
 from bench.engine.worker import WorkerContext
+from bench.evaluation.evaluate import subset_indices
+from bench.evaluation.external import ExternalError, load_external
 from bench.plan import kinds as task_kinds
 from bench.plan.estimate import Estimator
 from bench.plan.expand import expand
 from bench.plan.tasks import Plan
 from bench.report.aggregate import collect
 from bench.report.folder import results_folder, write_folder
-from bench.report.render import results_json
+from bench.report.render import results_json, waiting_lines
 from bench.report.rows import ResultRow
 from bench.suite.load import load_suite
 from bench.suite.specs import Suite
@@ -125,6 +128,7 @@ def run_suite(
     config = executor or ExecutorConfig()
     store = Store(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())  # damage is reported even with --quiet
     data = str(Path(data_dir).expanduser()) if data_dir else None
+    check_externals(plan, store, data)  # before anything runs: a bad file is one line, and nothing is computed
     config = config.resolved(str(device), plan.tasks, store.has)  # --workers auto: against the plan
     local = config.in_process  # in this process: the device is resolved here
     here = device if isinstance(device, torch.device) else resolve_device(device) if local else check_device(str(device))
@@ -139,6 +143,8 @@ def run_suite(
     counts = {k: sum(t.kind == k for t in plan.tasks) for k in kinds}
     shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or not task_kinds.KINDS[k].rare)
     prog.log(f"suite {suite.name}: {sum(counts.values())} tasks ({shown}) on {ctx.device if ctx else ex.describe()}")
+    for line in waiting_lines(plan):
+        prog.log(line[2:])
     try:
         result = run_tasks(plan, store, ex, prog, out / "logs", kinds, debug)
     finally:
@@ -163,6 +169,22 @@ def run_suite(
     if not fast:
         rendered.record(plan, store, out)
     return summary
+
+
+def check_externals(plan: Plan, store: Store, data_dir: str | None) -> None:
+    """Load and check each external column's file not evaluated yet against the test images it will be evaluated on
+    (``bench/evaluation/external.py``); the task that evaluates it checks it again."""
+    todo = list(dict.fromkeys(j.attack for j in plan.eval_jobs if j.group == "external" and not store.has(j.kind, j.key)))
+    if not todo:
+        return
+    suite, ev = plan.suite, plan.eval_spec
+    splits = load_dataset(suite.dataset.name, suite.dataset.params, data_dir)
+    ids = subset_indices(len(splits.test_y), ev.n_examples, ev.subset_seed)
+    for ref in todo:
+        try:
+            load_external(ref.path, splits.test_x, suite.threat, order=ids)
+        except ExternalError as e:
+            raise BenchError(f"{suite.sources.get('attacks', suite.path)}: attacks: external {ref.label!r}: {e}") from None
 
 
 def _ran(summary: RunSummary) -> int:

@@ -34,7 +34,8 @@ EXAMPLES = {
   bench validate suites/cifar10.yaml --device cuda      # the estimated time on a GPU (measured by `bench profile` there)""",
     "ls": """examples:
   bench ls defences
-  bench ls attacks""",
+  bench ls attacks
+  bench ls corruptions                      # the 15 generated common corruptions""",
     "data": """examples:
   bench data status
   bench data status cifar10                 # one dataset
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device the time estimate is for: auto | cpu | cuda | cuda:N (default: auto)")
 
     p = sub.add_parser("ls", help="list registered plug-ins with versions and parameters", epilog=EXAMPLES["ls"], formatter_class=fmt)
-    p.add_argument("kind", choices=["defences", "attacks", "datasets", "models"])
+    p.add_argument("kind", choices=["defences", "attacks", "datasets", "models", "corruptions"])
     p.add_argument("--plugins", nargs="*", default=[], metavar="MODULE", help="extra plug-in modules or .py files to load first")
 
     p = sub.add_parser("analyze", help="spectral analyses of a suite's models (trains what is missing; no attacks)", epilog=EXAMPLES["analyze"], formatter_class=fmt)
@@ -132,6 +133,10 @@ def print_plan(plan, store) -> None:
     hits_o = sum(store.has(t.kind, t.key) for t in others)
     names = "/".join(k for k in KINDS if k not in listed)
     print(f"  {len(others)} {names} tasks ({hits_o} cached); {len(plan.tasks)} tasks in all")
+    from bench.report.render import waiting_lines
+
+    for line in waiting_lines(plan):
+        print(f"  {line[2:]}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@ from bench.analysis.run import analyze
 from bench.core.errors import BenchError
 from bench.core.params import to_plain
 from bench.core.progress import Progress
-from bench.data import load_dataset
+from bench.data import data_roots, load_dataset
+from bench.data.loader import to_unit
 from bench.device.env import provenance
 from bench.device.native import resolve
 from bench.device.precision import configure, fuse_bn, prepare
@@ -30,7 +31,9 @@ from bench.engine import entries
 from bench.engine.store import Store
 from bench.evaluation import randomised
 from bench.evaluation.checkpoints import load_row
+from bench.evaluation.columns import corrupted_images, corruption_flags, external_flags
 from bench.evaluation.evaluate import Flags, parity, robust_flags, subset_indices
+from bench.evaluation.external import load_external
 from bench.evaluation.parity import pool as pool_parity
 from bench.evaluation.sanity import sanity_checks
 from bench.models import build
@@ -50,7 +53,7 @@ from bench.plan.tasks import (
     WeightsRef,
     wa_tag,
 )
-from bench.registry import ATTACKS, DEFENCES
+from bench.registry import ATTACKS, CORRUPTIONS, DEFENCES
 from bench.suite.load import load_suite
 from bench.training.train import Selection, SharedState, TrainData, TrainState, prepare_data, train_model
 from bench.types import DatasetSplits, ThreatModel
@@ -215,6 +218,8 @@ def _attack(job: EvalJob | ShardJob, ctx: WorkerContext) -> Any:
 
 
 def _evaluate(job: EvalJob, ctx: WorkerContext) -> None:
+    if job.group != "attack":
+        return _column(job, ctx)
     ids, x, y = ctx.test_data(job.attack.n_examples)
     if job.shards:  # merge the shards' flags by sample id
         parts = [entries.read_flags(ctx.store, kinds.SHARD, k) for k in job.shards]
@@ -253,6 +258,24 @@ def _attacked(job: EvalJob | ShardJob, ctx: WorkerContext, x: torch.Tensor, y: t
     return result
 
 
+def _column(job: EvalJob, ctx: WorkerContext) -> None:
+    """A corruption or external column (``bench/evaluation/columns.py``): the model's verdicts on other images of the test examples."""
+    ids, x, y = ctx.test_data()
+    model, bs, name, ref = ctx.load_model(job.weights), ctx.plan.eval_spec.batch_size, f"{job.display}/{job.column}", job.attack
+    torch.manual_seed(int(job.key[:8], 16))  # a randomised model's draws
+    counts: dict[str, int] = {}
+    if ref.kind == "corruption":
+        images = corrupted_images(ctx.plan.suite.dataset.name, ref.name, ref.severity, ref.source, ids, x, y, data_roots(ctx.data_dir))
+        result = corruption_flags(model, x, y, lambda a, b: to_unit(images[a:b]), bs, name, ctx.progress)
+    else:  # checked again here, where it is evaluated: a file that fails leaves nothing in the store
+        external = load_external(ref.path, ctx.splits.test_x, ctx.plan.suite.threat, order=ids)
+        if external.digest != ref.digest:
+            raise BenchError(f"{ref.path}: changed since the suite was planned (its content is what this column is keyed by); run again")
+        result, counts = external_flags(model, x, y, ids, external, bs, name, ctx.progress)
+    _write_flags(job, ctx, ids, result, metrics={f"external_{k}": v for k, v in counts.items()})
+    ctx.progress.log(f"  {job.label}: clean {100 * result.clean_acc:.2f}%, {ref.kind} {100 * result.robust_acc:.2f}% ({result.seconds:.1f}s)")
+
+
 def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.device) -> torch.Tensor | None:
     """eval.cascade: which of ``ids`` no evaluation to the left broke (points it did not evaluate count as unbroken)."""
     if not job.after:
@@ -275,9 +298,12 @@ def _shard(job: ShardJob, ctx: WorkerContext) -> None:
     _write_flags(job, ctx, ids[part], result)
 
 
-def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, flags: Flags, extra: dict | None = None) -> None:
-    """The entry of an evaluation or a shard: per-sample flags, spec, metrics, manifest."""
+def _write_flags(
+    job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, flags: Flags, extra: dict | None = None, metrics: dict | None = None
+) -> None:
+    """The entry of an evaluation or a shard: per-sample flags, spec, metrics (with ``metrics``), manifest (with ``extra``)."""
     metrics = {
+        **(metrics or {}),
         "n": len(ids),
         "clean_acc": flags.clean_acc,
         "robust_acc": flags.robust_acc,
@@ -289,12 +315,19 @@ def _write_flags(job: EvalJob | ShardJob, ctx: WorkerContext, ids: np.ndarray, f
     if flags.model_check is not None:  # randomised / probability outputs (bench/evaluation/randomised.py)
         metrics["model_check"] = flags.model_check
     manifest = {
-        "attack_source_sha": source_sha(ATTACKS.get(job.attack.name).fn),
+        "attack_source_sha": _source(job.attack),
         "provenance": ctx.provenance,
         "fast_paths": _fast_paths(ctx.plan.eval_spec, ctx.path("eval")),
     }
     entries.write_flags(ctx.store, kinds.kind_of(job), job.key, ids, flags.clean, flags.robust, job.spec, metrics,
                         {**manifest, **(extra or {})})  # fmt: skip
+
+
+def _source(ref: Any) -> str | None:
+    """The source hash of what computed a column: the attack, or the corruption's generator (None: released files, external)."""
+    if ref.kind == "attack":
+        return source_sha(ATTACKS.get(ref.name).fn)
+    return source_sha(CORRUPTIONS.get(ref.name).fn) if ref.kind == "corruption" and ref.source == "generated" else None
 
 
 def _fast_paths(spec: Any, ran: str) -> dict[str, Any]:

@@ -7,8 +7,9 @@ same eps-ball test and tolerance as every attack bench runs (``bench.attacks.che
 
 Two layouts, read with ``torch.load(weights_only=True)`` (no code runs on load):
 
-* a float tensor ``N x C x H x W`` of adversarial images in test-id order (image i is the
-  adversarial version of test image i, for the first N test images; N as expected by the caller);
+* a float tensor ``N x C x H x W`` of adversarial images in test-id order: one per test image (image i
+  is the adversarial version of test image i), or one per evaluated test example (the suite's
+  ``eval.n_examples`` subset, in the order of its test ids, as the caller gives them);
 * a mapping ``{"ids": LongTensor[N], "x_adv": Tensor[N, C, H, W]}`` for any subset of test ids
   (distinct, in range).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +64,16 @@ def _load(path: Path, name: str) -> tuple[Any, str]:
     return obj, hashlib.sha256(raw).hexdigest()
 
 
-def _layout(obj: Any, name: str, n_test: int, n_expected: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _layout(obj: Any, name: str, n_test: int, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(obj, torch.Tensor):
-        if obj.dim() >= 1 and len(obj) != n_expected:
-            raise ExternalError(f"{name}: {len(obj)} images, expected {n_expected} (one per test image, in test-id order)")
+        if obj.dim() >= 1 and order is not None and len(obj) == len(order):
+            return obj, order
+        if obj.dim() >= 1 and len(obj) != n_test:
+            also = f" or {len(order)} (one per evaluated test example, in test-id order)" if order is not None else ""
+            raise ExternalError(
+                f"{name}: {len(obj)} images, expected {n_test} (one per test image, in test-id order){also}; "
+                "for other test ids save {'ids': LongTensor, 'x_adv': tensor}"
+            )
         return obj, torch.arange(len(obj) if obj.dim() else 0)
     if isinstance(obj, dict):
         keys = set(obj)
@@ -99,18 +107,20 @@ def _what(obj: Any) -> str:
 
 
 def load_external(
-    path: str | os.PathLike, clean: torch.Tensor, threat: ThreatModel, *, n_expected: int | None = None, tol: float = TOLERANCE
-) -> External:
+    path: str | os.PathLike, clean: torch.Tensor, threat: ThreatModel, *, order: Sequence[int] | None = None,
+    tol: float = TOLERANCE,
+) -> External:  # fmt: skip
     """Load and check the adversarial examples in ``path`` against the clean test images ``clean``.
 
     ``clean`` is the test split (``N_test x C x H x W``, uint8 or float in [0, 1]); a plain tensor file
-    must hold ``n_expected`` images (default: the whole split). Raises :class:`ExternalError`.
+    holds one image per test image, or one per test id of ``order`` (the evaluated examples), in that
+    order. Raises :class:`ExternalError`.
     """
     path = Path(path)
     name = path.name
     obj, digest = _load(path, name)
     n_test = len(clean)
-    x, ids = _layout(obj, name, n_test, n_test if n_expected is None else n_expected)
+    x, ids = _layout(obj, name, n_test, None if order is None else torch.as_tensor(list(order), dtype=torch.long))
     label = "x_adv" if isinstance(obj, dict) else "tensor"
     want = (len(ids), *clean.shape[1:])
     if tuple(x.shape) != want:

@@ -204,6 +204,8 @@ def task_flops(task: Any, plan: Any, f: float) -> tuple[float, str]:
     if task.kind in (EVAL.name, SHARD.name):
         if getattr(task, "shards", ()):
             return 0.0, "fp32"  # merges its shards' flags
+        if task.attack.kind != "attack":  # a corruption or external column: the clean and the other image, one forward each
+            return n_test * 2 * f, "fp32"
         n = min(n_test, task.attack.n_examples or n_test) / (task.count if task.kind == SHARD.name else 1)
         per_point = 1 + CLEAN_FRACTION * (attack_forwards(task.attack.name, task.attack.params) - 1)
         return n * per_point * f, ev.precision

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from pathlib import Path
 from typing import Any
 
 from bench.attacks import label as attack_label
@@ -33,6 +34,7 @@ from bench.plan.tasks import (
     WeightsRef,
 )
 from bench.registry import ATTACKS, DEFENCES
+from bench.suite.columns import for_row, row_file
 from bench.suite.paper import check_paper
 from bench.suite.specs import PluginRef, Suite, WASpec
 from bench.types import SharedStart, first_milestone
@@ -90,6 +92,9 @@ def _expand(suite: Suite, limit: int | None) -> Plan:
     columns = [_display(a, attacks, lab) if labels.count(lab) > 1 else lab for a, lab in zip(attacks, labels)]
     if len(set(columns)) != len(columns):
         columns = [f"{c} #{i + 1}" for i, c in enumerate(columns)]
+    externals, corruptions = _column_labels(suite, columns)
+    others = [*externals, *corruptions]
+    waiting: list[tuple[str, str, int, Path]] = []  # (external column, row, seed, file) of the files not there yet
     averagers = tuple(w for w in suite.wa if w is not None)
     train_jobs: list[TrainJob] = []
     eval_jobs: list[EvalJob] = []
@@ -117,6 +122,14 @@ def _expand(suite: Suite, limit: int | None) -> Plan:
                 eval_jobs.append(EvalJob(keys.digest(espec), ref, weights, row, seed, espec, attack, label, tuple(s.key for s in shards), threat, tuple(left)))
                 if ev.cascade:
                     left.append(eval_jobs[-1].key)
+        # the external and corruption columns: at the suite's radius only, never in a cascade
+        for column, label in others:
+            concrete = for_row(column, row, seed) if column.kind == "external" else column
+            if concrete is None:  # a per-row external file not there yet
+                waiting.append((label, row, seed, row_file(column, row, seed)))
+                continue
+            cspec = keys.column_spec(weights.eval_key, plain, concrete, suite.threat, ev)
+            eval_jobs.append(EvalJob(keys.digest(cspec), ref, weights, row, seed, cspec, concrete, label))
 
     prefixes = _prefixes(suite, ref, averagers)
     for defence in suite.defences:
@@ -140,14 +153,39 @@ def _expand(suite: Suite, limit: int | None) -> Plan:
         job = TrainJob(keys.digest(spec), ref, spec, PluginRef("checkpoint", row.name, None, 1), 0, row.name, zoo=True, model=row.model.name)
         train_jobs.append(job)
         add_weights(WeightsRef(job.key, None, "checkpoint", source=row), row.name, 0)
-    plan = Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, shard_jobs=shard_jobs)
+    plan = Plan(suite, ev, train_jobs, eval_jobs, columns, attacks, sanity_jobs, shard_jobs=shard_jobs,
+                external_columns=[label for _, label in externals], corruption_columns=corruptions, waiting=waiting)  # fmt: skip
     plan.prefix_jobs = list({p.key: p for p in prefixes.values()}.values())
     plan.analysis_jobs = _analysis_jobs(plan, ref)
+    rows = list(dict.fromkeys(e.display for e in eval_jobs))
     if suite.paper is not None:  # the paper's rows and columns must be the plan's
-        rows = list(dict.fromkeys(e.display for e in eval_jobs))
         analysed = list(dict.fromkeys(a.display for a in plan.analysis_jobs))
-        plan.paper = check_paper(suite.paper, f"{suite.sources.get('paper', suite.path)}: paper", rows, columns, analysed)
+        all_columns = [*columns, *(label for _, label in others)]
+        plan.paper = check_paper(suite.paper, f"{suite.sources.get('paper', suite.path)}: paper", rows, all_columns, analysed)
+    reference = suite.leaderboard.mce_reference
+    if reference is not None and reference not in rows:
+        where = f"{suite.sources.get('leaderboard', suite.path)}: leaderboard.mce_reference"
+        raise ConfigError(where, f"no leaderboard row {show(reference)}{_hint(reference, rows)}; rows: {', '.join(rows)}")
     return plan
+
+
+def _hint(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _column_labels(suite: Suite, attack_columns: list[str]) -> tuple[list[tuple[Any, str]], list[tuple[Any, str]]]:
+    """(ref, column label) of the external and the corruption columns. A corruption's label names its source
+    when the suite has both sources; an external column must not take an attack's label."""
+    both = len({c.source for c in suite.corruptions}) > 1
+    corruptions = [(c, f"{c.label} ({c.source})" if both else c.label) for c in suite.corruptions]
+    externals = [(e, e.label) for e in suite.externals]
+    taken = [*attack_columns, *(label for _, label in corruptions)]
+    for e, label in externals:
+        if label in taken:
+            where = f"{suite.sources.get('attacks', suite.path)}: attacks"
+            raise ConfigError(where, f"external column {label!r} has the name of another column; give it another name")
+    return externals, corruptions
 
 
 def _prefixes(suite: Suite, ref: SuiteRef, averagers: tuple[WASpec, ...]) -> dict[str, PrefixJob]:
@@ -209,10 +247,8 @@ def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
     known = list(dict.fromkeys(e.display for e in plan.eval_jobs))
     for i, row in enumerate(suite.analysis.rows):
         if row not in known:
-            close = difflib.get_close_matches(row, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             where = f"{suite.sources.get('analysis', suite.path)}: analysis.rows[{i}]"
-            raise ConfigError(where, f"no leaderboard row {show(row)}{hint}; rows: {', '.join(known)}")
+            raise ConfigError(where, f"no leaderboard row {show(row)}{_hint(row, known)}; rows: {', '.join(known)}")
     jobs: dict[tuple[str, int], AnalysisJob] = {}
     for e in plan.eval_jobs:
         if suite.analysis.rows and e.display not in suite.analysis.rows:

@@ -77,3 +77,12 @@ def eval_spec(train_key: str, weights: dict[str, Any], attack: Any, threat: Thre
         "threat": threat_plain(threat),
         "eval": options_plain(evaluation, drop=("cascade",)),
     }
+
+
+def column_spec(train_key: str, weights: dict[str, Any], column: Any, threat: ThreatModel, evaluation: Any) -> dict[str, Any]:
+    """The key of a corruption or external column: no attack, so neither the attack options nor (for a
+    corruption) the threat; the test examples it runs on. An external file is checked in the threat's ball."""
+    spec = {"protocol": PROTOCOL_VERSION, "train_key": train_key, "weights": weights, **column.plain()}
+    if column.kind == "external":
+        spec["threat"] = threat_plain(threat)
+    return {**spec, "eval": {"n_examples": evaluation.n_examples, "subset_seed": evaluation.subset_seed}}

@@ -29,11 +29,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.core.params import to_plain
 from bench.plan import keys, kinds
-from bench.suite.specs import CheckpointSpec, EvalSpec, PaperSpec, PluginRef, Suite, WASpec
+from bench.suite.specs import CheckpointSpec, CorruptionRef, EvalSpec, ExternalRef, PaperSpec, PluginRef, Suite, WASpec
 from bench.types import ThreatModel
 
 
@@ -212,8 +213,13 @@ class _AttackTask(_WeightsTask):
     """One attack on one set of weights: an evaluation, or a shard of one."""
 
     spec: dict
-    attack: PluginRef
+    attack: PluginRef | CorruptionRef | ExternalRef  # an attack, or a corruption or external column (``kind`` says)
     column: str  # table column label, e.g. "PGD-20" ("PGD-20 @ ε=4/255" at an eval.eps radius)
+
+    @property
+    def group(self) -> str:
+        """``attack``, ``external`` or ``corruption``: what the column is (the last is not in the worst case)."""
+        return self.attack.kind
 
     @property
     def label(self) -> str:
@@ -278,6 +284,18 @@ class Plan:
     shard_jobs: list[ShardJob] = dataclasses.field(default_factory=list)
     paper: PaperSpec | None = None  # the suite's ``paper:`` table, its rows and columns checked against the plan
     prefix_jobs: list[PrefixJob] = dataclasses.field(default_factory=list)
+    external_columns: list[str] = dataclasses.field(default_factory=list)  # ``- external:`` columns (in the worst case)
+    corruption_columns: list[tuple[CorruptionRef, str]] = dataclasses.field(default_factory=list)  # (ref, label): their own group
+    waiting: list[tuple[str, str, int, Path]] = dataclasses.field(default_factory=list)  # per-row external files not there yet
+
+    def incomplete(self, display: str, seed: int) -> bool:
+        """Whether a row's worst case waits for an external file (``waiting``): it is then not computed."""
+        return any(row == display and s == seed for _, row, s, _ in self.waiting)
+
+    @property
+    def worst_columns(self) -> list[str]:
+        """The columns the worst case is over: the attacks and the external adversarial examples."""
+        return [*self.columns, *self.external_columns]
 
     @property
     def tasks(self) -> list[Task]:

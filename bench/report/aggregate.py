@@ -31,7 +31,7 @@ from bench.evaluation.sanity import run_flags
 from bench.plan.kinds import EVAL, TRAIN
 from bench.plan.tasks import EvalJob, Plan
 from bench.registry import ATTACKS
-from bench.report.rows import CLEAN, WORST, CellStats, ResultRow
+from bench.report.rows import CLEAN, CORRUPTION_MEAN, WORST, CellStats, ResultRow
 
 __all__ = ["add_cell_stats", "collect", "collect_outcomes", "load_flags", "worst_case"]
 
@@ -63,7 +63,7 @@ def collect_outcomes(plan: Plan, store: Store) -> tuple[list[ResultRow], Outcome
         for wa in suite.wa:
             jobs = [e for e in plan.evals_of(tjob) if e.wa == wa and e.threat is None]  # eval.eps radii: curves only
             if jobs:
-                runs.append((tjob, jobs, *_load_run(jobs, tjob.seed, store, outcomes)))
+                runs.append((tjob, jobs, *_load_run(jobs, tjob.seed, store, outcomes, plan.incomplete(jobs[0].display, tjob.seed))))
     for tjob, jobs, loaded, model in runs:  # every seed's outcomes are in: the flags pool them per row
         if loaded:
             manifest = entries.read_manifest(store, TRAIN, tjob.key) if store.has(tjob.kind, tjob.key) else {}
@@ -109,12 +109,17 @@ def _ran(manifest: dict[str, Any]) -> str | None:
     return fast.get("precision_ran") or fast.get("precision")
 
 
-def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One run's evaluated attacks: their columns (``ResultRow`` fields), recorded in ``outcomes`` (with Clean and Worst case),
-    and the run's model flags (randomised or probability outputs: ``bench/evaluation/randomised.py``)."""
+def _load_run(
+    jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes, waiting: bool = False
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One run's evaluated columns: their ``ResultRow`` fields, recorded in ``outcomes`` (with Clean and Worst case),
+    and the run's model flags (randomised or probability outputs: ``bench/evaluation/randomised.py``). The worst case
+    is over the attacks and external columns (none while ``waiting`` for an external file); the corruption columns
+    have their mean instead (``CORRUPTION_MEAN``)."""
     run_rows = []
-    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per attack
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sample_id, clean, robust) per evaluation
     checks_by_eval = []  # (column, attack name, params, model check) per evaluation: bench/evaluation/randomised.py
+    notes = []  # external columns with test ids they have no example for
     for ejob in jobs:
         flags = load_flags(store, ejob)
         if flags is None:
@@ -122,13 +127,16 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
         metrics = entries.read_metrics(store, EVAL, ejob.key)
         eval_manifest = entries.read_manifest(store, EVAL, ejob.key)
         results.append((flags["sample_id"], flags["clean"], flags["robust"]))
-        checks_by_eval.append((ejob.column, ejob.attack.name, ejob.attack.params, metrics.get("model_check")))
+        attack = ejob.group == "attack"
+        checks_by_eval.append((ejob.column, ejob.attack.name if attack else "none", ejob.attack.params, metrics.get("model_check")))
         outcomes.setdefault((ejob.display, ejob.column), {})[seed] = (flags["sample_id"], flags["robust"])
+        if metrics.get("external_missing"):
+            notes.append(f"{ejob.column}: no adversarial example for {metrics['external_missing']} evaluated test id(s), counted robust where clean")
         run_rows.append(
             {
                 "attack": ejob.column,
                 "attack_name": ejob.attack.name,
-                "family": ATTACKS.get(ejob.attack.name).family,
+                "family": ATTACKS.get(ejob.attack.name).family if attack else ejob.group,
                 "n": int(len(flags["sample_id"])),
                 "robust_acc": float(flags["robust"].mean()) if len(flags["robust"]) else float("nan"),
                 "eval_key": ejob.key,
@@ -138,7 +146,7 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
                 "eval_precision": _ran(eval_manifest),
                 "max_perturbation": metrics.get("max_dist"),  # largest distance of x_adv from x (in the threat's norm); > eps is an error
                 "parity": parity.row_fields(metrics["parity"]) if "parity" in metrics else None,  # a low-precision evaluation
-                "attack_params": _params(ejob.attack.params),
+                "attack_params": _column_params(ejob),
             }
         )
     if not run_rows:
@@ -146,13 +154,33 @@ def _load_run(jobs: list[EvalJob], seed: int, store: Store, outcomes: Outcomes) 
     randomised = any(c and c["randomised"] for *_, c in checks_by_eval)
     ref_ids, clean, differ = _align(results, jobs[0].display, randomised)
     outcomes.setdefault((jobs[0].display, CLEAN), {})[seed] = (ref_ids, clean)
-    if len(run_rows) == len(jobs):
-        common, worst = worst_case([(ids, robust) for ids, _, robust in results])
+    done = {r["attack"]: r for r in run_rows}
+    worst_jobs = [j for j in jobs if j.group != "corruption"]
+    if worst_jobs and all(j.column in done for j in worst_jobs) and not waiting:
+        common, worst = worst_case([(ids, robust) for (ids, _, robust), r in zip(results, run_rows) if r["family"] != "corruption"])
         outcomes.setdefault((jobs[0].display, WORST), {})[seed] = (common, worst)
         run_rows.append(
             {"attack": WORST, "attack_name": "worst", "family": "worst", "n": int(len(common)), "robust_acc": float(worst.mean()), "eval_key": None}
         )
-    return run_rows, model_flags(checks_by_eval, differ)
+    corrupted = [done.get(j.column) for j in jobs if j.group == "corruption"]
+    if len(corrupted) > 1 and all(corrupted):  # the mean over the corruption columns (no per-sample cell of its own)
+        n = min(r["n"] for r in corrupted)
+        mean = float(np.mean([r["robust_acc"] for r in corrupted]))
+        run_rows.append({"attack": CORRUPTION_MEAN, "attack_name": "corruption-mean", "family": "corruption", "n": n, "robust_acc": mean, "eval_key": None})
+    model = model_flags(checks_by_eval, differ)
+    if notes:
+        model["flags"] = "; ".join([m for m in (model.get("flags"), *notes) if m])
+    return run_rows, model
+
+
+def _column_params(job: EvalJob) -> dict[str, Any]:
+    """The ``p_attack_*`` columns: an attack's parameters, a corruption's severity and source, an external column's file."""
+    ref = job.attack
+    if ref.kind == "corruption":
+        return {"severity": ref.severity, "source": ref.source}
+    if ref.kind == "external":
+        return {"file": ref.path.name, "sha256": ref.digest}
+    return _params(ref.params)
 
 
 def _run_rows(
@@ -162,7 +190,7 @@ def _run_rows(
     """The run's rows: its attack columns (from :func:`_load_run`) with the run's fields, flags and provenance."""
     first = jobs[0]
     clean = outcomes[(first.display, CLEAN)][tjob.seed][1]
-    attacks = [{"family": r["family"], "runs": outcomes[(first.display, r["attack"])]} for r in run_rows if r["attack"] != WORST]
+    attacks = [{"family": r["family"], "runs": outcomes[(first.display, r["attack"])]} for r in run_rows if r["eval_key"]]
     flags = run_flags(checks, attacks, cascade=any(j.after for j in jobs))
     flags.update(parity.parity_flags([{"attack": r["attack"], **(r.get("parity") or {})} for r in run_rows]))
     messages = (model.get("flags"), flags.get("flags"), flags.pop("parity_message", None))

@@ -102,7 +102,8 @@ def robustness_curve(plan: Plan, store: Store) -> list[dict[str, Any]]:
     records = []
     for row in dict.fromkeys(e.display for e in plan.eval_jobs):
         for threat in threats:
-            at = [e for e in plan.eval_jobs if e.display == row and (e.threat or plan.suite.threat) == threat]
+            # the attacks only: they run at every radius (an external file is checked at the suite's; corruptions have none)
+            at = [e for e in plan.eval_jobs if e.display == row and (e.threat or plan.suite.threat) == threat and e.group == "attack"]
             per_attack: dict[str, stats.Runs] = {}
             for e in at:
                 flags = load_flags(store, e)

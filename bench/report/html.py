@@ -27,7 +27,7 @@ from bench.core.files import atomic_write_text
 from bench.core.plotting import DPI
 from bench.plan.tasks import Plan
 from bench.report.render import MISSING, leaderboard_markdown, leaderboard_rows
-from bench.report.rows import WORST, ResultRow
+from bench.report.rows import ResultRow
 
 BOLD = ("\x02", "\x03")  # tie marks from leaderboard_rows, turned into <strong> after escaping
 CURVES = {
@@ -219,6 +219,15 @@ def _leaderboard(plan: Plan, rows: Sequence[ResultRow], out: Path) -> tuple[str,
     return board, f'<section id="flags"><h2>Flags and health</h2>\n{flags}\n</section>'
 
 
+def _corruptions(out: Path) -> str:
+    """``corruptions.md`` (every corruption and severity, the CE per corruption) as a section, when the suite has corruption columns."""
+    path = out / "corruptions.md"
+    if not path.is_file():
+        return ""
+    text = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# "))
+    return f'<section id="corruptions"><h2>Corruptions</h2>\n{markdown_html(text, out)}\n</section>'
+
+
 def _curves(out: Path) -> str:
     figures = [figure_html(out / name, caption) for name, caption in CURVES.items() if (out / name).is_file()]
     return f'<section id="curves"><h2>Training and robustness curves</h2>\n{"".join(figures)}\n</section>' if figures else ""
@@ -299,7 +308,7 @@ def _cost(plan: Plan, rows: Sequence[ResultRow], out: Path) -> str:
     """Training and evaluation seconds per leaderboard row (mean over seeds), and the last run's wall time."""
     table = []
     for display in dict.fromkeys(j.display for j in plan.eval_jobs):
-        mine = [r for r in rows if r.display_name == display and r.attack != WORST]
+        mine = [r for r in rows if r.display_name == display and not r.synthesised]
         seeds = sorted({r.seed for r in mine})
         train = [next(r.train_seconds for r in mine if r.seed == s) or 0.0 for s in seeds]
         evaluation = [sum(r.eval_seconds or 0.0 for r in mine if r.seed == s) for s in seeds]
@@ -319,13 +328,16 @@ def page(plan: Plan, rows: Sequence[ResultRow], out: Path, paper_md: str | None 
     """The whole HTML document for ``plan`` from its rows and the files already written in ``out``."""
     suite = plan.suite
     board, flags = _leaderboard(plan, rows, out)
-    sections = [board, flags, _curves(out), _analysis(out), _paper(paper_md, out), _provenance(plan, rows, out), _cost(plan, rows, out)]
+    sections = [board, flags, _corruptions(out), _curves(out), _analysis(out), _paper(paper_md, out), _provenance(plan, rows, out),
+                _cost(plan, rows, out)]  # fmt: skip
     sections = [s for s in sections if s]
-    titles = {"leaderboard": "Leaderboard", "flags": "Flags", "curves": "Curves", "analysis": "Spectral analysis",
+    titles = {"leaderboard": "Leaderboard", "flags": "Flags", "corruptions": "Corruptions", "curves": "Curves", "analysis": "Spectral analysis",
               "paper": "Paper table", "provenance": "Provenance", "cost": "Cost"}  # fmt: skip
     nav = " ".join(f'<a href="#{k}">{v}</a>' for k, v in titles.items() if any(f'<section id="{k}">' in s for s in sections))
     n_rows = len(dict.fromkeys(j.display for j in plan.eval_jobs))
-    subtitle = f"{suite.dataset.name} · {suite.model.name} · {n_rows} rows · {len(plan.columns)} attacks"
+    more = (f" · {len(plan.external_columns)} external" if plan.external_columns else "") + (
+        f" · {len(plan.corruption_columns)} corruption columns" if plan.corruption_columns else "")
+    subtitle = f"{suite.dataset.name} · {suite.model.name} · {n_rows} rows · {len(plan.columns)} attacks{more}"
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en">',

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from bench.core.stats import ALPHA, BOOT_SEED, N_BOOT, detectable_difference, mi
 from bench.evaluation.parity import parity_note
 from bench.evaluation.randomised import header_lines as randomised_lines
 from bench.plan.tasks import Plan
+from bench.report import corruptions
 from bench.report.papers import latex_escape
-from bench.report.rows import CLEAN, WORST, ResultRow, records
+from bench.report.rows import CLEAN, CORRUPTION_MEAN, WORST, ResultRow, records
 
 MISSING = "—"
 
@@ -81,31 +83,55 @@ def _cost(sub: pd.DataFrame) -> str:
     return f"{per_seed['train'].fillna(0).mean():.0f} + {per_seed['evaluation'].mean():.0f}"
 
 
+def waiting_lines(plan: Plan) -> list[str]:
+    """Per external column, the per-row files it waits for (``- external: {path: ...{row}...}``), if any."""
+    by_column: dict[str, list[str]] = {}
+    for label, row, seed, path in plan.waiting:
+        by_column.setdefault(label, []).append(f"`{os.path.relpath(path, plan.suite.path.parent)}` ({row}, seed {seed})")
+    return [
+        f"- External column `{label}`: no file yet for {len(files)} row(s): {', '.join(files)} (relative to the suite file); "
+        "their cell and Worst case stay empty until it exists (your attack on `bench.trained_models(suite)`, saved there)."
+        for label, files in by_column.items()
+    ]
+
+
 def leaderboard_rows(
     plan: Plan, rows: Sequence[ResultRow], cost: bool = False, bold: Bold = MARKDOWN_BOLD
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and body: one row per defence (mean over seeds with its interval), sorted by worst case."""
-    headers = ["Rank", "Defence", CLEAN, *plan.columns, WORST] + (["Cost (s)"] if cost else [])
+    """Header and body: one row per defence (mean over seeds with its interval), sorted by worst case; the
+    corruption columns after Worst case, in their own group (``bench/report/corruptions.py``)."""
+    group = corruptions.headers(plan)
+    headers = ["Rank", "Defence", CLEAN, *plan.worst_columns, WORST, *group] + (["Cost (s)"] if cost else [])
     df = pd.DataFrame(records(rows))  # the edge: grouped per row, column and seed as a table
+    cell = _column_cell(bold)
     body = []
     for display in dict.fromkeys(j.display for j in plan.eval_jobs):
         sub = df[df["display_name"] == display] if len(df) else df
         if len(sub) == 0:
-            body.append(([MISSING, display, MISSING] + [MISSING] * (len(plan.columns) + 1) + ([MISSING] if cost else []), -1.0))
+            body.append(([MISSING, display, MISSING] + [MISSING] * (len(headers) - 3), -1.0))
             continue
         first = sub.iloc[0].to_dict()
         per_seed_clean = sub.drop_duplicates("seed")["clean_acc"].tolist()
         cells = [display, _cell(per_seed_clean, _stats(first, "clean_"), bold)]
-        for col in [*plan.columns, WORST]:
-            at = sub[sub["attack"] == col]
-            cells.append(_cell(at["robust_acc"].tolist(), _stats(at.iloc[0].to_dict()) if len(at) else None, bold))
+        cells.extend(cell(sub, col) for col in [*plan.worst_columns, WORST])
+        cells.extend(corruptions.cells(plan, df, display, cell))
         worst = sub[sub["attack"] == WORST]
         cells.insert(0, _rank(_stats(worst.iloc[0].to_dict())) if len(worst) else MISSING)
         if cost:
-            cells.append(_cost(sub[sub["attack"] != WORST]))
+            cells.append(_cost(sub[~sub["attack"].isin([WORST, CORRUPTION_MEAN])]))
         body.append((cells, float(worst["robust_acc"].mean()) if len(worst) else -1.0))
     body.sort(key=lambda item: -item[1])
     return headers, [cells for cells, _ in body]
+
+
+def _column_cell(bold: Bold):
+    """``cell(sub, column)``: the column's cell of one leaderboard row (``sub``: its records), with its statistics."""
+
+    def cell(sub: pd.DataFrame, col: str) -> str:
+        at = sub[sub["attack"] == col] if len(sub) else sub
+        return _cell(at["robust_acc"].tolist() if len(at) else [], _stats(at.iloc[0].to_dict()) if len(at) else None, bold)
+
+    return cell
 
 
 NORMS = {"Linf": "L∞", "L2": "L2", "L1": "L1"}
@@ -167,10 +193,13 @@ def leaderboard_markdown(plan: Plan, rows: Sequence[ResultRow]) -> str:
         f"- Threat: {NORMS.get(suite.threat.norm, suite.threat.norm)}, ε = {suite.threat.eps_text}",
         f"- Test examples: {n if n is not None else 'all'} (subset seed {plan.eval_spec.subset_seed}){subset_note}",
         f"- Checkpoint selection: `{suite.train.selection}`; epochs: {suite.train.epochs}; seeds: {seeds}",
-        "- Accuracy in %; Worst case = a sample counts as robust only if it survives every attack."
+        "- Accuracy in %; Worst case = a sample counts as robust only if it survives every attack"
+        + (" and the adversarial examples of every external column (your own attack's, from a file)." if plan.external_columns else ".")
         + (" Mean over seeds." if len(suite.seeds) > 1 else ""),
         *uncertainty_lines(plan, n),
         *speed_lines(plan, rows),
+        *corruptions.header_lines(plan),
+        *waiting_lines(plan),
         *randomised_lines(records(rows)),
         *([f"- Cost: training + evaluation seconds (mean over seeds) on {', '.join(devices) or 'unknown device'}."] if cost else []),
         "",
@@ -220,4 +249,7 @@ def write_results(plan: Plan, rows: Sequence[ResultRow], results_dir: Path) -> P
     df = pd.DataFrame(records(rows))  # columns: the union of the records', in order of first appearance
     atomic_write_text(out / "results.csv", df.to_csv(index=False) if len(df) else "")
     atomic_write_text(out / "results.json", results_json(rows))
+    if plan.corruption_columns:
+        displays = list(dict.fromkeys(j.display for j in plan.eval_jobs))
+        atomic_write_text(out / "corruptions.md", corruptions.corruptions_markdown(plan, df, displays, _column_cell(MARKDOWN_BOLD)))
     return out

@@ -18,6 +18,7 @@ from typing import Any
 
 WORST = "Worst case"
 CLEAN = "Clean"
+CORRUPTION_MEAN = "Corruption mean"  # the mean of a run's corruption columns (a synthesised row, as Worst case)
 SANITY_FLAGS = ("flag_zero_grad", "flag_large_eps", "flag_square_beats_whitebox", "flag_pgd_weaker_than_fgsm")
 
 
@@ -90,6 +91,11 @@ class ResultRow:
     def is_worst(self) -> bool:
         return self.attack == WORST
 
+    @property
+    def synthesised(self) -> bool:
+        """Worst case or Corruption mean: computed from the other columns, no evaluation of its own."""
+        return self.attack in (WORST, CORRUPTION_MEAN)
+
     def record(self) -> dict[str, Any]:
         """The row as ``results.json`` holds it: its columns in their order."""
         out: dict[str, Any] = {
@@ -106,7 +112,7 @@ class ResultRow:
         out.update(self.provenance)
         out.update({"attack": self.attack, "attack_name": self.attack_name, "family": self.family, "n": self.n,
                     "robust_acc": self.robust_acc, "eval_key": self.eval_key})  # fmt: skip
-        if not self.is_worst:
+        if not self.synthesised:
             out.update({
                 "attack_version": self.attack_version, "eval_seconds": self.eval_seconds, "eval_device": self.eval_device,
                 "eval_precision": self.eval_precision, "max_perturbation": self.max_perturbation,

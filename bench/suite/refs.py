@@ -94,14 +94,18 @@ def parse_ref(registry: Registry, item: Any, where: str) -> PluginRef:
     return PluginRef(registry.kind, name, params, entry.version, special.get("n_examples"), special.get("shards", 1))
 
 
-def parse_ref_list(registry: Registry, items: Any, where: str, allow_empty: bool = False) -> list[PluginRef]:
+def parse_ref_list(
+    registry: Registry, items: Any, where: str, allow_empty: bool = False, indices: list[int] | None = None
+) -> list[PluginRef]:
+    """The references in the list ``items``; ``indices``: their positions in the suite's list (default 0, 1, ...)."""
     if not isinstance(items, list):
         raise ConfigError(where, f"expected a list, got {type(items).__name__}")
     if not items and not allow_empty:
         raise ConfigError(where, "must not be empty")
-    refs = [parse_ref(registry, item, f"{where}[{i}]") for i, item in enumerate(items)]
+    index = indices or list(range(len(items)))
+    refs = [parse_ref(registry, item, f"{where}[{i}]") for i, item in zip(index, items)]
     seen: set = set()
-    for i, ref in enumerate(refs):
+    for i, ref in zip(index, refs):
         key = (ref.name, ref.params, ref.n_examples, ref.shards)
         if key in seen:
             raise ConfigError(f"{where}[{i}]", f"duplicate entry {ref.name!r} with the same parameters")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from bench.core import params as P
 from bench.types import ThreatModel
@@ -189,6 +189,52 @@ class LeaderboardSpec:
     """Presentation only (never part of a cache key)."""
 
     cost: bool = False  # a "Cost (s)" column: training + evaluation seconds per row
+    mce_reference: str | None = None  # the row the corruption columns' mCE is relative to (its mCE is 100)
+
+
+@dataclass(frozen=True)
+class CorruptionRef:
+    """A corruption column (``- corruption: {name, severity}`` in ``attacks:``): accuracy on the test images under
+    one common corruption at one severity. Not an attack: its own leaderboard group, never in the worst case."""
+
+    kind: ClassVar[str] = "corruption"
+    name: str  # a registered corruption (``bench ls corruptions``)
+    severity: int  # 1..5
+    source: Literal["generated", "released"]  # bench/data/corruptions, or the released CIFAR-10-C / CIFAR-100-C files
+    version: int  # the generator's registered version (1 for the released files)
+    n_examples: ClassVar[None] = None  # run on the suite's test examples (as an attack without n_examples)
+    shards: ClassVar[int] = 1
+    params: ClassVar[None] = None
+
+    def plain(self) -> dict[str, Any]:
+        return {"corruption": self.name, "severity": self.severity, "source": self.source, "version": self.version}
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} s{self.severity}"
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """An external column (``- external: {path: advs.pt}`` in ``attacks:``): adversarial examples made outside bench
+    (``bench/evaluation/external.py``), keyed by the file's content; part of the worst case."""
+
+    kind: ClassVar[str] = "external"
+    label: str  # the leaderboard column ("external:<file name>" unless named)
+    path: Path  # resolved; with ``{row}`` / ``{seed}`` in it, one file per leaderboard row and seed (``template``)
+    digest: str  # sha256 of the file's bytes: what its evaluations are keyed by ("" for a template)
+    template: bool = False  # the planner makes one ref per (row, seed) whose file exists (bench/suite/columns.py)
+    version: ClassVar[int] = 1
+    n_examples: ClassVar[None] = None
+    shards: ClassVar[int] = 1
+    params: ClassVar[None] = None
+
+    @property
+    def name(self) -> str:
+        return "external"
+
+    def plain(self) -> dict[str, Any]:
+        return {"external": self.digest}
 
 
 @dataclass(frozen=True)
@@ -269,6 +315,8 @@ class Suite:
     analysis: AnalysisSpec | None = None
     paper: PaperSpec | None = None  # the ``paper:`` section (its rows and columns are checked against the plan by the planner)
     leaderboard: LeaderboardSpec = field(default_factory=LeaderboardSpec)
+    corruptions: list[CorruptionRef] = field(default_factory=list)  # ``- corruption:`` entries of ``attacks:``, expanded
+    externals: list[ExternalRef] = field(default_factory=list)  # ``- external:`` entries of ``attacks:``
     eval_eps: tuple[ThreatModel, ...] = ()  # eval.eps: extra evaluation radii (the trained models, no retraining)
     sources: dict[str, str] = field(default_factory=dict)  # top-level key -> file it came from
     digest: str = ""  # sha256 of the resolved suite (includes merged): a task names the suite it came from
