@@ -379,3 +379,26 @@ attacks: [fgsm, {corruption: {name: fog, severity: 2}}]
         folder / "labels.npy", np.tile((np.asarray(ty, dtype=np.uint8) + 1) % 10, 5)
     )  # not this test split's labels
     assert main(["run", str(suite), *args, "--cache-dir", str(tmp_path / "cache2")]) != 0
+
+
+def test_bench_evaluate_takes_corruption_and_external_entries(tmp_path, monkeypatch):
+    """Your own model: the same entries as a suite's, the external path relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = bench.build_model("tiny_cnn", num_classes=4, shape=(1, 12, 12))
+    x, _ = _split()
+    torch.save({"ids": torch.arange(10), "x_adv": x[:10].float() / 255}, tmp_path / "advs.pt")  # the clean images themselves
+    dataset = {"synthetic": {"num_classes": 4, "size": 12, "n_train": 256, "n_test": 96}}
+    attacks = ["fgsm", {"corruption": {"name": "fog", "severity": 2}}, {"external": "advs.pt"}]
+    args = {"dataset": dataset, "eps": 2, "norm": "L1", "device": "cpu", "cache_dir": tmp_path / "c", "progress": False, "sanity": False}
+    result = bench.evaluate(model, attacks=attacks, **args)
+    assert list(result.rows.index) == ["Clean", "FGSM", "external:advs.pt", "fog s2", "Worst case"]
+    flags = result.flags
+    assert (flags["external:advs.pt"] == flags["Clean"]).all()  # no perturbation: robust exactly where clean
+    assert (flags["Worst case"] == (flags["FGSM"] & flags["external:advs.pt"])).all()  # fog is not in it
+    assert result.robust_accuracy == pytest.approx(flags["Worst case"].mean())
+    with pytest.raises(ConfigError, match=r"bench.evaluate: attacks\[1\].corruption.name: unknown corruption 'fgo'"):
+        bench.evaluate(model, attacks=["fgsm", {"corruption": "fgo"}], **args)
+    torch.save({"ids": torch.arange(3), "x_adv": torch.ones(3, 1, 12, 12)}, tmp_path / "advs.pt")
+    with pytest.raises(bench.BenchError, match=r"external 'external:advs.pt': advs.pt: x_adv\[0\]: outside the L1 ball"):
+        bench.evaluate(model, attacks=attacks, **args)

@@ -33,7 +33,7 @@ from bench.engine import entries
 from bench.engine.executors.local import Sequential
 from bench.engine.scheduler import run_tasks
 from bench.engine.store import Store
-from bench.engine.worker import WorkerContext
+from bench.engine.worker import WorkerContext, check_externals
 from bench.evaluation.checkpoints import module_digest
 from bench.models import Classifier
 from bench.plan.expand import expand
@@ -43,8 +43,9 @@ from bench.registry import ATTACKS, DATASETS
 from bench.report.aggregate import collect_outcomes, worst_case
 from bench.report.render import NORMS
 from bench.report.rows import CLEAN, WORST, CellStats, records
+from bench.suite.columns import is_column, parse_columns
 from bench.suite.refs import parse_ref, parse_ref_list
-from bench.suite.specs import CheckpointSpec, EvalSpec, PluginRef, Suite, TrainSpec
+from bench.suite.specs import CheckpointSpec, CorruptionRef, EvalSpec, ExternalRef, PluginRef, Suite, TrainSpec
 from bench.types import ThreatModel, parse_eps
 
 WHERE = "bench.evaluate"
@@ -59,6 +60,8 @@ class EvalRequest:
     attacks: list[PluginRef]
     threat: ThreatModel
     eval: EvalSpec
+    corruptions: list[CorruptionRef] = field(default_factory=list)  # ``{"corruption": ...}`` entries of ``attacks``
+    externals: list[ExternalRef] = field(default_factory=list)  # ``{"external": ...}`` entries (paths relative to the working directory)
 
 
 def parse_request(
@@ -72,12 +75,18 @@ def parse_request(
     if canonical is None:
         raise ConfigError(labels["norm"], f"expected Linf, L2 or L1, got {show(norm)}")
     ev = build(EvalSpec, {"n_examples": n_examples, "batch_size": batch_size, "subset_seed": seed, "precision": precision}, labels["eval"])
-    return EvalRequest(
-        parse_ref(DATASETS, dataset, labels["dataset"]),
-        parse_ref_list(ATTACKS, list(attacks) if isinstance(attacks, (list, tuple)) else attacks, labels["attacks"]),
-        ThreatModel(canonical, *parse_eps(eps, labels["eps"], canonical)),  # type: ignore[arg-type]
-        ev,
-    )
+    ref = parse_ref(DATASETS, dataset, labels["dataset"])
+    items = list(attacks) if isinstance(attacks, (list, tuple)) else attacks
+    if not isinstance(items, list):
+        raise ConfigError(labels["attacks"], f"expected a list, got {type(items).__name__}")
+    plain = [i for i, a in enumerate(items) if not is_column(a)]  # the attacks; the others are corruption and external columns
+    attack_refs = parse_ref_list(ATTACKS, [items[i] for i in plain], labels["attacks"], allow_empty=len(plain) < len(items), indices=plain)
+    others = [(i, a) for i, a in enumerate(items) if is_column(a)]
+    corruptions, externals = parse_columns(others, labels["attacks"], Path.cwd(), ref.name)
+    if any(e.template for e in externals):
+        raise ConfigError(labels["attacks"], "an external path with {row} or {seed} is for suites; give the file of this model's adversarial examples")
+    threat = ThreatModel(canonical, *parse_eps(eps, labels["eps"], canonical))  # type: ignore[arg-type]
+    return EvalRequest(ref, attack_refs, threat, ev, corruptions, externals)
 
 
 @dataclass
@@ -149,8 +158,9 @@ def evaluate(
     """Evaluate ``model`` (any ``nn.Module`` on [0,1] inputs) as a leaderboard row; cached by its weights.
 
     ``dataset`` and each of ``attacks`` are written as in a suite (``"pgd"``, ``{"pgd": {"steps": 50}}``,
-    ``{"autoattack": {"n_examples": 200}}``); ``eps`` as a float or ``"8/255"``; ``norm`` ``Linf`` or
-    ``L2`` (any case). ``n_examples`` test examples (None: all) drawn with ``seed``. ``normalize=(mean,
+    ``{"autoattack": {"n_examples": 200}}``, a corruption column ``{"corruption": "common-15"}`` or the file of
+    your own attack's adversarial examples ``{"external": "advs.pt"}``); ``eps`` as a float or ``"8/255"``;
+    ``norm`` ``Linf``, ``L2`` or ``L1`` (any case). ``n_examples`` test examples (None: all) drawn with ``seed``. ``normalize=(mean,
     std)`` when the model expects normalised inputs. ``name`` labels the row (default: the class name).
     ``sanity=False`` skips the gradient-masking checks. ``device="auto"``: CUDA when available; the
     model is copied there if it lives elsewhere (your model is never moved). ``precision`` is a suite's
@@ -194,6 +204,7 @@ def run_evaluation(
     suite = Suite(
         name="evaluate", path=Path(f"<{WHERE}>"), dataset=request.dataset, model=row.model, threat=request.threat,
         train=TrainSpec(), defences=[], attacks=request.attacks, eval=request.eval, seeds=[0], checkpoints=[row],
+        corruptions=request.corruptions, externals=request.externals,
     )  # fmt: skip
     plan = expand(suite)
     if not sanity:
@@ -207,6 +218,7 @@ def run_evaluation(
         on_device = model if all(p.device == dev for p in [*model.parameters(), *model.buffers()]) else copy.deepcopy(model).to(dev)
         _check_forward(on_device, ctx)
         ctx.preload(plan.train_jobs[0].key, on_device)
+        check_externals(plan, store, ctx.data_dir)
         result = run_tasks(plan, store, Sequential(ctx), prog, store.root / "logs", debug=True)
         computed = sum(o.status == "ran" for o in result.outcomes)
     return _collect(plan, store, computed)
@@ -253,13 +265,15 @@ def _interval(cell: CellStats | None) -> dict[str, Any]:
 
 def _flags(plan: Plan, store: Store) -> pd.DataFrame:
     """Per-sample correctness: Clean, each attack, Worst case (NA where an attack saw fewer examples)."""
-    found = [(j.column, entries.read_flags(store, EVAL, j.key)) for j in plan.eval_jobs if j.threat is None and store.has(j.kind, j.key)]
+    jobs = [j for j in plan.eval_jobs if j.threat is None and store.has(j.kind, j.key)]
+    found = [(j.column, entries.read_flags(store, EVAL, j.key)) for j in jobs]
     ids = max((f["sample_id"] for _, f in found), key=len)
     largest = next(f for _, f in found if len(f["sample_id"]) == len(ids))
     columns: dict[str, pd.Series] = {CLEAN: pd.Series(largest["clean"], index=ids)}
     columns.update({col: pd.Series(f["robust"], index=f["sample_id"]) for col, f in found})
-    if len(found) == len(plan.columns):
-        common, worst = worst_case([(f["sample_id"], f["robust"]) for _, f in found])
+    over = [f for (col, f) in found if col in plan.worst_columns]  # the attacks and external columns, not the corruptions
+    if len(over) == len(plan.worst_columns):
+        common, worst = worst_case([(f["sample_id"], f["robust"]) for f in over])
         columns[WORST] = pd.Series(worst, index=common)
     out = pd.DataFrame(index=pd.Index(ids, name="sample_id"))
     for col, series in columns.items():

@@ -18,14 +18,11 @@ from bench.api import rendered
 from bench.core.errors import BenchError
 from bench.core.files import default_cache_dir, write_json
 from bench.core.progress import Progress
-from bench.data import load_dataset
 from bench.device.env import check_device, resolve_device
 from bench.engine.executors import ExecutorConfig, WorkerSpec, make_executor
 from bench.engine.scheduler import ScheduleResult, run_tasks
 from bench.engine.store import Store
-from bench.engine.worker import WorkerContext
-from bench.evaluation.evaluate import subset_indices
-from bench.evaluation.external import ExternalError, load_external
+from bench.engine.worker import WorkerContext, check_externals
 from bench.plan import kinds as task_kinds
 from bench.plan.estimate import Estimator
 from bench.plan.expand import expand
@@ -169,22 +166,6 @@ def run_suite(
     if not fast:
         rendered.record(plan, store, out)
     return summary
-
-
-def check_externals(plan: Plan, store: Store, data_dir: str | None) -> None:
-    """Load and check each external column's file not evaluated yet against the test images it will be evaluated on
-    (``bench/evaluation/external.py``); the task that evaluates it checks it again."""
-    todo = list(dict.fromkeys(j.attack for j in plan.eval_jobs if j.group == "external" and not store.has(j.kind, j.key)))
-    if not todo:
-        return
-    suite, ev = plan.suite, plan.eval_spec
-    splits = load_dataset(suite.dataset.name, suite.dataset.params, data_dir)
-    ids = subset_indices(len(splits.test_y), ev.n_examples, ev.subset_seed)
-    for ref in todo:
-        try:
-            load_external(ref.path, splits.test_x, suite.threat, order=ids)
-        except ExternalError as e:
-            raise BenchError(f"{suite.sources.get('attacks', suite.path)}: attacks: external {ref.label!r}: {e}") from None
 
 
 def _ran(summary: RunSummary) -> int:

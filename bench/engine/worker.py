@@ -33,7 +33,7 @@ from bench.evaluation import randomised
 from bench.evaluation.checkpoints import load_row
 from bench.evaluation.columns import corrupted_images, corruption_flags, external_flags
 from bench.evaluation.evaluate import Flags, parity, robust_flags, subset_indices
-from bench.evaluation.external import load_external
+from bench.evaluation.external import ExternalError, load_external
 from bench.evaluation.parity import pool as pool_parity
 from bench.evaluation.sanity import sanity_checks
 from bench.models import build
@@ -274,6 +274,22 @@ def _column(job: EvalJob, ctx: WorkerContext) -> None:
         result, counts = external_flags(model, x, y, ids, external, bs, name, ctx.progress)
     _write_flags(job, ctx, ids, result, metrics={f"external_{k}": v for k, v in counts.items()})
     ctx.progress.log(f"  {job.label}: clean {100 * result.clean_acc:.2f}%, {ref.kind} {100 * result.robust_acc:.2f}% ({result.seconds:.1f}s)")
+
+
+def check_externals(plan: Plan, store: Store, data_dir: str | None) -> None:
+    """Load and check each external column's file not evaluated yet against the test images it will be evaluated on
+    (``bench/evaluation/external.py``); the task that evaluates it checks it again."""
+    todo = list(dict.fromkeys(j.attack for j in plan.eval_jobs if j.group == "external" and not store.has(j.kind, j.key)))
+    if not todo:
+        return
+    suite, ev = plan.suite, plan.eval_spec
+    splits = load_dataset(suite.dataset.name, suite.dataset.params, data_dir)  # as the workers will (cached per process)
+    ids = subset_indices(len(splits.test_y), ev.n_examples, ev.subset_seed)
+    for ref in todo:
+        try:
+            load_external(ref.path, splits.test_x, suite.threat, order=ids)
+        except ExternalError as e:
+            raise BenchError(f"{suite.sources.get('attacks', suite.path)}: attacks: external {ref.label!r}: {e}") from None
 
 
 def _survivors(job: EvalJob, ctx: WorkerContext, ids: np.ndarray, device: torch.device) -> torch.Tensor | None:
