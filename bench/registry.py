@@ -78,6 +78,10 @@ class Entry(Generic[T]):
     def default_params(self) -> Any:
         return self.params()
 
+    def facts(self) -> list[str]:
+        """What ``bench ls`` shows of the kind's own fields, at the default params."""
+        return []
+
     def param_fields(self) -> list[tuple[str, str, Any]]:
         """(name, type text, default) for each parameter, for `bench ls`."""
         out = []
@@ -103,6 +107,11 @@ class AttackSpec(Entry):
 
     call: ClassVar[tuple[str, ...]] = ("model", "x", "y", "threat", "params")
 
+    def facts(self) -> list[str]:
+        p = self.params()
+        cost = f"{self.cost(p):g} forward-equivalents per attacked image at the defaults" if self.cost else "no declared cost (estimated as PGD-20)"
+        return [f"family {self.family}", cost]
+
     def check(self) -> tuple[str, str] | None:
         if self.family not in FAMILIES:
             return "family", f"unknown {self.family!r} (known: {', '.join(FAMILIES)})"
@@ -124,6 +133,10 @@ class DefenceSpec(Entry):
     # default 2 * params.steps + 3 (a PGD crafting of ``steps`` at 2 each, one training step at 3)
 
     call: ClassVar[tuple[str, ...]] = ("model", "x", "y", "params", "ctx")
+
+    def facts(self) -> list[str]:
+        cost = f"{self.train_cost(self.params()):g} forward-equivalents per training image at the defaults" if self.train_cost else "no declared cost"
+        return [f"best_val selects on {self.selection} accuracy", cost, *([f"presets: {', '.join(self.presets)}"] if self.presets else [])]
 
     def check(self) -> tuple[str, str] | None:
         if self.selection not in ("robust", "clean"):
@@ -147,6 +160,9 @@ class DatasetSpec(Entry):
     # is not a DatasetInfo; default ((3, 32, 32), 10)
 
     call: ClassVar[tuple[str, ...]] = ("params", "roots")
+
+    def facts(self) -> list[str]:
+        return [f"{self.sizes[0]:,} train / {self.sizes[1]:,} test images"] if self.sizes else []
 
     def check(self) -> tuple[str, str] | None:
         if self.info is not None and not callable(self.info) and not hasattr(self.info, "num_classes"):
@@ -182,6 +198,9 @@ class CorruptionSpec(Entry):
     family: str  # required: one of CORRUPTION_FAMILIES
 
     call: ClassVar[tuple[str, ...]] = ("x", "severity", "seeds")
+
+    def facts(self) -> list[str]:
+        return [f"family {self.family}", "severities 1-5"]
 
     def check(self) -> tuple[str, str] | None:
         if self.family not in CORRUPTION_FAMILIES:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.params import range_problem
+from bench.device.precision import direction_logits
 from bench.registry import DEFENCES
 from bench.types import LossOut, TrainContext
 from defenses._common import at_cost, bn_mode, pgd_adversary
@@ -63,7 +64,8 @@ def weight_perturbation(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, 
     """gamma * v for every weight of ndim > 1, from one ascent step of a train-mode proxy copy."""
     proxy = copy.deepcopy(model).train()
     named = [(n, p) for n, p in proxy.named_parameters() if p.ndim > 1 and "weight" in n]
-    grads = torch.autograd.grad(F.cross_entropy(proxy(x_adv), y), [p for _, p in named])
+    # under fp16 the logits' gradient is scaled (a power of two) so that the weight gradients do not underflow
+    grads = torch.autograd.grad(F.cross_entropy(direction_logits(proxy(x_adv)), y), [p for _, p in named])
     return {n: gamma * p.detach().norm() / (g.norm() + 1e-20) * g for (n, p), g in zip(named, grads)}
 
 

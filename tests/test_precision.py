@@ -23,7 +23,7 @@ from bench.core import params as params_mod
 from bench.core.modes import frozen_eval
 from bench.core.stats import discordant, mcnemar_exact
 from bench.device import native
-from bench.device.precision import InputGradScaling, attack_model, autocast
+from bench.device.precision import InputGradScaling, attack_model, autocast, direction_logits
 from bench.models import build_model
 from bench.plan.expand import expand
 from bench.registry import DEFENCES
@@ -246,6 +246,35 @@ def test_the_scaling_view_uses_one_factor_when_examples_interact() -> None:
     g32 = input_grad(model, x, y, "fp32")
     scaled = input_grad(InputGradScaling(model), x, y, "fp16")
     assert cosines(scaled, g32).min() > 0.95
+
+
+def test_awps_weight_direction_survives_fp16_where_raw_gradients_underflow() -> None:
+    """AWP perturbs each weight along its normalised gradient: under fp16 a confident model's weight gradients
+    round to zero (AWP would silently be PGD-AT); through ``direction_logits`` they keep fp32's direction."""
+    from defenses.awp import weight_perturbation
+
+    x, _ = batch(32)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    with torch.no_grad():
+        top2 = model(x).topk(2, dim=1).values
+        sharpen(model, 25.0 / float((top2[:, 0] - top2[:, 1]).min()))  # every margin >= 25: e^-25 is below fp16's 6e-8
+        y = model(x).argmax(1)
+    named = [(n, p) for n, p in model.named_parameters() if p.ndim > 1 and "weight" in n]
+
+    def raw_grads() -> list[torch.Tensor]:
+        with autocast(x.device, "fp16"):
+            loss = F.cross_entropy(model(x), y)
+        return list(torch.autograd.grad(loss, [p for _, p in named]))
+
+    assert sum(float(g.abs().sum()) for g in raw_grads()) == 0.0  # in fp16 every weight gradient is exactly zero
+    v32 = weight_perturbation(model, x, y, 0.01)
+    with autocast(x.device, "fp16"):
+        v16 = weight_perturbation(model, x, y, 0.01)
+    for name, _ in named:
+        assert float(v16[name].norm()) == pytest.approx(float(v32[name].norm()), rel=1e-3)  # gamma x ||w||, not zero
+        assert float(cosines(v16[name].flatten()[None], v32[name].flatten()[None])) > 0.95
+    assert direction_logits(torch.ones(2, 3)).dtype == torch.float32  # fp32 and bf16 logits pass as they are
 
 
 def cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -98,3 +98,17 @@ def test_synthetic_dataset_contract() -> None:
     assert torch.equal(a.train_x, b.train_x)  # seeded
     other = entry.fn(dataclasses.replace(entry.params(), seed=1), [])
     assert not torch.equal(a.train_x, other.train_x)
+
+
+def test_bench_ls_shows_each_kinds_own_fields(capsys) -> None:
+    """Besides the parameters: an attack's family and cost, a defence's selection and cost, a corruption's family."""
+    from bench.commands.cli import main
+
+    for kind in ("attacks", "defences", "datasets", "models", "corruptions"):
+        assert main(["ls", kind]) == 0
+    out = capsys.readouterr().out.splitlines()
+    after = {line.split(" (v")[0]: out[i + 1].strip() for i, line in enumerate(out[:-1]) if " (v" in line and not line.startswith(" ")}
+    assert after["pgd"] == "[family iterative; 42 forward-equivalents per attacked image at the defaults]"
+    assert after["square"].startswith("[family blackbox; ")
+    assert after["trades"].startswith("[best_val selects on robust accuracy; ") and "presets: official" in after["trades"]
+    assert after["fog"] == "[family weather; severities 1-5]" and after["cifar10"] == "[50,000 train / 10,000 test images]"

@@ -1,4 +1,4 @@
-"""PGD family (methods.md section 4): one core, parameterised into FGSM and PGD-k, L-inf or L2.
+"""PGD family (methods.md section 4): one core, parameterised into FGSM and PGD-k, L-inf, L2 or L1 (bench/attacks/l1.py).
 
 * ``pgd``: PGD-k on cross-entropy, uniform random start, sign steps, projection onto the eps-ball
   and [0,1] (Madry et al. 2018; FR ``attack/pgd.py``). With ``restarts > 1`` the per-sample worst
@@ -200,7 +200,7 @@ def pgd_cost(p: PGDParams | Any) -> float:
     cost=pgd_cost,
 )
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, p: PGDParams) -> torch.Tensor:
-    """PGD-k (L-inf or L2, the threat's norm), uniform random start, CE loss; restarts keep the per-sample worst."""
+    """PGD-k (L-inf, L2 or L1: the threat's norm), uniform random start, CE loss; restarts keep the per-sample worst."""
     eps = threat.eps_float
     return pgd(model, x, y, eps, step_size(p.alpha, eps), p.steps, LOSSES[p.loss], p.init, p.restarts, threat.norm, p.eot)
 

@@ -248,6 +248,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     load_plugins(list(args.plugins), Path.cwd(), "--plugins")
     for entry in REGISTRIES[args.kind].entries():
         print(f"{entry.name} (v{entry.version}): {entry.summary}")
+        facts = entry.facts()
+        if facts:
+            print(f"    [{'; '.join(facts)}]")
         for name, typ, default in entry.param_fields():
             print(f"    {name}: {typ} = {default!r}")
     return 0

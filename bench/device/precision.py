@@ -13,7 +13,8 @@
 * fp16's narrow exponent: training scales the loss (``torch.amp.GradScaler``, ``bench/training/train.py``);
   attacks take input gradients through :class:`InputGradScaling` (``attack_model``), which scales
   each example's logit gradient to about 1 before it enters the fp16 backward and divides it out at
-  the input, in fp32, so small gradients of confident points do not underflow to zero.
+  the input, in fp32, so small gradients of confident points do not underflow to zero; a weight
+  direction (AWP) takes its gradients through ``direction_logits``, scaled the same way.
 * ``to_layout(t, channels_last)``: 4-D tensors (and a model's parameters) in channels_last memory
   format; element-wise attack steps keep the format of their input.
 * ``fuse_bn(model)``: a copy with the BatchNorms after convolutions folded into them (``eval.fuse_bn``,
@@ -135,6 +136,14 @@ class InputGradScaling(nn.Module):
         factors: list = []
         per_example = not any(m.training for m in self.model.modules())
         return _ScaleLogitGrad.apply(self.model(_UnscaleInputGrad.apply(x, factors)), factors, per_example)
+
+
+def direction_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` (as fp32) for a loss whose parameter gradients are used only as a direction (AWP's weight
+    perturbation is normalised per tensor): from fp16 logits, their gradient enters the fp16 backward scaled by
+    one power of two (exact) to a largest entry in [1, 2), so the parameter gradients of confident points
+    do not underflow to zero; the scale is not divided out (a direction does not change). Other dtypes: as they are."""
+    return _ScaleLogitGrad.apply(logits, [], False) if logits.dtype == torch.float16 else logits
 
 
 def attack_model(model: nn.Module, precision: str) -> nn.Module:
