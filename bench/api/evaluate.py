@@ -42,7 +42,7 @@ from bench.plan.tasks import Plan
 from bench.registry import ATTACKS, DATASETS
 from bench.report.aggregate import collect_outcomes, worst_case
 from bench.report.render import NORMS
-from bench.report.rows import CLEAN, WORST, CellStats, records
+from bench.report.rows import CLEAN, CORRUPTION_MEAN, WORST, CellStats, records
 from bench.suite.columns import is_column, parse_columns
 from bench.suite.refs import parse_ref, parse_ref_list
 from bench.suite.specs import CheckpointSpec, CorruptionRef, EvalSpec, ExternalRef, PluginRef, Suite, TrainSpec
@@ -121,8 +121,9 @@ class Evaluation:
 
     def table(self) -> str:
         body = [
-            [col, f"{r.accuracy:.2f}", f"[{r.ci_low:.1f}, {r.ci_high:.1f}]", int(r.n)] for col, r in self.rows.iterrows()
-        ]
+            [col, f"{r.accuracy:.2f}", f"[{r.ci_low:.1f}, {r.ci_high:.1f}]" if pd.notna(r.ci_low) else "—", int(r.n)]
+            for col, r in self.rows.iterrows()
+        ]  # Corruption mean: a mean of columns, no interval of its own
         lines = [self.title, "", tabulate(body, headers=["", "Accuracy (%)", "95 % interval", "n"], tablefmt="pipe", disable_numparse=True, colalign=("left", "right", "left", "right"))]
         lines += [f"sanity: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -245,8 +246,10 @@ def _collect(plan: Plan, store: Store, computed: int) -> Evaluation:
         raise BenchError(f"{WHERE}: nothing evaluated (see the messages above)")
     first, suite = tidy[0], plan.suite
     clean = {"column": CLEAN, "accuracy": 100 * first.clean_acc, "n": first.clean_n, "eval_key": None, **_interval(first.clean_cell)}
+    order = [*plan.worst_columns, WORST, *(label for _, label in plan.corruption_columns), CORRUPTION_MEAN]  # as the leaderboard
     rows = [clean] + [
-        {"column": r.attack, "accuracy": 100 * r.robust_acc, "n": r.n, "eval_key": r.eval_key, **_interval(r.cell)} for r in tidy
+        {"column": r.attack, "accuracy": 100 * r.robust_acc, "n": r.n, "eval_key": r.eval_key, **_interval(r.cell)}
+        for r in sorted(tidy, key=lambda r: order.index(r.attack) if r.attack in order else len(order))
     ]
     frame = pd.DataFrame(rows).set_index("column")[["accuracy", "ci_low", "ci_high", "ci_method", "n", "eval_key"]]
     n = first.clean_n
