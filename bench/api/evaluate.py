@@ -39,12 +39,12 @@ from bench.models import Classifier
 from bench.plan.expand import expand
 from bench.plan.kinds import EVAL
 from bench.plan.tasks import Plan
-from bench.registry import ATTACKS, DATASETS
+from bench.registry import DATASETS
 from bench.report.aggregate import collect_outcomes, worst_case
 from bench.report.render import NORMS
 from bench.report.rows import CLEAN, CORRUPTION_MEAN, WORST, CellStats, records
-from bench.suite.columns import is_column, parse_columns
-from bench.suite.refs import parse_ref, parse_ref_list
+from bench.suite.columns import parse_entries
+from bench.suite.refs import parse_ref
 from bench.suite.specs import CheckpointSpec, CorruptionRef, EvalSpec, ExternalRef, PluginRef, Suite, TrainSpec
 from bench.types import ThreatModel, parse_eps
 
@@ -77,12 +77,7 @@ def parse_request(
     ev = build(EvalSpec, {"n_examples": n_examples, "batch_size": batch_size, "subset_seed": seed, "precision": precision}, labels["eval"])
     ref = parse_ref(DATASETS, dataset, labels["dataset"])
     items = list(attacks) if isinstance(attacks, (list, tuple)) else attacks
-    if not isinstance(items, list):
-        raise ConfigError(labels["attacks"], f"expected a list, got {type(items).__name__}")
-    plain = [i for i, a in enumerate(items) if not is_column(a)]  # the attacks; the others are corruption and external columns
-    attack_refs = parse_ref_list(ATTACKS, [items[i] for i in plain], labels["attacks"], allow_empty=len(plain) < len(items), indices=plain)
-    others = [(i, a) for i, a in enumerate(items) if is_column(a)]
-    corruptions, externals = parse_columns(others, labels["attacks"], Path.cwd(), ref.name)
+    attack_refs, corruptions, externals = parse_entries(items, labels["attacks"], Path.cwd(), ref.name, allow_empty=False)
     if any(e.template for e in externals):
         raise ConfigError(labels["attacks"], "an external path with {row} or {seed} is for suites; give the file of this model's adversarial examples")
     threat = ThreatModel(canonical, *parse_eps(eps, labels["eps"], canonical))  # type: ignore[arg-type]
@@ -268,8 +263,7 @@ def _interval(cell: CellStats | None) -> dict[str, Any]:
 
 def _flags(plan: Plan, store: Store) -> pd.DataFrame:
     """Per-sample correctness: Clean, each attack, Worst case (NA where an attack saw fewer examples)."""
-    jobs = [j for j in plan.eval_jobs if j.threat is None and store.has(j.kind, j.key)]
-    found = [(j.column, entries.read_flags(store, EVAL, j.key)) for j in jobs]
+    found = [(j.column, entries.read_flags(store, EVAL, j.key)) for j in plan.eval_jobs if j.threat is None and store.has(j.kind, j.key)]
     ids = max((f["sample_id"] for _, f in found), key=len)
     largest = next(f for _, f in found if len(f["sample_id"]) == len(ids))
     columns: dict[str, pd.Series] = {CLEAN: pd.Series(largest["clean"], index=ids)}

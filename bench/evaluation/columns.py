@@ -28,7 +28,7 @@ from bench.core.progress import Progress
 from bench.data import cifar_c
 from bench.data.corruptions import corrupt
 from bench.data.loader import to_unit
-from bench.evaluation.evaluate import Flags
+from bench.evaluation.evaluate import Flags, concat_flags
 from bench.evaluation.external import External
 from bench.evaluation.randomised import Verdicts
 
@@ -56,8 +56,7 @@ def _compare(
                 robust = torch.where(present[i : i + len(yb)], robust, clean)
             clean_parts.append(clean.cpu())
             robust_parts.append(robust.cpu())
-    cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros(0, dtype=bool)  # noqa: E731
-    flags = Flags(cat(clean_parts), cat(robust_parts), 0.0, time.perf_counter() - start)
+    flags = Flags(concat_flags(clean_parts), concat_flags(robust_parts), 0.0, time.perf_counter() - start)
     flags.model_check = verdicts.record()
     return flags
 

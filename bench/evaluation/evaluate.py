@@ -125,10 +125,14 @@ def robust_flags(
                 _save_eval_state(state, x, batch_size, b + 1, clean_parts, robust_parts, max_dist, seconds)
                 last_save = time.perf_counter()
                 fault_point(f"eval-batch:{b + 1}")
-    cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros(0, dtype=bool)  # noqa: E731
-    flags = Flags(cat(clean_parts), cat(robust_parts), max_dist, before + time.perf_counter() - start)
+    flags = Flags(concat_flags(clean_parts), concat_flags(robust_parts), max_dist, before + time.perf_counter() - start)
     flags.model_check = verdicts.record()
     return flags
+
+
+def concat_flags(parts: list[torch.Tensor]) -> np.ndarray:
+    """Per-batch bool flags (on the CPU) as one array (an empty one when there were no batches)."""
+    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=bool)
 
 
 def _save_eval_state(

@@ -13,13 +13,12 @@ columns (the plan's leaderboard rows and columns).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
 from bench.attacks import label as attack_label
 from bench.core.errors import ConfigError, show
-from bench.core.params import non_defaults, to_plain
+from bench.core.params import did_you_mean, non_defaults, to_plain
 from bench.evaluation.sanity import SANITY_VERSION
 from bench.plan import keys
 from bench.plan.tasks import (
@@ -165,13 +164,8 @@ def _expand(suite: Suite, limit: int | None) -> Plan:
     reference = suite.leaderboard.mce_reference
     if reference is not None and reference not in rows:
         where = f"{suite.sources.get('leaderboard', suite.path)}: leaderboard.mce_reference"
-        raise ConfigError(where, f"no leaderboard row {show(reference)}{_hint(reference, rows)}; rows: {', '.join(rows)}")
+        raise ConfigError(where, f"no leaderboard row {show(reference)}{did_you_mean(reference, rows)}; rows: {', '.join(rows)}")
     return plan
-
-
-def _hint(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _column_labels(suite: Suite, attack_columns: list[str]) -> tuple[list[tuple[Any, str]], list[tuple[Any, str]]]:
@@ -248,7 +242,7 @@ def _analysis_jobs(plan: Plan, ref: SuiteRef) -> list[AnalysisJob]:
     for i, row in enumerate(suite.analysis.rows):
         if row not in known:
             where = f"{suite.sources.get('analysis', suite.path)}: analysis.rows[{i}]"
-            raise ConfigError(where, f"no leaderboard row {show(row)}{_hint(row, known)}; rows: {', '.join(known)}")
+            raise ConfigError(where, f"no leaderboard row {show(row)}{did_you_mean(row, known)}; rows: {', '.join(known)}")
     jobs: dict[tuple[str, int], AnalysisJob] = {}
     for e in plan.eval_jobs:
         if suite.analysis.rows and e.display not in suite.analysis.rows:

@@ -21,21 +21,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 from bench.core import params as P
 from bench.core.errors import ConfigError, show
+from bench.core.files import sha256_file
 from bench.data import cifar_c
 from bench.data.corruptions import (
     NAMES as COMMON_15,  # the benchmark's 15, in the paper's order (mean and mCE are over these)
 )
 from bench.data.corruptions import SEVERITIES
-from bench.registry import CORRUPTIONS
+from bench.registry import ATTACKS, CORRUPTIONS
 from bench.suite.read import file_problem
-from bench.suite.specs import CorruptionRef, ExternalRef
+from bench.suite.refs import parse_ref_list
+from bench.suite.specs import CorruptionRef, ExternalRef, PluginRef
 
 KINDS = ("corruption", "external")
 PRESETS = {"common-15": COMMON_15}
@@ -47,6 +48,20 @@ RELEASED_VERSION = 1
 def is_column(item: Any) -> bool:
     """Whether an ``attacks:`` item is a corruption or external entry (a one-key mapping with one of those keys)."""
     return isinstance(item, dict) and len(item) == 1 and next(iter(item)) in KINDS
+
+
+def parse_entries(
+    items: Any, where: str, base: Path, dataset: str, allow_empty: bool = True
+) -> tuple[list[PluginRef], list[CorruptionRef], list[ExternalRef]]:
+    """An ``attacks:`` list: its attacks (``bench/suite/refs.py``, errors naming their place in the list) and its
+    corruption and external entries. ``allow_empty``: whether a list without attacks is accepted when it has no
+    other entry either (a list of columns only is always accepted)."""
+    if not isinstance(items, list):
+        raise ConfigError(where, f"expected a list, got {type(items).__name__}")
+    plain = [i for i, a in enumerate(items) if not is_column(a)]
+    attacks = parse_ref_list(ATTACKS, [items[i] for i in plain], where, allow_empty=allow_empty or len(plain) < len(items), indices=plain)
+    corruptions, externals = parse_columns([(i, a) for i, a in enumerate(items) if is_column(a)], where, base, dataset)
+    return attacks, corruptions, externals
 
 
 def parse_columns(
@@ -128,7 +143,7 @@ def _severities(value: Any, where: str) -> list[int]:
 
 def external_ref(value: Any, where: str, base: Path) -> ExternalRef:
     """``advs.pt`` or ``{path: advs.pt, name: column}``: the file found and hashed now (checked against the test
-    images when the run starts: ``bench.api.run``, and again by the task that evaluates it)."""
+    images before anything runs: ``check_externals`` in ``bench/engine/worker.py``, and again by the task that evaluates it)."""
     raw = {"path": value} if isinstance(value, str) else value
     if not isinstance(raw, dict):
         raise ConfigError(where, f"expected a file name or {{path: advs.pt, name: ...}}, got {show(value)}")
@@ -155,11 +170,7 @@ def external_ref(value: Any, where: str, base: Path) -> ExternalRef:
     problem = file_problem(path)
     if problem:
         raise ConfigError(f"{where}.path", f"{problem}: {path}")
-    return ExternalRef(label, path, _digest(path))
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return ExternalRef(label, path, sha256_file(path))
 
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._+=,()-]")
@@ -176,4 +187,4 @@ def for_row(ref: ExternalRef, row: str, seed: int) -> ExternalRef | None:
     if not ref.template:
         return ref
     path = row_file(ref, row, seed)
-    return ExternalRef(ref.label, path, _digest(path)) if path.is_file() else None
+    return ExternalRef(ref.label, path, sha256_file(path)) if path.is_file() else None

@@ -20,9 +20,9 @@ from typing import Any
 
 from bench.core import params as P
 from bench.core.errors import ConfigError, show
-from bench.registry import ATTACKS, DATASETS, DEFENCES, MODELS
+from bench.registry import DATASETS, DEFENCES, MODELS
 from bench.suite import sections
-from bench.suite.columns import is_column, parse_columns
+from bench.suite.columns import parse_entries
 from bench.suite.overrides import Overrides, apply_overrides, normalize_overrides
 from bench.suite.paper import read_paper
 from bench.suite.read import load_raw
@@ -107,12 +107,8 @@ def _parse(path: Path, raw: dict[str, Any], sources: dict[str, str], sets: tuple
     leaderboard = P.build(LeaderboardSpec, raw.get("leaderboard"), at("leaderboard"))
     # the plug-ins it names (bench/suite/refs.py), then the sections with parsers of their own (bench/suite/sections.py)
     dataset = parse_ref(DATASETS, raw["dataset"], at("dataset"))
-    raw_attacks = [] if raw.get("attacks") is None else raw["attacks"]
-    if not isinstance(raw_attacks, list):
-        raise ConfigError(at("attacks"), f"expected a list, got {type(raw_attacks).__name__}")
-    others = [(i, a) for i, a in enumerate(raw_attacks) if is_column(a)]  # corruption and external entries
-    plain = [i for i, a in enumerate(raw_attacks) if not is_column(a)]
-    attacks = parse_ref_list(ATTACKS, [raw_attacks[i] for i in plain], at("attacks"), allow_empty=True, indices=plain)
+    raw_attacks = [] if raw.get("attacks") is None else raw["attacks"]  # attacks, and corruption and external columns
+    attacks, corruptions, externals = parse_entries(raw_attacks, at("attacks"), Path(sources.get("attacks", path)).parent, dataset.name)
     suite = Suite(
         name=name,
         path=path,
@@ -135,7 +131,7 @@ def _parse(path: Path, raw: dict[str, Any], sources: dict[str, str], sets: tuple
     taken = [d.name for d in suite.defences] + suite.zoo
     base = Path(sources.get("checkpoints", path)).parent
     suite.checkpoints = sections.checkpoints(raw.get("checkpoints"), at("checkpoints"), base, dataset, taken)
-    suite.corruptions, suite.externals = parse_columns(others, at("attacks"), Path(sources.get("attacks", path)).parent, dataset.name)
+    suite.corruptions, suite.externals = corruptions, externals
     if leaderboard.mce_reference is not None and not suite.corruptions:
         raise ConfigError(f"{at('leaderboard')}.mce_reference", "needs corruption columns (- corruption: ... in attacks)")
     # what a task names: the files, the overrides and (an edited .pt is a changed suite) the checkpoints' weights and external files
